@@ -1,0 +1,99 @@
+"""The parameter autoencoder: a 1-D conv encoder/decoder over the normalized parameter vector.
+
+Convolutions share weights across positions, but position i of a parameter vector means something
+different from position j. So the first encoder layer and the last decoder layer are untied per
+position (each position has its own C-channel embedding / read-out), which costs O(C·D) and keeps
+memory linear in D. The latent is standardized per sample (zero mean, unit variance over all its
+entries) so the latent noise augmentation has a fixed meaning: noise 0.1 is a tenth of the
+latent's own scale, and the encoder cannot escape it by growing its output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AutoencoderConfig:
+    channels: int = 32
+    depth: int = 4  # stride-2 stages: the latent is 2**depth times shorter than the input
+    latent_channels: int = 4
+    input_noise: float = 0.001
+    latent_noise: float = 0.1
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+class PerPositionIn(nn.Module):
+    """h[b, c, p] = x[b, p] * w[c, p] + bias[c, p]: an embedding of each position's scalar."""
+
+    def __init__(self, channels: int, length: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(channels, length))
+        self.bias = nn.Parameter(torch.zeros(channels, length))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1) * self.weight + self.bias
+
+
+class PerPositionOut(nn.Module):
+    """y[b, p] = sum_c h[b, c, p] * w[c, p] + bias[p]: a read-out of its own for each position."""
+
+    def __init__(self, channels: int, length: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(channels, length) / math.sqrt(channels))
+        self.bias = nn.Parameter(torch.zeros(length))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return (h * self.weight).sum(1) + self.bias
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, dim: int, config: AutoencoderConfig):
+        super().__init__()
+        self.dim = dim
+        self.config = config
+        stride = 2**config.depth
+        self.padded = math.ceil(dim / stride) * stride
+        c = config.channels
+        down = []
+        for _ in range(config.depth):
+            down += [nn.Conv1d(c, c, 4, stride=2, padding=1), nn.SiLU()]
+        self.encoder = nn.Sequential(
+            PerPositionIn(c, self.padded), nn.SiLU(), nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), *down,
+            nn.Conv1d(c, config.latent_channels, 3, padding=1),
+        )
+        up = []
+        for _ in range(config.depth):
+            up += [nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.SiLU()]
+        self.decoder = nn.Sequential(
+            nn.Conv1d(config.latent_channels, c, 3, padding=1), nn.SiLU(), *up,
+            nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), PerPositionOut(c, self.padded),
+        )
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return (self.config.latent_channels, self.padded // 2**self.config.depth)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, D] normalized parameters -> [B, latent_channels, L] latents, standardized per sample."""
+        z = self.encoder(F.pad(x, (0, self.padded - self.dim)))
+        return F.layer_norm(z, z.shape[1:])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)[:, : self.dim]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction with the noise augmentation of p-diff (active in training mode only)."""
+        if self.training:
+            x = x + self.config.input_noise * torch.randn_like(x)
+        z = self.encode(x)
+        if self.training:
+            z = z + self.config.latent_noise * torch.randn_like(z)
+        return self.decode(z)

@@ -1,0 +1,176 @@
+"""The `nndiff` command. Thin: it parses options and calls the library's stage functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import NndiffError
+
+EPILOG = """examples:
+  nndiff run --out runs/demo                       # everything on the default task (mnist1d-cnn)
+  nndiff collect --task digits-cnn -k 200 --out runs/d/zoo
+  nndiff train --zoo runs/d/zoo --out runs/d
+  nndiff generate --run runs/d -n 100 --sampler ddim --steps 50 --seed 0
+  nndiff evaluate --run runs/d
+"""
+
+
+def _collect_options(p: argparse.ArgumentParser) -> None:
+    from .tasks import DEFAULT_TASK
+
+    p.add_argument("--task", default=DEFAULT_TASK, help=f"built-in task name (default: {DEFAULT_TASK}; see `nndiff tasks`)")
+    p.add_argument("--select", nargs="+", metavar="GLOB",
+                   help="glob patterns over the model's parameter names to generate (default: the task's, e.g. 'bn3.*' 'bn4.*')")
+    p.add_argument("-k", type=int, default=200, help="number of snapshots to collect (default: 200)")
+    p.add_argument("--runs", type=int, default=1, help="independent collection runs (seeds) the k snapshots are split over (default: 1)")
+    p.add_argument("--lr", type=float, default=None, help="collection learning rate (default: the task's; too small gives copies)")
+    p.add_argument("--burn-in", type=int, default=100, help="SGD steps before the first snapshot of each run (default: 100)")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML file with training settings (see config.yaml of any run)")
+    p.add_argument("--normalization", choices=("element", "layer"), help="parameter standardization (default: element)")
+    p.add_argument("--ae-steps", type=int, help="autoencoder training steps (default: 1000)")
+    p.add_argument("--diffusion-steps", type=int, help="diffusion training steps (default: 2000)")
+    p.add_argument("--input-noise", type=float, help="autoencoder input noise augmentation (default: 0.001)")
+    p.add_argument("--latent-noise", type=float, help="autoencoder latent noise augmentation (default: 0.1)")
+
+
+def _generate_options(p: argparse.ArgumentParser) -> None:
+    from .diffusion import SAMPLERS
+
+    p.add_argument("-n", type=int, default=100, help="number of models to generate (default: 100)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="reverse-process sampler (default: ddim)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50; ddpm uses up to 1000)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result (default: 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto, CUDA if present)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nndiff", description="Generate neural network parameters with latent diffusion (p-diff) and evaluate them honestly.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="collect, train, generate and evaluate in one go", description=
+                       "Run the whole pipeline into --out: OUT/zoo (snapshots), the trained generator, OUT/generated, OUT/metrics.json.")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<task>)")
+    _collect_options(p)
+    _train_options(p)
+    _generate_options(p)
+    _common(p)
+
+    p = sub.add_parser("collect", help="train a base model and collect snapshots of selected parameters",
+                       description="Train the task's base model, then train only the selected parameters and save k snapshots.")
+    p.add_argument("--out", type=Path, required=True, help="zoo directory to write")
+    _collect_options(p)
+    _common(p)
+
+    p = sub.add_parser("train", help="train the autoencoder and latent diffusion model on a zoo")
+    p.add_argument("--zoo", type=Path, required=True, help="zoo directory written by `nndiff collect`")
+    p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    _train_options(p)
+    _common(p)
+
+    p = sub.add_parser("generate", help="sample new parameter sets from a trained run")
+    p.add_argument("--run", type=Path, required=True, help="run directory written by `nndiff train`")
+    _generate_options(p)
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="accuracy of originals, generated models and the weight average")
+    p.add_argument("--run", type=Path, required=True, help="run directory holding generated/")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    sub.add_parser("tasks", help="list the built-in tasks")
+    return parser
+
+
+def _train_config(args):
+    from .config import TrainConfig
+    from .storage import load_yaml
+
+    data = load_yaml(args.config) if args.config else {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise NndiffError(f"{args.config}: expected a mapping of settings")
+    data = {k: v for k, v in data.items() if k not in ("zoo", "task")}
+    config = TrainConfig.from_dict(data)
+    overrides = [("normalization", config, "normalization"), ("ae_steps", config.autoencoder, "steps"),
+                 ("diffusion_steps", config.diffusion, "steps"), ("input_noise", config.autoencoder, "input_noise"),
+                 ("latent_noise", config.autoencoder, "latent_noise")]
+    for arg, target, field in overrides:
+        if getattr(args, arg) is not None:
+            setattr(target, field, getattr(args, arg))
+    config.seed, config.device = args.seed, args.device
+    return config.validate()
+
+
+def _collect_config(args):
+    from .zoo import CollectConfig
+
+    return CollectConfig(select=args.select, k=args.k, runs=args.runs, seed=args.seed, lr=args.lr,
+                         burn_in=args.burn_in, device=args.device)
+
+
+def dispatch(args) -> None:
+    from . import pipeline
+
+    progress = not args.quiet
+    if args.command == "tasks":
+        from .tasks import TASKS
+
+        for name, make in TASKS.items():
+            print(f"{name:14s} {make().description}")
+    elif args.command == "collect":
+        zoo = pipeline.collect_zoo(args.task, args.out, _collect_config(args), progress)
+        accs = [s["test_acc"] for s in zoo.snapshots]
+        print(f"wrote {len(zoo)} snapshots of {zoo.layout.size} parameters to {args.out} "
+              f"(test accuracy {min(accs):.2f}..{max(accs):.2f}%)")
+    elif args.command == "train":
+        stats = pipeline.train_run(args.zoo, args.out, _train_config(args), progress)
+        print(f"trained {args.out}: autoencoder reconstruction MSE {stats['autoencoder']['reconstruction_mse']:.4f}, "
+              f"diffusion loss {stats['diffusion']['final_loss']:.4f}")
+    elif args.command == "generate":
+        out = pipeline.generate_run(args.run, args.n, args.seed, args.sampler, args.steps, args.device)
+        print(f"wrote {args.n} generated models to {out}")
+    elif args.command == "evaluate":
+        metrics = pipeline.evaluate_run(args.run, args.device, progress)
+        print(pipeline.format_table(metrics))
+        print(f"\nwrote {Path(args.run) / 'metrics.json'}")
+    elif args.command == "run":
+        out = args.out or Path("runs") / args.task
+        metrics = pipeline.run_all(args.task, out, _collect_config(args), _train_config(args), args.n, args.seed,
+                                   args.sampler, args.steps, progress)
+        print()
+        print(pipeline.format_table(metrics))
+        t = metrics["timings_s"]
+        print("\ntime (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+        print(f"wrote {out / 'metrics.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        dispatch(args)
+    except NndiffError as e:
+        if args.debug:
+            raise
+        print(f"nndiff: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nndiff: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""DDPM over latents: the noise schedule, the training loss and the samplers.
+
+The schedule and the reverse-step math come from diffusers' schedulers (DDPM, DDIM, DPM-Solver++),
+configured once from the same betas, so every sampler reads the schedule the model was trained on.
+Sampling is reproducible: the same seeds give bit-identical samples on the same device. Sample i
+of a call with seed S uses its own generator seeded S + i, so asking for more models keeps the
+first ones (up to float rounding, since the batch size changes the kernels' summation order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import NndiffError
+
+SAMPLERS = ("ddpm", "ddim", "dpm")
+
+
+@dataclass
+class DiffusionConfig:
+    train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+
+
+def make_scheduler(config: DiffusionConfig, sampler: str = "ddpm"):
+    """A diffusers scheduler for the linear-beta, epsilon-prediction schedule of `config`."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    common = dict(num_train_timesteps=config.train_timesteps, beta_schedule="linear",
+                  beta_start=config.beta_start, beta_end=config.beta_end, prediction_type="epsilon")
+    if sampler == "ddpm":
+        # Latents are standardized, not bounded to [-1, 1]: clipping x0 would distort them.
+        return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
+    if sampler == "ddim":
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
+    if sampler == "dpm":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing")
+    raise NndiffError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def training_loss(model: nn.Module, x0: torch.Tensor, scheduler, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Epsilon-prediction MSE at a uniformly drawn timestep per sample: ||eps - model(x_t, t)||^2."""
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    x_t = scheduler.add_noise(x0, noise, t)  # sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+    return F.mse_loss(model(x_t, t), noise)
+
+
+@torch.no_grad()
+def sample(model: nn.Module, shape: tuple[int, ...], scheduler, steps: int, seeds: list[int],
+           device: torch.device | str = "cpu") -> torch.Tensor:
+    """Run the reverse process from N(0, I) for len(seeds) samples of `shape`; returns [N, *shape]."""
+    if steps < 1 or steps > scheduler.config.num_train_timesteps:
+        raise NndiffError(f"--steps must be between 1 and {scheduler.config.num_train_timesteps} (got {steps})")
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+    scheduler.set_timesteps(steps)
+    model.eval()
+    for t in scheduler.timesteps:
+        eps = model(x, t.to(device).expand(x.shape[0]))
+        # DDPM's fresh noise at each step is drawn from each sample's own generator (diffusers
+        # accepts one generator per batch element); DDIM (eta = 0) and DPM-Solver++ draw none.
+        x = scheduler.step(eps, t, x, generator=gens).prev_sample
+    return x

@@ -1,0 +1,123 @@
+"""Evaluation: accuracy of the originals, the generated models and the weight-average ensemble.
+
+Selection is honest: the "best" generated model is chosen by validation accuracy and reported with
+its test accuracy; the maximum test accuracy is reported too, labelled as an oracle (it is what the
+reference code calls "best", and it is chosen on the test set).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from typing import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .params import Layout
+from .tasks import Evaluation
+
+
+def evaluate_params(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict,
+                    progress: bool = True) -> dict[str, list[Evaluation]]:
+    """Write each row of `params` into a copy of `model` and evaluate it on every split."""
+    model = copy.deepcopy(model)
+    device = next(model.parameters()).device
+    out = {name: [] for name in splits}
+    for v in tqdm(params, desc="evaluate", disable=not progress, leave=False):
+        layout.write(model, v.to(device))
+        for name, split in splits.items():
+            out[name].append(task.evaluate(model, split))
+    return out
+
+
+def pairwise_iou(preds: torch.Tensor, labels: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+    """IoU of the sets of wrongly predicted samples, |W_i ∩ W_j| / |W_i ∪ W_j|.
+
+    preds: [N, n] predictions of N models on n samples; other: [M, n] (default: preds). Returns
+    [N, M]. Two models that are both never wrong count as identical (IoU 1).
+    """
+    wa = (preds != labels).float()
+    wb = wa if other is None else (other != labels).float()
+    inter = wa @ wb.T
+    union = wa.sum(1, keepdim=True) + wb.sum(1)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+
+
+def mean_offdiagonal(m: torch.Tensor) -> float:
+    n = m.shape[0]
+    if n < 2:
+        return float("nan")
+    return float((m.sum() - m.diagonal().sum()) / (n * (n - 1)))
+
+
+def summarize(accs: Sequence[float]) -> dict[str, float]:
+    if not accs:
+        return {"best": float("nan"), "mean": float("nan"), "median": float("nan"), "min": float("nan")}
+    return {"best": max(accs), "mean": statistics.fmean(accs), "median": statistics.median(accs), "min": min(accs)}
+
+
+def select_by_val(val: Sequence[float], test: Sequence[float]) -> dict[str, float | int]:
+    """The model with the highest validation accuracy (first on ties) and its test accuracy."""
+    i = max(range(len(val)), key=lambda j: (val[j], -j))
+    return {"index": i, "val_acc": val[i], "test_acc": test[i]}
+
+
+def evaluate_models(task, zoo, generated: torch.Tensor, device: torch.device, progress: bool = True) -> dict:
+    """Metrics for the originals (from the zoo's manifest), the generated models and the ensemble."""
+    model = zoo.model(task).to(device)
+    splits = {name: task.splits()[name].to(device) for name in ("val", "test")}
+    finite = torch.isfinite(generated).all(1)
+    gen_evals = evaluate_params(task, model, zoo.layout, generated[finite], splits, progress)
+    gen_val = [e.accuracy for e in gen_evals["val"]]
+    gen_test = [e.accuracy for e in gen_evals["test"]]
+    ens = evaluate_params(task, model, zoo.layout, zoo.params.mean(0, keepdim=True), splits, progress=False)
+    orig_val = [s["val_acc"] for s in zoo.snapshots]
+    orig_test = [s["test_acc"] for s in zoo.snapshots]
+    best_orig = max(orig_test)
+    generated_metrics = {
+        "count": len(gen_test),
+        "nonfinite": int((~finite).sum()),
+        "test_acc": summarize(gen_test),
+        "val_acc": summarize(gen_val),
+        "selected_by_val": select_by_val(gen_val, gen_test) if gen_test else None,
+        "oracle_best_test": max(gen_test) if gen_test else None,  # chosen on test: for comparison only
+        "within_1pt_of_best_original": (sum(a >= best_orig - 1.0 for a in gen_test) / len(gen_test)) if gen_test else 0.0,
+    }
+    return {
+        "task": zoo.task,
+        "base": zoo.info.get("base"),
+        "originals": {
+            "count": len(orig_test),
+            "test_acc": summarize(orig_test),
+            "val_acc": summarize(orig_val),
+            "selected_by_val": select_by_val(orig_val, orig_test),
+            "mean_pairwise_iou": zoo.info.get("mean_pairwise_iou"),
+        },
+        "generated": generated_metrics,
+        "ensemble": {"val_acc": ens["val"][0].accuracy, "test_acc": ens["test"][0].accuracy},
+    }
+
+
+def format_table(metrics: dict) -> str:
+    """A plain-text table of test accuracies (percent)."""
+    rows = [("group", "count", "best", "mean", "median", "min", "val-selected")]
+    o, g = metrics["originals"], metrics["generated"]
+    sel_o = f"{o['selected_by_val']['test_acc']:.2f}"
+    sel_g = f"{g['selected_by_val']['test_acc']:.2f}" if g["selected_by_val"] else "-"
+    for name, group, sel in (("originals", o, sel_o), ("generated", g, sel_g)):
+        t = group["test_acc"]
+        rows.append((name, str(group["count"]), f"{t['best']:.2f}", f"{t['mean']:.2f}", f"{t['median']:.2f}", f"{t['min']:.2f}", sel))
+    e = metrics["ensemble"]["test_acc"]
+    rows.append(("weight average", "1", f"{e:.2f}", f"{e:.2f}", f"{e:.2f}", f"{e:.2f}", "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append("test accuracy (%). 'best' is the maximum on test (an oracle, for comparison with the paper);")
+    lines.append("'val-selected' is the test accuracy of the model with the best validation accuracy.")
+    if g.get("nonfinite"):
+        lines.append(f"{g['nonfinite']} generated model(s) contained NaN/Inf and were excluded.")
+    lines.append(f"{100 * g['within_1pt_of_best_original']:.0f}% of generated models are within 1 point of the best original.")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""The stages on disk: each reads and writes a run directory, so the CLI and `nndiff run` share them.
+
+A run directory holds
+    config.yaml              the resolved training configuration and the zoo it was trained on
+    autoencoder.safetensors, denoiser.safetensors (EMA weights), normalizer.safetensors
+    train_stats.json         losses and timings of training
+    generated/               one safetensors file per generated model, plus info.json
+    metrics.json             the evaluation (see evaluate.py)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+from .errors import NndiffError
+from .evaluate import evaluate_models, format_table
+from .generate import GENERATED, ParamGenerator, read_generated, write_generated
+from .runtime import resolve_device
+from .storage import load_json, load_yaml, save_json, save_yaml
+from .tasks import get_task
+from .train import fit
+from .zoo import CollectConfig, Zoo, collect
+
+
+def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: bool = True) -> Zoo:
+    zoo = collect(get_task(task), config, progress)
+    zoo.save(out)
+    return zoo
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise NndiffError(f"run directory {run_dir} does not exist; create it with `nndiff train --zoo ZOO --out {run_dir}`")
+    if not (run_dir / "config.yaml").is_file():
+        raise NndiffError(f"{run_dir} is not a trained run (no config.yaml); train one with `nndiff train --zoo ZOO --out {run_dir}`")
+
+
+def read_run_config(run_dir: str | Path) -> tuple[Path, TrainConfig]:
+    """The zoo path and the training configuration recorded in a run directory."""
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir)
+    data = load_yaml(run_dir / "config.yaml")
+    if not isinstance(data, dict) or "zoo" not in data:
+        raise NndiffError(f"{run_dir / 'config.yaml'} has no 'zoo' entry; retrain the run")
+    data = dict(data)
+    zoo = Path(data.pop("zoo"))
+    data.pop("task", None)
+    return (zoo if zoo.is_absolute() else run_dir / zoo), TrainConfig.from_dict(data)
+
+
+def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, progress: bool = True) -> dict:
+    zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
+    zoo = Zoo.load(zoo_dir)
+    get_task(zoo.task)  # fail now, not after training, if the task is unknown
+    generator, stats = fit(zoo, config, progress)
+    generator.save(run_dir)
+    save_json(run_dir / "train_stats.json", stats)
+    # Recorded relative to the run directory when possible, so a run and its zoo can move together.
+    zoo_ref = os.path.relpath(zoo_dir.resolve(), run_dir.resolve())
+    save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, **config.to_dict()})
+    return stats
+
+
+def generate_run(run_dir: str | Path, n: int = 100, seed: int = 0, sampler: str = "ddim", steps: int = 50,
+                 device: str = "auto") -> Path:
+    run_dir = Path(run_dir)
+    _, config = read_run_config(run_dir)
+    generator = ParamGenerator.load(run_dir, config, resolve_device(device))
+    t0 = time.perf_counter()
+    vectors = generator.sample(n, seed, sampler, steps)
+    seconds = time.perf_counter() - t0
+    out = write_generated(run_dir, vectors, generator.layout, seed, sampler, steps)
+    save_json(out / "info.json", {"count": n, "seed": seed, "sampler": sampler, "steps": steps, "seconds": round(seconds, 3)})
+    return out
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -> dict:
+    """Evaluate the generated models of a run; writes and returns metrics.json."""
+    run_dir = Path(run_dir)
+    zoo_dir, _ = read_run_config(run_dir)
+    zoo = Zoo.load(zoo_dir)
+    task = get_task(zoo.task)
+    generated = read_generated(run_dir, zoo.layout)
+    t0 = time.perf_counter()
+    metrics = evaluate_models(task, zoo, generated, resolve_device(device), progress)
+    evaluate_s = time.perf_counter() - t0
+    train_stats = load_json(run_dir / "train_stats.json") if (run_dir / "train_stats.json").is_file() else {}
+    gen_info = load_json(run_dir / GENERATED / "info.json") if (run_dir / GENERATED / "info.json").is_file() else {}
+    timings = {
+        "collect": zoo.info.get("seconds", float("nan")),
+        **train_stats.get("timings_s", {}),
+        "generate": gen_info.get("seconds", float("nan")),
+        "evaluate": round(evaluate_s, 3),
+    }
+    timings["total"] = round(sum(timings.values()), 3)
+    metrics["sampler"] = {k: gen_info.get(k) for k in ("sampler", "steps", "seed")}
+    metrics["timings_s"] = timings
+    save_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig, n: int = 100,
+            seed: int = 0, sampler: str = "ddim", steps: int = 50, progress: bool = True, log=print) -> dict:
+    """Collect -> train -> generate -> evaluate into `out` (the zoo goes to out/zoo)."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    log(f"[1/4] collecting {collect_config.k} snapshots of {task} into {out / 'zoo'}")
+    zoo = collect_zoo(task, out / "zoo", collect_config, progress)
+    log(f"      base model test accuracy {zoo.info['base']['test_acc']:.2f}%, {zoo.layout.size} parameters selected "
+        f"({', '.join(zoo.layout.names)})")
+    log("[2/4] training the autoencoder and the latent diffusion model")
+    train_run(out / "zoo", out, train_config, progress)
+    log(f"[3/4] generating {n} models ({sampler}, {steps} steps, seed {seed})")
+    generate_run(out, n, seed, sampler, steps, train_config.device)
+    log("[4/4] evaluating")
+    metrics = evaluate_run(out, train_config.device, progress)
+    metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 3)  # wall time, including file I/O
+    save_json(out / "metrics.json", metrics)
+    return metrics
+
+
+__all__ = ["collect_zoo", "train_run", "generate_run", "evaluate_run", "run_all", "read_run_config", "format_table"]

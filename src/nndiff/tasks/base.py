@@ -1,0 +1,82 @@
+"""The task interface: data splits, a model factory, a train step and an evaluation.
+
+Any object with these attributes and methods is a task; `ClassificationTask` implements the
+interface for a classifier over in-memory tensors, which is what every built-in task is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Evaluation:
+    accuracy: float  # percent
+    predictions: torch.Tensor  # [n] predicted class per sample, on the CPU
+
+
+@dataclass
+class ClassificationTask:
+    """A classifier trained with cross-entropy on tensors that fit in memory.
+
+    `load_data` returns {"train", "val", "test"} splits; it is called once and cached.
+    Training hyperparameters for the base model and the collection defaults live here because
+    they are properties of the task (what converges, what gives diverse snapshots).
+    """
+
+    name: str
+    description: str
+    make_model: Callable[[], nn.Module]
+    load_data: Callable[[], dict[str, Split]]
+    default_select: list[str]
+    base_epochs: int = 20
+    base_lr: float = 3e-3
+    batch_size: int = 128
+    collect_lr: float = 0.5
+    eval_batch_size: int = 4096
+    _splits: dict[str, Split] | None = field(default=None, repr=False)
+
+    def splits(self) -> dict[str, Split]:
+        if self._splits is None:
+            self._splits = self.load_data()
+        return self._splits
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(model, x, y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Predicted classes for `x`, in eval mode (BatchNorm uses its running statistics)."""
+        was_training = model.training
+        model.eval()
+        preds = torch.cat([model(x[i : i + self.eval_batch_size]).argmax(1) for i in range(0, len(x), self.eval_batch_size)])
+        model.train(was_training)
+        return preds
+
+    def evaluate(self, model: nn.Module, split: Split) -> Evaluation:
+        preds = self.predict(model, split.x)
+        return Evaluation(100.0 * float((preds == split.y).float().mean()), preds.cpu())

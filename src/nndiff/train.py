@@ -1,0 +1,118 @@
+"""Training loops for the parameter autoencoder and the latent diffusion model, written out plainly."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .autoencoder import Autoencoder
+from .config import TrainConfig
+from .denoiser import Denoiser
+from .diffusion import make_scheduler, training_loss
+from .errors import NndiffError
+from .generate import ParamGenerator
+from .params import Normalizer
+from .runtime import resolve_device, seed_everything
+from .zoo import Zoo
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
+    """Linear warmup, then cosine decay to a tenth of the base rate."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool) -> tuple[Autoencoder, dict]:
+    """x: [K, D] normalized parameters, on the training device."""
+    cfg = config.autoencoder
+    ae = Autoencoder(x.shape[1], cfg).to(x.device)
+    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    batch = min(cfg.batch_size, len(x))
+    ae.train()  # enables the input and latent noise augmentation
+    bar = tqdm(range(cfg.steps), desc="autoencoder", disable=not progress, leave=False)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+        idx = torch.randint(len(x), (batch,), generator=gen).to(x.device)
+        loss = F.mse_loss(ae(x[idx]), x[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0:
+            bar.set_postfix(mse=f"{loss.item():.4f}")
+    ae.eval()
+    with torch.no_grad():
+        recon = F.mse_loss(ae.decode(ae.encode(x)), x).item()
+    return ae, {"final_loss": loss.item(), "reconstruction_mse": recon}
+
+
+def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool) -> tuple[Denoiser, dict]:
+    """z: [K, C, L] standardized latents. Returns the EMA denoiser."""
+    cfg = config.diffusion
+    model = Denoiser(tuple(z.shape[1:]), config.denoiser).to(z.device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    scheduler = make_scheduler(cfg, "ddpm")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    batch = min(cfg.batch_size, len(z))
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="diffusion", disable=not progress, leave=False)
+    running = None
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+        idx = torch.randint(len(z), (batch,), generator=gen).to(z.device)
+        loss = training_loss(model, z[idx], scheduler, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        # Warm the EMA up: with few steps a fixed 0.999 would still remember the random init.
+        update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{running:.4f}")
+    return ema.eval(), {"final_loss": running}
+
+
+def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True) -> tuple[ParamGenerator, dict]:
+    """Train the autoencoder, then the latent diffusion model, on a zoo. Returns the generator and stats."""
+    config = (config or TrainConfig()).validate()
+    if len(zoo) < 2:
+        raise NndiffError(f"the zoo holds {len(zoo)} snapshot(s); at least 2 are needed to learn a distribution")
+    device = resolve_device(config.device)
+    gen = seed_everything(config.seed)
+    normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)
+    x = normalizer(zoo.params).to(device)
+
+    t0 = time.perf_counter()
+    ae, ae_stats = train_autoencoder(x, config, gen, progress)
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        z = ae.encode(x)
+    latent_normalizer = Normalizer.fit(z.flatten(1).cpu(), None, "element")
+    z = latent_normalizer(z.flatten(1).cpu()).view(z.shape).to(device)
+    denoiser, diff_stats = train_diffusion(z, config, gen, progress)
+    t2 = time.perf_counter()
+
+    generator = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, denoiser)
+    stats = {
+        "autoencoder": ae_stats,
+        "diffusion": diff_stats,
+        "timings_s": {"train_autoencoder": round(t1 - t0, 3), "train_diffusion": round(t2 - t1, 3)},
+    }
+    return generator, stats

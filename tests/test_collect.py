@@ -1,0 +1,31 @@
+import torch
+
+from nndiff.evaluate import mean_offdiagonal, pairwise_iou
+from nndiff.zoo import CollectConfig, collect
+
+
+def test_pairwise_iou_by_hand():
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    preds = torch.tensor([
+        [9, 9, 2, 3, 4],  # wrong on {0, 1}
+        [9, 1, 9, 3, 4],  # wrong on {0, 2}
+        [0, 1, 2, 3, 4],  # never wrong
+    ])
+    iou = pairwise_iou(preds, labels)
+    expected = torch.tensor([[1, 1 / 3, 0], [1 / 3, 1, 0], [0, 0, 1.0]])
+    torch.testing.assert_close(iou, expected)
+    torch.testing.assert_close(pairwise_iou(preds[:1], labels, preds[2:]), torch.tensor([[0.0]]))
+    assert abs(mean_offdiagonal(iou) - (2 / 3) / 6) < 1e-6
+
+
+def test_default_task_collects_snapshots_that_differ():
+    """On mnist1d-cnn the default protocol must not produce K copies of one model."""
+    zoo = collect("mnist1d-cnn", CollectConfig(k=20), progress=False)
+    accs = [s["test_acc"] for s in zoo.snapshots]
+    assert len(set(accs)) > 1
+    assert zoo.info["mean_pairwise_iou"] < 0.995
+    assert zoo.info["base"]["test_acc"] > 95
+    assert min(accs) > 95
+    assert [s["step"] for s in zoo.snapshots] == list(range(101, 121))
+    # only the selected parameters moved: the base state is what the snapshots were trained from
+    assert not torch.equal(zoo.params[0], zoo.params[1])

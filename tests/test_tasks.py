@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+import torch
+
+from nndiff.tasks import get_task
+from nndiff.tasks import mnist1d as m1d
+
+
+def test_mnist1d_is_generated_locally_without_network(monkeypatch, tmp_path):
+    import requests
+
+    def no_network(*a, **k):
+        raise AssertionError("the dataset must be generated, not downloaded")
+
+    monkeypatch.setattr(requests, "get", no_network)
+    monkeypatch.setenv("NNDIFF_CACHE", str(tmp_path))
+    state = np.random.get_state()
+    splits = m1d.load_mnist1d(300, 100, 200)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 300, "val": 100, "test": 200}
+    assert splits["train"].x.shape == (300, 1, 40) and splits["train"].x.dtype == torch.float32
+    assert set(splits["test"].y.tolist()) == set(range(10))
+    assert np.array_equal(np.random.get_state()[1], state[1])  # the generator's reseeding is undone
+    again = m1d.load_mnist1d(300, 100, 200)  # from the cache now
+    assert torch.equal(again["test"].x, splits["test"].x)
+
+
+def test_default_task_has_a_large_test_split():
+    # fewer test samples make the similarity measures saturate (a model makes ~25 errors in 1,000)
+    assert m1d.N_TEST >= 10_000
+
+
+@pytest.mark.parametrize("name,params,shape", [("mnist1d-cnn", (20_000, 60_000), (1, 40)), ("digits-cnn", (5_000, 30_000), (1, 8, 8))])
+def test_models_and_evaluation(name, params, shape):
+    task = get_task(name)
+    model = task.make_model()
+    n = sum(p.numel() for p in model.parameters())
+    assert params[0] <= n <= params[1]
+    x = torch.randn(7, *shape)
+    y = torch.arange(7) % 10
+    from nndiff.tasks import Split
+
+    ev = task.evaluate(model, Split(x, y))
+    assert ev.predictions.shape == (7,)
+    assert ev.accuracy == pytest.approx(100 * float((ev.predictions == y).float().mean()))
