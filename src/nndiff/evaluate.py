@@ -9,27 +9,54 @@ from __future__ import annotations
 
 import copy
 import statistics
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batched import predict_batched, try_split
 from .params import Layout
-from .tasks import Evaluation
+
+
+@dataclass
+class GroupEvaluation:
+    """N models on one split."""
+
+    accuracy: torch.Tensor  # [N] percent
+    predictions: torch.Tensor  # [N, n] predicted class per sample, on the CPU
 
 
 def evaluate_params(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict,
-                    progress: bool = True) -> dict[str, list[Evaluation]]:
-    """Write each row of `params` into a copy of `model` and evaluate it on every split."""
-    model = copy.deepcopy(model)
+                    progress: bool = True, batched: bool = True) -> dict[str, GroupEvaluation]:
+    """Evaluate every row of `params` written into `model` on every split.
+
+    Uses the batched path (frozen trunk once, generated head vectorized over models) when the task
+    predicts by argmax and the model can be traced; otherwise one forward pass per model.
+    """
     device = next(model.parameters()).device
-    out = {name: [] for name in splits}
+    split_model = try_split(model, layout) if batched and getattr(task, "batched_eval", False) else None
+    out = {}
+    if split_model is not None:
+        for name, split in splits.items():
+            preds = predict_batched(split_model, layout, params.to(device), split.x).cpu()
+            out[name] = GroupEvaluation(_accuracy(preds, split.y.cpu()), preds)
+        return out
+    model = copy.deepcopy(model)
+    preds = {name: [] for name in splits}
     for v in tqdm(params, desc="evaluate", disable=not progress, leave=False):
         layout.write(model, v.to(device))
         for name, split in splits.items():
-            out[name].append(task.evaluate(model, split))
+            preds[name].append(task.evaluate(model, split).predictions)
+    for name, split in splits.items():
+        p = torch.stack(preds[name]) if preds[name] else torch.empty(0, len(split), dtype=torch.long)
+        out[name] = GroupEvaluation(_accuracy(p, split.y.cpu()), p)
     return out
+
+
+def _accuracy(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return 100.0 * (preds == labels).double().mean(1)
 
 
 def pairwise_iou(preds: torch.Tensor, labels: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
@@ -70,8 +97,7 @@ def evaluate_models(task, zoo, generated: torch.Tensor, device: torch.device, pr
     splits = {name: task.splits()[name].to(device) for name in ("val", "test")}
     finite = torch.isfinite(generated).all(1)
     gen_evals = evaluate_params(task, model, zoo.layout, generated[finite], splits, progress)
-    gen_val = [e.accuracy for e in gen_evals["val"]]
-    gen_test = [e.accuracy for e in gen_evals["test"]]
+    gen_val, gen_test = gen_evals["val"].accuracy.tolist(), gen_evals["test"].accuracy.tolist()
     ens = evaluate_params(task, model, zoo.layout, zoo.params.mean(0, keepdim=True), splits, progress=False)
     orig_val = [s["val_acc"] for s in zoo.snapshots]
     orig_test = [s["test_acc"] for s in zoo.snapshots]
@@ -96,7 +122,7 @@ def evaluate_models(task, zoo, generated: torch.Tensor, device: torch.device, pr
             "mean_pairwise_iou": zoo.info.get("mean_pairwise_iou"),
         },
         "generated": generated_metrics,
-        "ensemble": {"val_acc": ens["val"][0].accuracy, "test_acc": ens["test"][0].accuracy},
+        "ensemble": {"val_acc": ens["val"].accuracy.item(), "test_acc": ens["test"].accuracy.item()},
     }
 
 

@@ -193,10 +193,9 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
 
     params = torch.stack(rows)
     evals = evaluate_params(task, base, layout, params, {"val": val, "test": test}, progress)
-    for meta, va, te in zip(snapshots, evals["val"], evals["test"]):
-        meta["val_acc"], meta["test_acc"] = va.accuracy, te.accuracy
-    test_preds = torch.stack([e.predictions for e in evals["test"]])
-    diversity = mean_offdiagonal(pairwise_iou(test_preds, splits["test"].y))
+    for meta, va, te in zip(snapshots, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
+        meta["val_acc"], meta["test_acc"] = va, te
+    diversity = mean_offdiagonal(pairwise_iou(evals["test"].predictions, splits["test"].y.cpu()))
     if diversity > 0.995:
         warnings.warn(f"the {config.k} snapshots are near-copies (mean pairwise IoU of wrong test predictions "
                       f"{diversity:.4f}); raise --lr or --burn-in, or collect more --runs", stacklevel=2)

@@ -51,6 +51,7 @@ class ClassificationTask:
     batch_size: int = 128
     collect_lr: float = 0.5
     eval_batch_size: int = 4096
+    batched_eval: bool = True  # predictions are argmax(model(x)): many models can share one trunk pass
     _splits: dict[str, Split] | None = field(default=None, repr=False)
 
     def splits(self) -> dict[str, Split]:
@@ -79,4 +80,4 @@ class ClassificationTask:
 
     def evaluate(self, model: nn.Module, split: Split) -> Evaluation:
         preds = self.predict(model, split.x)
-        return Evaluation(100.0 * float((preds == split.y).float().mean()), preds.cpu())
+        return Evaluation(100.0 * float((preds == split.y).double().mean()), preds.cpu())
