@@ -5,7 +5,7 @@ import pytest
 from nndiff.cli import main
 
 # Tiny settings: the point is that every stage runs and writes what it should, not quality.
-TINY_RUN = ["--quiet", "run", "--task", "digits-cnn", "-k", "24", "--burn-in", "10", "--ae-steps", "40",
+TINY_RUN = ["--quiet", "run", "--task", "digits-cnn", "-k", "24", "--burn-in", "10", "--heldout", "6", "--ae-steps", "40",
             "--diffusion-steps", "40", "-n", "6", "--steps", "10"]
 
 

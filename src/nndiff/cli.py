@@ -14,6 +14,7 @@ EPILOG = """examples:
   nndiff train --zoo runs/d/zoo --out runs/d
   nndiff generate --run runs/d -n 100 --sampler ddim --steps 50 --seed 0
   nndiff evaluate --run runs/d
+  nndiff report --run runs/d                       # are the generated models new? runs/d/report/report.md
 """
 
 
@@ -27,6 +28,10 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=1, help="independent collection runs (seeds) the k snapshots are split over (default: 1)")
     p.add_argument("--lr", type=float, default=None, help="collection learning rate (default: the task's; too small gives copies)")
     p.add_argument("--burn-in", type=int, default=100, help="SGD steps before the first snapshot of each run (default: 100)")
+    p.add_argument("--heldout", type=int, default=100,
+                   help="snapshots collected from one more run (a new seed) that the generator never sees; "
+                        "the novelty report compares generated models with them (default: 100)")
+    p.add_argument("--base", type=Path, help="start from this base model state_dict (.safetensors) instead of training one")
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
@@ -62,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="collect, train, generate and evaluate in one go", description=
                        "Run the whole pipeline into --out: OUT/zoo (snapshots), the trained generator, OUT/generated, OUT/metrics.json.")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<task>)")
+    p.add_argument("--no-report", action="store_true", help="skip the novelty analysis and report/")
     _collect_options(p)
     _train_options(p)
     _generate_options(p)
@@ -86,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy of originals, generated models and the weight average")
     p.add_argument("--run", type=Path, required=True, help="run directory holding generated/")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    p = sub.add_parser("report", help="novelty analysis against baselines, figures and report.md",
+                       description="Compare the generated models with noise-added, weight-averaged, Gaussian and held-out "
+                                   "baselines on accuracy and similarity to the training snapshots; writes RUN/report/.")
+    p.add_argument("--run", type=Path, required=True, help="run directory holding generated/")
+    p.add_argument("--seed", type=int, default=0, help="seed for the baselines' random draws (default: 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     sub.add_parser("tasks", help="list the built-in tasks")
@@ -117,11 +130,12 @@ def _collect_config(args):
     from .zoo import CollectConfig
 
     return CollectConfig(select=args.select, k=args.k, runs=args.runs, seed=args.seed, lr=args.lr,
-                         burn_in=args.burn_in, device=args.device)
+                         burn_in=args.burn_in, heldout=args.heldout, device=args.device)
 
 
 def dispatch(args) -> None:
     from . import pipeline
+    from .storage import load_json
 
     progress = not args.quiet
     if args.command == "tasks":
@@ -130,7 +144,7 @@ def dispatch(args) -> None:
         for name, make in TASKS.items():
             print(f"{name:14s} {make().description}")
     elif args.command == "collect":
-        zoo = pipeline.collect_zoo(args.task, args.out, _collect_config(args), progress)
+        zoo = pipeline.collect_zoo(args.task, args.out, _collect_config(args), progress, args.base)
         accs = [s["test_acc"] for s in zoo.snapshots]
         print(f"wrote {len(zoo)} snapshots of {zoo.layout.size} parameters to {args.out} "
               f"(test accuracy {min(accs):.2f}..{max(accs):.2f}%)")
@@ -145,14 +159,21 @@ def dispatch(args) -> None:
         metrics = pipeline.evaluate_run(args.run, args.device, progress)
         print(pipeline.format_table(metrics))
         print(f"\nwrote {Path(args.run) / 'metrics.json'}")
+    elif args.command == "report":
+        path = pipeline.report_run(args.run, args.device, args.seed, progress)
+        print("\n".join(load_json(path.parent / "novelty.json")["verdict"]))
+        print(f"\nwrote {path}")
     elif args.command == "run":
         out = args.out or Path("runs") / args.task
         metrics = pipeline.run_all(args.task, out, _collect_config(args), _train_config(args), args.n, args.seed,
-                                   args.sampler, args.steps, progress)
+                                   args.sampler, args.steps, progress, base=args.base, report=not args.no_report)
         print()
         print(pipeline.format_table(metrics))
         t = metrics["timings_s"]
         print("\ntime (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+        if not args.no_report:
+            print("\n" + "\n".join(load_json(out / "report" / "novelty.json")["verdict"]))
+            print(f"wrote {out / 'report' / 'report.md'}")
         print(f"wrote {out / 'metrics.json'}")
 
 

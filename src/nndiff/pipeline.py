@@ -6,6 +6,7 @@ A run directory holds
     train_stats.json         losses and timings of training
     generated/               one safetensors file per generated model, plus info.json
     metrics.json             the evaluation (see evaluate.py)
+    report/                  novelty.json, figures and report.md (see novelty.py, report.py)
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ from .config import TrainConfig
 from .errors import NndiffError
 from .evaluate import evaluate_models, format_table
 from .generate import GENERATED, ParamGenerator, read_generated, write_generated
+from .novelty import analyze
+from .params import Normalizer
+from .report import write_report
 from .runtime import resolve_device
-from .storage import load_json, load_yaml, save_json, save_yaml
+from .storage import load_json, load_tensors, load_yaml, save_json, save_yaml
 from .tasks import get_task
 from .train import fit
 from .zoo import CollectConfig, Zoo, collect
 
 
-def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: bool = True) -> Zoo:
-    zoo = collect(get_task(task), config, progress)
+def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: bool = True,
+                base: str | Path | None = None) -> Zoo:
+    """Collect a zoo into `out`, from the base model state_dict in `base` (safetensors) if given."""
+    zoo = collect(get_task(task), config, progress, load_tensors(base) if base else None)
     zoo.save(out)
     return zoo
 
@@ -104,24 +110,45 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
     return metrics
 
 
+def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progress: bool = True) -> Path:
+    """The novelty analysis and visual report of a run: writes run_dir/report/{novelty.json, *.png, report.md}."""
+    run_dir = Path(run_dir)
+    zoo_dir, _ = read_run_config(run_dir)
+    metrics = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else evaluate_run(run_dir, device, progress)
+    zoo = Zoo.load(zoo_dir)
+    task = get_task(zoo.task)
+    normalizer = Normalizer.from_state_dict(load_tensors(run_dir / "normalizer.safetensors"), "params.")
+    generated = read_generated(run_dir, zoo.layout)
+    generated = generated[torch.isfinite(generated).all(1)]
+    model = zoo.model(task).to(resolve_device(device))
+    novelty, per_model = analyze(task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed)
+    save_json(run_dir / "report" / "novelty.json", novelty)
+    return write_report(run_dir / "report", metrics, novelty, per_model)
+
+
 def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig, n: int = 100,
-            seed: int = 0, sampler: str = "ddim", steps: int = 50, progress: bool = True, log=print) -> dict:
-    """Collect -> train -> generate -> evaluate into `out` (the zoo goes to out/zoo)."""
+            seed: int = 0, sampler: str = "ddim", steps: int = 50, progress: bool = True, log=print,
+            base: str | Path | None = None, report: bool = True) -> dict:
+    """Collect -> train -> generate -> evaluate (-> report) into `out` (the zoo goes to out/zoo)."""
     out = Path(out)
     t0 = time.perf_counter()
     log(f"[1/4] collecting {collect_config.k} snapshots of {task} into {out / 'zoo'}")
-    zoo = collect_zoo(task, out / "zoo", collect_config, progress)
+    zoo = collect_zoo(task, out / "zoo", collect_config, progress, base)
     log(f"      base model test accuracy {zoo.info['base']['test_acc']:.2f}%, {zoo.layout.size} parameters selected "
         f"({', '.join(zoo.layout.names)})")
     log("[2/4] training the autoencoder and the latent diffusion model")
     train_run(out / "zoo", out, train_config, progress)
     log(f"[3/4] generating {n} models ({sampler}, {steps} steps, seed {seed})")
     generate_run(out, n, seed, sampler, steps, train_config.device)
-    log("[4/4] evaluating")
+    log("[4/4] evaluating" + (" and writing the novelty report" if report else ""))
     metrics = evaluate_run(out, train_config.device, progress)
+    if report:
+        t1 = time.perf_counter()
+        report_run(out, train_config.device, seed, progress)
+        metrics["timings_s"]["report"] = round(time.perf_counter() - t1, 3)
     metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 3)  # wall time, including file I/O
     save_json(out / "metrics.json", metrics)
     return metrics
 
 
-__all__ = ["collect_zoo", "train_run", "generate_run", "evaluate_run", "run_all", "read_run_config", "format_table"]
+__all__ = ["collect_zoo", "train_run", "generate_run", "evaluate_run", "report_run", "run_all", "read_run_config", "format_table"]

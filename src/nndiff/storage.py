@@ -8,6 +8,7 @@ half-written file under the final name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -68,8 +69,19 @@ def load_metadata(path: str | Path) -> dict[str, Any]:
         raise NndiffError(f"{path}: not a readable safetensors file ({e}); it may be truncated or corrupt — regenerate it") from None
 
 
+def _finite(obj: Any) -> Any:
+    """NaN and Inf are not JSON: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def save_json(path: str | Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n").encode())
 
 
 def load_json(path: str | Path) -> Any:

@@ -9,8 +9,9 @@ on mnist1d-cnn: lr 0.05 → mean pairwise IoU of wrong predictions 0.94, lr 0.5 
 accuracy. Several runs (seeds) may be collected into one zoo.
 
 A zoo directory holds
-    manifest.json        task, selection, layout, per-snapshot metadata (run, seed, step, accuracies)
-    params.safetensors   {"params": [K, D]} the flattened selected parameters
+    manifest.json        task, selection, layout, per-snapshot metadata (run, seed, step, accuracies),
+                         the same for the held-out snapshots
+    params.safetensors   {"params": [K, D], "heldout": [H, D]} the flattened selected parameters
     base.safetensors     the full base model state_dict (everything that is not generated)
 """
 
@@ -46,6 +47,7 @@ class CollectConfig:
     lr: float | None = None  # None: the task's collect_lr
     momentum: float = 0.9
     burn_in: int = 100
+    heldout: int = 100  # snapshots from one extra run (a new seed) that training never sees
     device: str = "auto"
 
 
@@ -57,6 +59,9 @@ class Zoo:
     base_state: dict[str, torch.Tensor]
     snapshots: list[dict]  # per row of params: run, seed, step, val_acc, test_acc
     info: dict = field(default_factory=dict)  # select patterns, collection config, base metrics
+    # Held-out originals: what a genuinely new model from the same collection process looks like.
+    heldout: torch.Tensor = field(default_factory=lambda: torch.empty(0, 0))
+    heldout_snapshots: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.params.shape[0]
@@ -75,7 +80,7 @@ class Zoo:
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
         save_tensors(d / "base.safetensors", self.base_state)
-        save_tensors(d / "params.safetensors", {"params": self.params})
+        save_tensors(d / "params.safetensors", {"params": self.params, "heldout": self.heldout.reshape(-1, self.layout.size)})
         manifest = {
             "format": "nndiff-zoo",
             "version": ZOO_VERSION,
@@ -84,6 +89,7 @@ class Zoo:
             "dim": self.layout.size,
             "layout": self.layout.to_json(),
             "snapshots": self.snapshots,
+            "heldout": self.heldout_snapshots,
             **self.info,
         }
         save_json(d / "manifest.json", manifest)  # written last: its presence means the zoo is complete
@@ -107,11 +113,19 @@ class Zoo:
         snapshots = m.get("snapshots", [])
         if len(snapshots) != params.shape[0]:
             raise NndiffError(f"{d}: manifest lists {len(snapshots)} snapshots but params.safetensors holds {params.shape[0]}")
-        if not torch.isfinite(params).all():
-            bad = int((~torch.isfinite(params)).any(1).sum())
-            raise NndiffError(f"{d}: {bad} snapshot(s) contain NaN or Inf; re-collect with a smaller learning rate")
-        info = {k: v for k, v in m.items() if k not in {"format", "version", "task", "count", "dim", "layout", "snapshots"}}
-        return cls(m["task"], layout, params.float(), load_tensors(d / "base.safetensors"), snapshots, info)
+        heldout = tensors.get("heldout", torch.empty(0, layout.size))
+        heldout_snapshots = m.get("heldout", [])
+        if heldout.ndim != 2 or heldout.shape[1] != layout.size or len(heldout_snapshots) != heldout.shape[0]:
+            raise NndiffError(f"{d}: held-out snapshots of shape {list(heldout.shape)} do not match the manifest "
+                              f"({len(heldout_snapshots)} listed, layout size {layout.size})")
+        for name, rows in (("snapshot", params), ("held-out snapshot", heldout)):
+            if not torch.isfinite(rows).all():
+                bad = int((~torch.isfinite(rows)).any(1).sum())
+                raise NndiffError(f"{d}: {bad} {name}(s) contain NaN or Inf; re-collect with a smaller learning rate")
+        skip = {"format", "version", "task", "count", "dim", "layout", "snapshots", "heldout"}
+        info = {k: v for k, v in m.items() if k not in skip}
+        return cls(m["task"], layout, params.float(), load_tensors(d / "base.safetensors"), snapshots, info,
+                   heldout.float(), heldout_snapshots)
 
 
 def train_base(task: ClassificationTask, seed: int, device: torch.device, progress: bool = True) -> nn.Module:
@@ -165,22 +179,34 @@ def snapshot_trajectory(task, base: nn.Module, layout: Layout, count: int, seed:
     return snaps
 
 
-def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfig(), progress: bool = True) -> Zoo:
-    """Train a base model and collect `config.k` snapshots of the selected parameters."""
+def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfig(), progress: bool = True,
+            base_state: dict[str, torch.Tensor] | None = None) -> Zoo:
+    """Collect `config.k` snapshots of the selected parameters (plus `config.heldout` held-out ones)
+    from a base model: `base_state` if given, else one trained here."""
     task = get_task(task) if isinstance(task, str) else task
-    if config.k < 1 or config.runs < 1 or config.k < config.runs:
-        raise NndiffError(f"need k >= runs >= 1 (got k={config.k}, runs={config.runs})")
+    if config.k < 1 or config.runs < 1 or config.k < config.runs or config.heldout < 0:
+        raise NndiffError(f"need k >= runs >= 1 and heldout >= 0 (got k={config.k}, runs={config.runs}, heldout={config.heldout})")
     device = resolve_device(config.device)
     select = config.select or task.default_select
     lr = config.lr if config.lr is not None else task.collect_lr
     t0 = time.perf_counter()
-    base = train_base(task, config.seed, device, progress)
+    if base_state is None:
+        base = train_base(task, config.seed, device, progress)
+    else:
+        base = task.make_model()
+        try:
+            base.load_state_dict(base_state)
+        except RuntimeError as e:
+            raise NndiffError(f"the base model does not fit task {task.name!r}: {str(e).strip().splitlines()[0]}") from None
+        base = base.to(device).eval()
     layout = Layout.select(base, select)
     splits = task.splits()
     val, test = splits["val"].to(device), splits["test"].to(device)
     base_metrics = {"val_acc": task.evaluate(base, val).accuracy, "test_acc": task.evaluate(base, test).accuracy}
 
     per_run = [config.k // config.runs + (r < config.k % config.runs) for r in range(config.runs)]
+    if config.heldout:
+        per_run.append(config.heldout)  # the last run is held out
     rows, snapshots = [], []
     bar = tqdm(total=sum(n + config.burn_in for n in per_run), desc="collect", disable=not progress, leave=False)
     for run, count in enumerate(per_run):
@@ -195,7 +221,8 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     evals = evaluate_params(task, base, layout, params, {"val": val, "test": test}, progress)
     for meta, va, te in zip(snapshots, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
         meta["val_acc"], meta["test_acc"] = va, te
-    diversity = mean_offdiagonal(pairwise_iou(evals["test"].predictions, splits["test"].y.cpu()))
+    k = config.k
+    diversity = mean_offdiagonal(pairwise_iou(evals["test"].predictions[:k], splits["test"].y.cpu()))
     if diversity > 0.995:
         warnings.warn(f"the {config.k} snapshots are near-copies (mean pairwise IoU of wrong test predictions "
                       f"{diversity:.4f}); raise --lr or --burn-in, or collect more --runs", stacklevel=2)
@@ -206,4 +233,5 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
         "base": base_metrics,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    return Zoo(task.name, layout, params, {k: v.cpu() for k, v in base.state_dict().items()}, snapshots, info)
+    base_state = {name: v.cpu() for name, v in base.state_dict().items()}
+    return Zoo(task.name, layout, params[:k], base_state, snapshots[:k], info, params[k:], snapshots[k:])
