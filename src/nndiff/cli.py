@@ -15,6 +15,7 @@ EPILOG = """examples:
   nndiff generate --run runs/d -n 100 --sampler ddim --steps 50 --seed 0
   nndiff evaluate --run runs/d
   nndiff report --run runs/d                       # are the generated models new? runs/d/report/report.md
+  nndiff sweep --ablation k --out runs/sweep-k      # the paper's K ablation: K = 1, 10, 50, 200
 """
 
 
@@ -101,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the baselines' random draws (default: 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
+    p = sub.add_parser("sweep", help="the paper's ablations: number of snapshots, noise augmentation, generated layers",
+                       description="Train one run per row of an ablation from a shared zoo (OUT/zoo) and write the table "
+                                   "OUT/sweep_<ablation>.md (+ .json); every row is a full run directory with its report.")
+    p.add_argument("--ablation", choices=("k", "noise", "layers"), required=True,
+                   help="k: number of snapshots (1 10 50 200); noise: none / input / latent / both; "
+                        "layers: the last 1, 2, 3 normalization layers")
+    p.add_argument("--values", type=int, nargs="+", help="the K values (k) or layer counts (layers) to try")
+    p.add_argument("--out", type=Path, required=True, help="sweep directory")
+    _collect_options(p)
+    _train_options(p)
+    _generate_options(p)
+    _common(p)
+
     sub.add_parser("tasks", help="list the built-in tasks")
     return parser
 
@@ -163,6 +177,14 @@ def dispatch(args) -> None:
         path = pipeline.report_run(args.run, args.device, args.seed, progress)
         print("\n".join(load_json(path.parent / "novelty.json")["verdict"]))
         print(f"\nwrote {path}")
+    elif args.command == "sweep":
+        from .sweep import run_sweep, sweep_table
+
+        results = run_sweep(args.task, args.ablation, args.out, _collect_config(args), _train_config(args), args.values,
+                            args.n, args.seed, args.sampler, args.steps, progress)
+        print()
+        print(sweep_table(args.ablation, results))
+        print(f"wrote {args.out / f'sweep_{args.ablation}.md'}")
     elif args.command == "run":
         out = args.out or Path("runs") / args.task
         metrics = pipeline.run_all(args.task, out, _collect_config(args), _train_config(args), args.n, args.seed,

@@ -81,15 +81,19 @@ def pca_map(per_model: dict, path: Path) -> None:
     from sklearn.decomposition import PCA
 
     orig = per_model["originals"]["normalized"].numpy()
+    basis = "the originals'"
+    if len(orig) < 3:  # too few originals to define two components: use every group's models
+        orig = np.concatenate([per_model[n]["normalized"].numpy() for n, _, _ in _groups(per_model)])
+        basis = "all models'"
     pca = PCA(n_components=2).fit(orig)
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for n, label, color in _groups(per_model):
         xy = pca.transform(per_model[n]["normalized"].numpy())
         ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.5, color=color, label=label)
     ev = pca.explained_variance_ratio_
-    ax.set_xlabel(f"PC 1 of the originals ({100 * ev[0]:.0f}% of their variance)")
+    ax.set_xlabel(f"PC 1 of {basis} parameters ({100 * ev[0]:.0f}% of their variance)")
     ax.set_ylabel(f"PC 2 ({100 * ev[1]:.0f}%)")
-    ax.set_title("Normalized parameters, projected on the originals' principal components")
+    ax.set_title(f"Normalized parameters, projected on {basis} principal components")
     ax.legend(fontsize=8)
     _save(fig, path)
 
@@ -97,15 +101,20 @@ def pca_map(per_model: dict, path: Path) -> None:
 def distance_histogram(per_model: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     vals = [per_model[n]["nearest_distance_relative"].numpy() for n, _, _ in _groups(per_model)]
-    hi = max(float(np.nanmax(v)) for v in vals)
-    bins = np.linspace(0, hi * 1.02, 40)
+    vals = [v[np.isfinite(v)] for v in vals]
+    finite = [v for v in vals if len(v)]
+    if not finite:  # a single original has no nearest-neighbour spacing to measure against
+        ax.text(0.5, 0.5, "undefined: the zoo has a single snapshot", ha="center", va="center", transform=ax.transAxes)
+    bins = np.linspace(0, max(float(v.max()) for v in finite) * 1.02 + 1e-9, 40) if finite else 10
     for (n, label, color), v in zip(_groups(per_model), vals):
-        ax.hist(v[np.isfinite(v)], bins=bins, histtype="step", lw=1.8, color=color, label=label, density=True)
+        if len(v):
+            ax.hist(v, bins=bins, histtype="step", lw=1.8, color=color, label=label, density=True)
     ax.axvline(0.1, color="black", ls=":", lw=1)
     ax.set_xlabel("distance to the nearest training snapshot / the snapshots' own nearest-neighbour spacing")
     ax.set_ylabel("density")
     ax.set_title("Nearest-original distance (left of the dotted line: replicas)")
-    ax.legend(fontsize=8)
+    if finite:
+        ax.legend(fontsize=8)
     _save(fig, path)
 
 

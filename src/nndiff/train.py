@@ -92,8 +92,8 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
 def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True) -> tuple[ParamGenerator, dict]:
     """Train the autoencoder, then the latent diffusion model, on a zoo. Returns the generator and stats."""
     config = (config or TrainConfig()).validate()
-    if len(zoo) < 2:
-        raise NndiffError(f"the zoo holds {len(zoo)} snapshot(s); at least 2 are needed to learn a distribution")
+    if len(zoo) < 1:
+        raise NndiffError("the zoo holds no snapshots; collect some with `nndiff collect`")
     device = resolve_device(config.device)
     gen = seed_everything(config.seed)
     normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)

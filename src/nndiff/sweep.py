@@ -1,0 +1,139 @@
+"""The paper's ablations, one command each: number of snapshots K, noise augmentation, generated layers.
+
+Every row is a complete run directory (zoo, generator, generated models, metrics.json, report/)
+under OUT/<ablation>/<row>, trained from one shared base zoo in OUT/zoo, so a row can be inspected
+or re-run like any other run. The table collects test accuracy (best / mean / median, and the
+validation-selected model) and the novelty numbers of each row.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .errors import NndiffError
+from .storage import load_json, save_json, write_bytes_atomic
+from .tasks import get_task
+from .zoo import CollectConfig, Zoo, collect
+
+ABLATIONS = ("k", "noise", "layers")
+DEFAULT_K = (1, 10, 50, 200)
+NOISE_ROWS = {  # (input noise, latent noise)
+    "no noise": (0.0, 0.0),
+    "input noise only": (0.001, 0.0),
+    "latent noise only": (0.0, 0.1),
+    "input + latent noise": (0.001, 0.1),
+}
+
+
+def norm_layer_names(model: nn.Module) -> list[str]:
+    """Names of the normalization modules that have parameters, in model order."""
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+    return [name for name, m in model.named_modules() if isinstance(m, kinds) and any(True for _ in m.parameters(recurse=False))]
+
+
+def _subset(zoo: Zoo, k: int) -> Zoo:
+    """k snapshots spread evenly over the zoo's trajectory (the held-out ones stay the same)."""
+    if k > len(zoo):
+        raise NndiffError(f"--values asks for K={k} but the zoo holds {len(zoo)} snapshots; collect more with -k")
+    idx = torch.linspace(0, len(zoo) - 1, k).round().long().unique()
+    sub = copy.copy(zoo)
+    sub.params = zoo.params[idx]
+    sub.snapshots = [zoo.snapshots[i] for i in idx.tolist()]
+    sub.info = {**zoo.info, "mean_pairwise_iou": None, "subset": f"{len(idx)} of {len(zoo)} snapshots, evenly spaced"}
+    return sub
+
+
+def plan_rows(ablation: str, task_name: str, values: list[int] | None) -> list[tuple[str, dict]]:
+    """(row name, what changes) for each row of an ablation."""
+    if ablation == "k":
+        return [(f"K={k}", {"k": k}) for k in (values or DEFAULT_K)]
+    if ablation == "noise":
+        return [(name, {"noise": v}) for name, v in NOISE_ROWS.items()]
+    if ablation == "layers":
+        norms = norm_layer_names(get_task(task_name).make_model())
+        if not norms:
+            raise NndiffError(f"task {task_name!r} has no normalization layers to ablate over")
+        counts = values or [c for c in (1, 2, 3) if c <= len(norms)]
+        return [(f"last {c} norm layer{'s' if c > 1 else ''}", {"select": [f"{n}.*" for n in norms[-c:]]}) for c in counts]
+    raise NndiffError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}")
+
+
+def run_sweep(task: str, ablation: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig,
+              values: list[int] | None = None, n: int = 100, seed: int = 0, sampler: str = "ddim", steps: int = 50,
+              progress: bool = True, log=print) -> list[dict]:
+    from . import pipeline
+
+    out = Path(out)
+    rows = plan_rows(ablation, task, values)
+    if ablation == "k":
+        collect_config = replace(collect_config, k=max(max(r[1]["k"] for r in rows), collect_config.k))
+    base_dir = out / "zoo"
+    if (base_dir / "manifest.json").is_file():
+        log(f"using the zoo in {base_dir}")
+        base_zoo = Zoo.load(base_dir)
+    else:
+        log(f"collecting the shared zoo into {base_dir}")
+        base_zoo = collect(get_task(task), collect_config, progress)
+        base_zoo.save(base_dir)
+    results = []
+    for i, (name, change) in enumerate(rows, 1):
+        row_dir = out / ablation / name.replace(" ", "_").replace("=", "").replace("+", "and")
+        log(f"[{i}/{len(rows)}] {name} -> {row_dir}")
+        config = copy.deepcopy(train_config)
+        if "k" in change:
+            _subset(base_zoo, change["k"]).save(row_dir / "zoo")
+        elif "select" in change:
+            zoo = collect(get_task(task), replace(collect_config, select=change["select"]), progress, base_zoo.base_state)
+            zoo.save(row_dir / "zoo")
+        else:
+            base_zoo.save(row_dir / "zoo")
+            config.autoencoder.input_noise, config.autoencoder.latent_noise = change["noise"]
+        pipeline.train_run(row_dir / "zoo", row_dir, config, progress)
+        pipeline.generate_run(row_dir, n, seed, sampler, steps, config.device)
+        metrics = pipeline.evaluate_run(row_dir, config.device, progress)
+        pipeline.report_run(row_dir, config.device, seed, progress)
+        novelty = load_json(row_dir / "report" / "novelty.json")
+        results.append(summarize_row(name, row_dir, metrics, novelty))
+    save_json(out / f"sweep_{ablation}.json", results)
+    write_bytes_atomic(out / f"sweep_{ablation}.md", sweep_table(ablation, results).encode())
+    return results
+
+
+def summarize_row(name: str, row_dir: Path, metrics: dict, novelty: dict) -> dict:
+    gen, orig = metrics["generated"], metrics["originals"]
+    g = novelty["groups"]["generated"]
+    return {
+        "row": name,
+        "dir": str(row_dir),
+        "originals": {"count": orig["count"], "mean": orig["test_acc"]["mean"], "best": orig["test_acc"]["best"]},
+        "generated": {"best": gen["test_acc"]["best"], "mean": gen["test_acc"]["mean"], "median": gen["test_acc"]["median"],
+                      "val_selected": gen["selected_by_val"]["test_acc"] if gen["selected_by_val"] else None},
+        "novelty": {"max_similarity_mean": g["max_similarity_mean"], "replica_share": g["replica_share"],
+                    "gap_to_noise_curve": g["gap_to_noise_curve"], "inside_noise_curve": g["inside_noise_curve"],
+                    "nearest_distance_relative_mean": g["nearest_distance_relative_mean"]},
+    }
+
+
+def _f(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def sweep_table(ablation: str, results: list[dict]) -> str:
+    header = ["row", "originals (K)", "orig. mean", "gen. best (oracle)", "gen. mean", "gen. median", "gen. val-selected",
+              "max-similarity", "replicas", "gap to noise curve"]
+    lines = [f"# Ablation: {ablation}", "", "Test accuracy (%); novelty numbers as in report.md. One run directory per row.", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for r in results:
+        o, g, nv = r["originals"], r["generated"], r["novelty"]
+        cells = [r["row"], str(o["count"]), _f(o["mean"], ".2f"), _f(g["best"], ".2f"), _f(g["mean"], ".2f"), _f(g["median"], ".2f"),
+                 _f(g["val_selected"], ".2f"), _f(nv["max_similarity_mean"], ".3f"),
+                 "-" if nv["replica_share"] is None else f"{100 * nv['replica_share']:.0f}%",
+                 _f(nv["gap_to_noise_curve"], "+.2f") + ("" if nv["inside_noise_curve"] else " (outside)")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

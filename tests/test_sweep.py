@@ -1,0 +1,30 @@
+import json
+
+from nndiff.cli import main
+from nndiff.sweep import norm_layer_names, plan_rows
+from nndiff.tasks import get_task
+
+TINY = ["--task", "digits-cnn", "-k", "8", "--burn-in", "5", "--heldout", "4", "--ae-steps", "20",
+        "--diffusion-steps", "20", "-n", "4", "--steps", "5"]
+
+
+def test_rows_of_each_ablation():
+    assert [r[0] for r in plan_rows("k", "mnist1d-cnn", None)] == ["K=1", "K=10", "K=50", "K=200"]
+    assert [r[1]["noise"] for r in plan_rows("noise", "mnist1d-cnn", None)] == [(0, 0), (0.001, 0), (0, 0.1), (0.001, 0.1)]
+    assert norm_layer_names(get_task("mnist1d-cnn").make_model()) == ["bn1", "bn2", "bn3", "bn4"]
+    layers = plan_rows("layers", "mnist1d-cnn", None)
+    assert [r[1]["select"] for r in layers] == [["bn4.*"], ["bn3.*", "bn4.*"], ["bn2.*", "bn3.*", "bn4.*"]]
+
+
+def test_k_sweep_writes_a_table_with_one_run_per_row(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["--quiet", "sweep", "--ablation", "k", "--values", "1", "8", "--out", str(out), *TINY]) == 0
+    rows = json.loads((out / "sweep_k.json").read_text())
+    assert [r["row"] for r in rows] == ["K=1", "K=8"]
+    assert [r["originals"]["count"] for r in rows] == [1, 8]
+    for r in rows:
+        assert 0 <= r["generated"]["mean"] <= 100
+        assert (tmp_path / "sweep" / "k" / r["row"].replace("=", "") / "report" / "report.md").is_file()
+    table = (out / "sweep_k.md").read_text()
+    assert "| K=1 | 1 |" in table and "| K=8 | 8 |" in table
+    assert "sweep_k.md" in capsys.readouterr().out
