@@ -32,7 +32,8 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout", type=int, default=100,
                    help="snapshots collected from one more run (a new seed) that the generator never sees; "
                         "the novelty report compares generated models with them (default: 100)")
-    p.add_argument("--base", type=Path, help="start from this base model state_dict (.safetensors) instead of training one")
+    p.add_argument("--base", type=Path, help="start from this base model state_dict instead of training one: .safetensors, "
+                   "or a PyTorch .pt/.pth file holding plain tensors (loaded with weights_only=True, never unpickling code)")
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
@@ -52,6 +53,11 @@ def _generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50; ddpm uses up to 1000)")
 
 
+def _resume_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the progress a crashed or killed run left in OUT/.progress and start over (default: resume from it)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result (default: 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto, CUDA if present)")
@@ -69,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "Run the whole pipeline into --out: OUT/zoo (snapshots), the trained generator, OUT/generated, OUT/metrics.json.")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<task>)")
     p.add_argument("--no-report", action="store_true", help="skip the novelty analysis and report/")
+    _resume_option(p)
     _collect_options(p)
     _train_options(p)
     _generate_options(p)
@@ -77,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="train a base model and collect snapshots of selected parameters",
                        description="Train the task's base model, then train only the selected parameters and save k snapshots.")
     p.add_argument("--out", type=Path, required=True, help="zoo directory to write")
+    _resume_option(p)
     _collect_options(p)
     _common(p)
 
     p = sub.add_parser("train", help="train the autoencoder and latent diffusion model on a zoo")
     p.add_argument("--zoo", type=Path, required=True, help="zoo directory written by `nndiff collect`")
     p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    _resume_option(p)
     _train_options(p)
     _common(p)
 
@@ -158,12 +167,12 @@ def dispatch(args) -> None:
         for name, make in TASKS.items():
             print(f"{name:14s} {make().description}")
     elif args.command == "collect":
-        zoo = pipeline.collect_zoo(args.task, args.out, _collect_config(args), progress, args.base)
+        zoo = pipeline.collect_zoo(args.task, args.out, _collect_config(args), progress, args.base, args.fresh)
         accs = [s["test_acc"] for s in zoo.snapshots]
         print(f"wrote {len(zoo)} snapshots of {zoo.layout.size} parameters to {args.out} "
               f"(test accuracy {min(accs):.2f}..{max(accs):.2f}%)")
     elif args.command == "train":
-        stats = pipeline.train_run(args.zoo, args.out, _train_config(args), progress)
+        stats = pipeline.train_run(args.zoo, args.out, _train_config(args), progress, args.fresh)
         print(f"trained {args.out}: autoencoder reconstruction MSE {stats['autoencoder']['reconstruction_mse']:.4f}, "
               f"diffusion loss {stats['diffusion']['final_loss']:.4f}")
     elif args.command == "generate":
@@ -188,7 +197,8 @@ def dispatch(args) -> None:
     elif args.command == "run":
         out = args.out or Path("runs") / args.task
         metrics = pipeline.run_all(args.task, out, _collect_config(args), _train_config(args), args.n, args.seed,
-                                   args.sampler, args.steps, progress, base=args.base, report=not args.no_report)
+                                   args.sampler, args.steps, progress, base=args.base, report=not args.no_report,
+                                   fresh=args.fresh)
         print()
         print(pipeline.format_table(metrics))
         t = metrics["timings_s"]

@@ -50,6 +50,8 @@ class Layout:
         entries, offset = [], 0
         for name, shape in shapes:
             e = Entry(name, tuple(int(s) for s in shape), offset)
+            if any(s < 0 for s in e.shape):
+                raise NndiffError(f"parameter {name!r} has a negative dimension in its shape {list(e.shape)}")
             entries.append(e)
             offset += e.numel
         return cls(tuple(entries))
@@ -70,7 +72,7 @@ class Layout:
         try:
             layout = cls.from_shapes([(str(i["name"]), list(i["shape"])) for i in items])
             offsets = [int(i["offset"]) for i in items]
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, IndexError) as e:
             raise NndiffError(f"malformed parameter layout in manifest ({e!r})") from None
         if offsets != [e.offset for e in layout.entries]:
             raise NndiffError("malformed parameter layout in manifest: offsets are not contiguous")

@@ -11,6 +11,7 @@ A run directory holds
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -25,17 +26,28 @@ from .novelty import analyze
 from .params import Normalizer
 from .report import write_report
 from .runtime import resolve_device
-from .storage import load_json, load_tensors, load_yaml, save_json, save_yaml
+from .checkpoint import Progress
+from .storage import DirectoryLock, load_json, load_state_dict, load_tensors, load_yaml, save_json, save_yaml
 from .tasks import get_task
 from .train import fit
 from .zoo import CollectConfig, Zoo, collect
 
 
 def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: bool = True,
-                base: str | Path | None = None) -> Zoo:
-    """Collect a zoo into `out`, from the base model state_dict in `base` (safetensors) if given."""
-    zoo = collect(get_task(task), config, progress, load_tensors(base) if base else None)
-    zoo.save(out)
+                base: str | Path | None = None, fresh: bool = False) -> Zoo:
+    """Collect a zoo into `out`, from the base model state_dict in `base` if given.
+
+    Progress is checkpointed in out/.progress; a crashed or killed collection resumes from it when
+    called again with the same settings (or starts over with fresh=True).
+    """
+    out = Path(out)
+    with DirectoryLock(out):
+        checkpoints = Progress(out)
+        if fresh:
+            checkpoints.clear()
+        zoo = collect(get_task(task), config, progress, load_state_dict(base) if base else None, checkpoints)
+        zoo.save(out)
+        checkpoints.clear()
     return zoo
 
 
@@ -59,19 +71,39 @@ def read_run_config(run_dir: str | Path) -> tuple[Path, TrainConfig]:
     return (zoo if zoo.is_absolute() else run_dir / zoo), TrainConfig.from_dict(data)
 
 
-def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, progress: bool = True) -> dict:
+def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, progress: bool = True,
+              fresh: bool = False) -> dict:
+    """Train a generator on a zoo into `run_dir`, resuming from run_dir/.progress if it holds progress."""
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
     zoo = Zoo.load(zoo_dir)
     get_task(zoo.task)  # fail now, not after training, if the task is unknown
-    generator, stats = fit(zoo, config, progress)
-    generator.save(run_dir)
-    save_json(run_dir / "train_stats.json", stats)
-    # Recorded relative to the run directory when possible, so a run and its zoo can move together.
-    zoo_ref = os.path.relpath(zoo_dir.resolve(), run_dir.resolve())
-    save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, **config.to_dict()})
+    with DirectoryLock(run_dir):
+        checkpoints = Progress(run_dir)
+        if fresh:
+            checkpoints.clear()
+        generator, stats = fit(zoo, config, progress, checkpoints)
+        generator.save(run_dir)
+        save_json(run_dir / "train_stats.json", stats)
+        # Recorded relative to the run directory when possible, so a run and its zoo can move together.
+        zoo_ref = os.path.relpath(zoo_dir.resolve(), run_dir.resolve())
+        save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, **config.to_dict()})
+        checkpoints.clear()
     return stats
 
 
+def _locked_run(fn):
+    """Run a stage that works on an existing run directory while holding that directory's lock."""
+
+    @functools.wraps(fn)
+    def wrapper(run_dir, *args, **kwargs):
+        _check_run_dir(Path(run_dir))
+        with DirectoryLock(run_dir):
+            return fn(run_dir, *args, **kwargs)
+
+    return wrapper
+
+
+@_locked_run
 def generate_run(run_dir: str | Path, n: int = 100, seed: int = 0, sampler: str = "ddim", steps: int = 50,
                  device: str = "auto") -> Path:
     run_dir = Path(run_dir)
@@ -85,6 +117,7 @@ def generate_run(run_dir: str | Path, n: int = 100, seed: int = 0, sampler: str 
     return out
 
 
+@_locked_run
 def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -> dict:
     """Evaluate the generated models of a run; writes and returns metrics.json."""
     run_dir = Path(run_dir)
@@ -110,6 +143,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
     return metrics
 
 
+@_locked_run
 def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progress: bool = True) -> Path:
     """The novelty analysis and visual report of a run: writes run_dir/report/{novelty.json, *.png, report.md}."""
     run_dir = Path(run_dir)
@@ -128,16 +162,16 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
 
 def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig, n: int = 100,
             seed: int = 0, sampler: str = "ddim", steps: int = 50, progress: bool = True, log=print,
-            base: str | Path | None = None, report: bool = True) -> dict:
+            base: str | Path | None = None, report: bool = True, fresh: bool = False) -> dict:
     """Collect -> train -> generate -> evaluate (-> report) into `out` (the zoo goes to out/zoo)."""
     out = Path(out)
     t0 = time.perf_counter()
     log(f"[1/4] collecting {collect_config.k} snapshots of {task} into {out / 'zoo'}")
-    zoo = collect_zoo(task, out / "zoo", collect_config, progress, base)
+    zoo = collect_zoo(task, out / "zoo", collect_config, progress, base, fresh)
     log(f"      base model test accuracy {zoo.info['base']['test_acc']:.2f}%, {zoo.layout.size} parameters selected "
         f"({', '.join(zoo.layout.names)})")
     log("[2/4] training the autoencoder and the latent diffusion model")
-    train_run(out / "zoo", out, train_config, progress)
+    train_run(out / "zoo", out, train_config, progress, fresh)
     log(f"[3/4] generating {n} models ({sampler}, {steps} steps, seed {seed})")
     generate_run(out, n, seed, sampler, steps, train_config.device)
     log("[4/4] evaluating" + (" and writing the novelty report" if report else ""))

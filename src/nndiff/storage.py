@@ -106,3 +106,78 @@ def load_yaml(path: str | Path) -> Any:
         return yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise NndiffError(f"{path}: not valid YAML ({e})") from None
+
+
+FOREIGN_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from .safetensors, or from a foreign PyTorch file without running its code.
+
+    Pickle files can execute arbitrary code when loaded; `torch.load(weights_only=True)` only
+    rebuilds tensors and plain containers and refuses anything else.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_tensors(path)
+    if path.suffix not in FOREIGN_SUFFIXES:
+        raise NndiffError(f"{path}: unknown state_dict format; use .safetensors or a PyTorch file ({', '.join(FOREIGN_SUFFIXES)})")
+    if not path.is_file():
+        raise NndiffError(f"{path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the unpickler's refusals come as several exception types
+        raise NndiffError(f"{path}: refused to load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                          "only plain tensor state_dicts are accepted, never pickled code") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise NndiffError(f"{path}: not a state_dict (a mapping from parameter names to tensors)")
+    return state
+
+
+class DirectoryLock:
+    """An exclusive advisory lock on a directory, so two nndiff processes never write the same run.
+
+    The lock (fcntl.flock on DIR/.nndiff.lock) is released when the process exits, even by SIGKILL,
+    so a crash never leaves a stale lock behind.
+    """
+
+    _held: dict[Path, int] = {}  # locks this process holds, with their nesting depth
+
+    def __init__(self, directory: str | Path):
+        self.path = (Path(directory) / ".nndiff.lock").absolute()
+        self._fd: int | None = None
+
+    def __enter__(self) -> "DirectoryLock":
+        import fcntl
+
+        if self.path in self._held:  # re-entrant: a stage may call another on the same directory
+            self._held[self.path] += 1
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise NndiffError(f"{self.path.parent} is in use by another nndiff process (pid {holder}); "
+                              "wait for it to finish or use another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        self._held[self.path] = 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        self._held[self.path] -= 1
+        if self._held[self.path]:
+            return
+        del self._held[self.path]
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .autoencoder import Autoencoder
+from .checkpoint import Progress, rng_state, set_rng_state
 from .config import TrainConfig
 from .denoiser import Denoiser
 from .diffusion import make_scheduler, training_loss
@@ -21,11 +22,13 @@ from .params import Normalizer
 from .runtime import resolve_device, seed_everything
 from .zoo import Zoo
 
+CHECKPOINT_EVERY = 250  # training steps between progress checkpoints
+
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
+    """ema <- decay * ema + (1 - decay) * model, for all parameters in one fused call."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
@@ -36,14 +39,16 @@ def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool) -> tuple[Autoencoder, dict]:
+def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool,
+                      checkpoints: Progress | None = None) -> tuple[Autoencoder, dict]:
     """x: [K, D] normalized parameters, on the training device."""
     cfg = config.autoencoder
     ae = Autoencoder(x.shape[1], cfg).to(x.device)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = min(cfg.batch_size, len(x))
+    start, loss_value = _resume(checkpoints, "autoencoder", ae, opt, gen)
     ae.train()  # enables the input and latent noise augmentation
-    bar = tqdm(range(cfg.steps), desc="autoencoder", disable=not progress, leave=False)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="autoencoder", disable=not progress, leave=False)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
@@ -53,15 +58,18 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
         opt.step()
+        loss_value = loss.item()
         if step % 50 == 0:
-            bar.set_postfix(mse=f"{loss.item():.4f}")
+            bar.set_postfix(mse=f"{loss_value:.4f}")
+        _checkpoint(checkpoints, "autoencoder", step + 1, cfg.steps, ae, opt, gen, loss_value)
     ae.eval()
     with torch.no_grad():
         recon = F.mse_loss(ae.decode(ae.encode(x)), x).item()
-    return ae, {"final_loss": loss.item(), "reconstruction_mse": recon}
+    return ae, {"final_loss": loss_value, "reconstruction_mse": recon, "resumed_at_step": start}
 
 
-def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool) -> tuple[Denoiser, dict]:
+def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool,
+                    checkpoints: Progress | None = None) -> tuple[Denoiser, dict]:
     """z: [K, C, L] standardized latents. Returns the EMA denoiser."""
     cfg = config.diffusion
     model = Denoiser(tuple(z.shape[1:]), config.denoiser).to(z.device)
@@ -69,9 +77,9 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
     scheduler = make_scheduler(cfg, "ddpm")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = min(cfg.batch_size, len(z))
+    start, running = _resume(checkpoints, "diffusion", model, opt, gen, ema)
     model.train()
-    bar = tqdm(range(cfg.steps), desc="diffusion", disable=not progress, leave=False)
-    running = None
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="diffusion", disable=not progress, leave=False)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
@@ -86,27 +94,63 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
-    return ema.eval(), {"final_loss": running}
+        _checkpoint(checkpoints, "diffusion", step + 1, cfg.steps, model, opt, gen, running, ema)
+    return ema.eval(), {"final_loss": running, "resumed_at_step": start}
 
 
-def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True) -> tuple[ParamGenerator, dict]:
-    """Train the autoencoder, then the latent diffusion model, on a zoo. Returns the generator and stats."""
+def _checkpoint(checkpoints, name, step, total, model, opt, gen, loss, ema=None) -> None:
+    """Save the loop's whole state every CHECKPOINT_EVERY steps and at the end."""
+    if checkpoints is None or (step % CHECKPOINT_EVERY and step != total):
+        return
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(gen), "step": step, "loss": loss}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    checkpoints.save(name, state)
+
+
+def _resume(checkpoints, name, model, opt, gen, ema=None) -> tuple[int, float | None]:
+    """Restore a loop's state from its checkpoint; returns (first step to run, last loss)."""
+    saved = checkpoints.load(name) if checkpoints else None
+    if saved is None:
+        return 0, None
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    if ema is not None:
+        ema.load_state_dict(saved["ema"])
+    set_rng_state(gen, saved["rng"])
+    return saved["step"], saved["loss"]
+
+
+def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
+        checkpoints: Progress | None = None) -> tuple[ParamGenerator, dict]:
+    """Train the autoencoder, then the latent diffusion model, on a zoo. Returns the generator and stats.
+
+    With `checkpoints`, each loop saves its state every CHECKPOINT_EVERY steps, and a repeated call
+    with the same zoo and configuration resumes where the last one stopped.
+    """
     config = (config or TrainConfig()).validate()
     if len(zoo) < 1:
         raise NndiffError("the zoo holds no snapshots; collect some with `nndiff collect`")
     device = resolve_device(config.device)
+    if checkpoints:
+        saved = checkpoints.load("config")
+        current = {**config.to_dict(), "device": None, "zoo_size": len(zoo)}
+        if saved is not None and saved != current:
+            raise NndiffError(f"{checkpoints.dir} holds progress of training with other settings; "
+                              "use the same settings to resume, or delete that directory to start over")
+        checkpoints.save("config", current)
     gen = seed_everything(config.seed)
     normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)
     x = normalizer(zoo.params).to(device)
 
     t0 = time.perf_counter()
-    ae, ae_stats = train_autoencoder(x, config, gen, progress)
+    ae, ae_stats = train_autoencoder(x, config, gen, progress, checkpoints)
     t1 = time.perf_counter()
     with torch.no_grad():
         z = ae.encode(x)
     latent_normalizer = Normalizer.fit(z.flatten(1).cpu(), None, "element")
     z = latent_normalizer(z.flatten(1).cpu()).view(z.shape).to(device)
-    denoiser, diff_stats = train_diffusion(z, config, gen, progress)
+    denoiser, diff_stats = train_diffusion(z, config, gen, progress, checkpoints)
     t2 = time.perf_counter()
 
     generator = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, denoiser)

@@ -23,6 +23,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -30,12 +31,15 @@ from tqdm.auto import tqdm
 
 from .errors import NndiffError
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
+from .checkpoint import Progress, rng_state, set_rng_state
 from .params import Layout
 from .runtime import resolve_device, seed_everything
 from .storage import load_json, load_tensors, save_json, save_tensors
 from .tasks import ClassificationTask, get_task
 
 ZOO_VERSION = 1
+FILES = {"params": "params.safetensors", "base": "base.safetensors"}
+CHECKPOINT_EVERY = 50  # collection steps between progress checkpoints
 
 
 @dataclass
@@ -79,12 +83,13 @@ class Zoo:
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
-        save_tensors(d / "base.safetensors", self.base_state)
-        save_tensors(d / "params.safetensors", {"params": self.params, "heldout": self.heldout.reshape(-1, self.layout.size)})
+        save_tensors(d / FILES["base"], self.base_state)
+        save_tensors(d / FILES["params"], {"params": self.params, "heldout": self.heldout.reshape(-1, self.layout.size)})
         manifest = {
             "format": "nndiff-zoo",
             "version": ZOO_VERSION,
             "task": self.task,
+            "files": FILES,
             "count": len(self),
             "dim": self.layout.size,
             "layout": self.layout.to_json(),
@@ -104,32 +109,58 @@ class Zoo:
         m = load_json(d / "manifest.json")
         if not isinstance(m, dict) or m.get("format") != "nndiff-zoo":
             raise NndiffError(f"{d / 'manifest.json'} is not an nndiff zoo manifest")
+        try:
+            return cls._from_manifest(d, m)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise NndiffError(f"{d / 'manifest.json'} is malformed ({type(e).__name__}: {e}); re-collect the zoo") from None
+
+    @classmethod
+    def _from_manifest(cls, d: Path, m: dict) -> "Zoo":
+        files = {**FILES, **m.get("files", {})}
+        paths = {key: _inside(d, files[key]) for key in FILES}
+        task = m["task"]
+        if not isinstance(task, str):
+            raise TypeError("task must be a string")
         layout = Layout.from_json(m.get("layout", []))
-        tensors = load_tensors(d / "params.safetensors")
+        tensors = load_tensors(paths["params"])
         params = tensors.get("params")
         if params is None or params.ndim != 2 or params.shape[1] != layout.size:
             shape = None if params is None else list(params.shape)
-            raise NndiffError(f"{d / 'params.safetensors'} holds params of shape {shape}, but the manifest's layout needs [K, {layout.size}]")
-        snapshots = m.get("snapshots", [])
+            raise NndiffError(f"{paths['params']} holds params of shape {shape}, but the manifest's layout needs [K, {layout.size}]")
+        snapshots, heldout_snapshots = list(m.get("snapshots", [])), list(m.get("heldout", []))
         if len(snapshots) != params.shape[0]:
-            raise NndiffError(f"{d}: manifest lists {len(snapshots)} snapshots but params.safetensors holds {params.shape[0]}")
+            raise NndiffError(f"{d}: manifest lists {len(snapshots)} snapshots but {paths['params'].name} holds {params.shape[0]}")
         heldout = tensors.get("heldout", torch.empty(0, layout.size))
-        heldout_snapshots = m.get("heldout", [])
         if heldout.ndim != 2 or heldout.shape[1] != layout.size or len(heldout_snapshots) != heldout.shape[0]:
             raise NndiffError(f"{d}: held-out snapshots of shape {list(heldout.shape)} do not match the manifest "
                               f"({len(heldout_snapshots)} listed, layout size {layout.size})")
+        if not params.is_floating_point() or not heldout.is_floating_point():
+            raise NndiffError(f"{paths['params']}: parameters must be floating point, got {params.dtype}")
         for name, rows in (("snapshot", params), ("held-out snapshot", heldout)):
             if not torch.isfinite(rows).all():
                 bad = int((~torch.isfinite(rows)).any(1).sum())
                 raise NndiffError(f"{d}: {bad} {name}(s) contain NaN or Inf; re-collect with a smaller learning rate")
-        skip = {"format", "version", "task", "count", "dim", "layout", "snapshots", "heldout"}
+        skip = {"format", "version", "task", "files", "count", "dim", "layout", "snapshots", "heldout"}
         info = {k: v for k, v in m.items() if k not in skip}
-        return cls(m["task"], layout, params.float(), load_tensors(d / "base.safetensors"), snapshots, info,
-                   heldout.float(), heldout_snapshots)
+        return cls(task, layout, params.float(), load_tensors(paths["base"]), snapshots, info, heldout.float(), heldout_snapshots)
 
 
-def train_base(task: ClassificationTask, seed: int, device: torch.device, progress: bool = True) -> nn.Module:
-    """Train the task's model from scratch: AdamW with a one-cycle schedule for task.base_epochs."""
+def _inside(directory: Path, name) -> Path:
+    """A file named in a manifest, which must stay inside the zoo directory (no '..', no absolute paths)."""
+    if not isinstance(name, str) or not name:
+        raise NndiffError(f"{directory / 'manifest.json'}: file name {name!r} is not a string")
+    path = (directory / name).resolve()
+    if not path.is_relative_to(directory.resolve()):
+        raise NndiffError(f"{directory / 'manifest.json'} names {name!r}, which points outside the zoo directory; refusing to read it")
+    return path
+
+
+def train_base(task: ClassificationTask, seed: int, device: torch.device, progress: bool = True,
+               checkpoints: Progress | None = None) -> nn.Module:
+    """Train the task's model from scratch: AdamW with a one-cycle schedule for task.base_epochs.
+
+    With `checkpoints`, the state is saved after every epoch and training resumes from the last one.
+    """
     gen = seed_everything(seed)
     model = task.make_model().to(device)
     train = task.splits()["train"].to(device)
@@ -137,9 +168,17 @@ def train_base(task: ClassificationTask, seed: int, device: torch.device, progre
     total = task.base_epochs * steps_per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=task.base_lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=task.base_lr, total_steps=total)
+    start = 0
+    saved = checkpoints.load("base") if checkpoints else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        set_rng_state(gen, saved["rng"])
+        start = saved["epoch"]
     model.train()
-    bar = tqdm(total=total, desc="base model", disable=not progress, leave=False)
-    for _ in range(task.base_epochs):
+    bar = tqdm(total=total, initial=start * steps_per_epoch, desc="base model", disable=not progress, leave=False)
+    for epoch in range(start, task.base_epochs):
         order = torch.randperm(len(train), generator=gen).to(device)
         for i in range(steps_per_epoch):
             idx = order[i * task.batch_size : (i + 1) * task.batch_size]
@@ -147,42 +186,98 @@ def train_base(task: ClassificationTask, seed: int, device: torch.device, progre
             sched.step()
             bar.update()
         bar.set_postfix(loss=f"{loss:.3f}")
+        if checkpoints:
+            checkpoints.save("base", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(), "rng": rng_state(gen), "epoch": epoch + 1})
     bar.close()
     model.eval()
     return model
 
 
-def snapshot_trajectory(task, base: nn.Module, layout: Layout, count: int, seed: int, lr: float, momentum: float,
-                        burn_in: int, device: torch.device, bar=None) -> list[torch.Tensor]:
-    """One collection run: `count` snapshots of the selected parameters, one per SGD step after burn-in."""
-    model = copy.deepcopy(base).to(device)
-    model.eval()  # BatchNorm keeps the base model's running statistics; see module docstring
-    selected = set(layout.names)
-    params = []
-    for name, p in model.named_parameters():
-        p.requires_grad_(name in selected)
-        if name in selected:
-            params.append(p)
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
-    train = task.splits()["train"].to(device)
-    gen = torch.Generator().manual_seed(seed)
-    snaps = []
-    for step in range(burn_in + count):
-        idx = torch.randint(len(train), (task.batch_size,), generator=gen).to(device)
-        loss = task.train_step(model, train.x[idx], train.y[idx], opt)
+class Trajectory:
+    """One collection run: SGD on the selected parameters only, from the base model, one step at a time."""
+
+    def __init__(self, task, base: nn.Module, layout: Layout, seed: int, lr: float, momentum: float, device: torch.device):
+        self.task, self.layout, self.lr = task, layout, lr
+        self.model = copy.deepcopy(base).to(device)
+        self.model.eval()  # BatchNorm keeps the base model's running statistics; see module docstring
+        selected = set(layout.names)
+        params = []
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in selected)
+            if name in selected:
+                params.append(p)
+        self.opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+        self.train = task.splits()["train"].to(device)
+        self.device = device
+        self.gen = torch.Generator().manual_seed(seed)
+        self.steps = 0
+        self.resumed_at = 0  # the step a resumed run continued from (0: not resumed)
+
+    def step(self) -> None:
+        idx = torch.randint(len(self.train), (self.task.batch_size,), generator=self.gen).to(self.device)
+        loss = self.task.train_step(self.model, self.train.x[idx], self.train.y[idx], self.opt)
         if not math.isfinite(loss):
-            raise NndiffError(f"collection diverged (loss {loss}) at step {step} with lr {lr}; use a smaller --lr")
-        if step >= burn_in:
-            snaps.append(layout.flatten(dict(model.named_parameters())).cpu())
+            raise NndiffError(f"collection diverged (loss {loss}) at step {self.steps} with lr {self.lr}; use a smaller --lr")
+        self.steps += 1
+
+    def snapshot(self) -> torch.Tensor:
+        return self.layout.flatten(dict(self.model.named_parameters())).cpu()
+
+    def state_dict(self) -> dict:
+        return {"params": self.layout.unflatten(self.snapshot()), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.layout.write(self.model, self.layout.flatten(state["params"]).to(self.device))
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.steps = state["steps"]
+
+
+def snapshot_trajectory(task, base: nn.Module, layout: Layout, count: int, seed: int, lr: float, momentum: float,
+                        burn_in: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Yields `count` snapshots of one collection run, one per SGD step after `burn_in` steps."""
+    trajectory = Trajectory(task, base, layout, seed, lr, momentum, device)
+    for _ in range(burn_in + count):
+        trajectory.step()
+        if trajectory.steps > burn_in:
+            yield trajectory.snapshot()
+
+
+def collect_run(trajectory: Trajectory, count: int, burn_in: int, name: str, checkpoints: Progress | None,
+                every: int, bar=None) -> torch.Tensor:
+    """Run a trajectory to `burn_in + count` steps and return its [count, D] snapshots, resuming from
+    and saving to `checkpoints` under `name` every `every` steps."""
+    snaps: list[torch.Tensor] = []
+    saved = checkpoints.load(name) if checkpoints else None
+    if saved is not None:
+        trajectory.load_state_dict(saved["trajectory"])
+        snaps = list(saved["snapshots"])
+        trajectory.resumed_at = trajectory.steps
+    if bar is not None:
+        bar.update(trajectory.steps)
+    while trajectory.steps < burn_in + count:
+        trajectory.step()
+        if trajectory.steps > burn_in:
+            snaps.append(trajectory.snapshot())
         if bar is not None:
             bar.update()
-    return snaps
+        done = trajectory.steps == burn_in + count
+        if checkpoints and (done or trajectory.steps % every == 0):
+            rows = torch.stack(snaps) if snaps else torch.empty(0, trajectory.layout.size)
+            checkpoints.save(name, {"trajectory": trajectory.state_dict(), "snapshots": rows})
+    return torch.stack(snaps)
 
 
 def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfig(), progress: bool = True,
-            base_state: dict[str, torch.Tensor] | None = None) -> Zoo:
+            base_state: dict[str, torch.Tensor] | None = None, checkpoints: Progress | None = None) -> Zoo:
     """Collect `config.k` snapshots of the selected parameters (plus `config.heldout` held-out ones)
-    from a base model: `base_state` if given, else one trained here."""
+    from a base model: `base_state` if given, else one trained here.
+
+    With `checkpoints`, progress (base model epochs, each run's steps) is saved as it goes and a
+    repeated call with the same configuration resumes from it.
+    """
     task = get_task(task) if isinstance(task, str) else task
     if config.k < 1 or config.runs < 1 or config.k < config.runs or config.heldout < 0:
         raise NndiffError(f"need k >= runs >= 1 and heldout >= 0 (got k={config.k}, runs={config.runs}, heldout={config.heldout})")
@@ -190,8 +285,16 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     select = config.select or task.default_select
     lr = config.lr if config.lr is not None else task.collect_lr
     t0 = time.perf_counter()
+    if checkpoints:
+        saved = checkpoints.load("config")
+        current = {**asdict(config), "select": list(select), "lr": lr, "given_base": base_state is not None}
+        current.pop("device")  # resuming on another device is fine
+        if saved is not None and saved != current:
+            raise NndiffError(f"{checkpoints.dir} holds progress of a collection with other settings; "
+                              "use the same settings to resume, or delete that directory to start over")
+        checkpoints.save("config", current)
     if base_state is None:
-        base = train_base(task, config.seed, device, progress)
+        base = train_base(task, config.seed, device, progress, checkpoints)
     else:
         base = task.make_model()
         try:
@@ -207,17 +310,17 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     per_run = [config.k // config.runs + (r < config.k % config.runs) for r in range(config.runs)]
     if config.heldout:
         per_run.append(config.heldout)  # the last run is held out
-    rows, snapshots = [], []
+    rows, snapshots, resumed_at = [], [], []
     bar = tqdm(total=sum(n + config.burn_in for n in per_run), desc="collect", disable=not progress, leave=False)
     for run, count in enumerate(per_run):
         seed = config.seed * 1000 + run + 1
-        snaps = snapshot_trajectory(task, base, layout, count, seed, lr, config.momentum, config.burn_in, device, bar)
-        for i, v in enumerate(snaps):
-            rows.append(v)
-            snapshots.append({"run": run, "seed": seed, "step": config.burn_in + i + 1})
+        trajectory = Trajectory(task, base, layout, seed, lr, config.momentum, device)
+        rows.append(collect_run(trajectory, count, config.burn_in, f"run{run}", checkpoints, CHECKPOINT_EVERY, bar))
+        resumed_at.append(trajectory.resumed_at)
+        snapshots += [{"run": run, "seed": seed, "step": config.burn_in + i + 1} for i in range(count)]
     bar.close()
 
-    params = torch.stack(rows)
+    params = torch.cat(rows)
     evals = evaluate_params(task, base, layout, params, {"val": val, "test": test}, progress)
     for meta, va, te in zip(snapshots, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
         meta["val_acc"], meta["test_acc"] = va, te
@@ -232,6 +335,7 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
         "collect": {**asdict(config), "select": list(select), "lr": lr, "device": str(device)},
         "base": base_metrics,
         "seconds": round(time.perf_counter() - t0, 2),
+        "resumed_at_steps": resumed_at,  # per run, the step collection resumed from after an interruption
     }
     base_state = {name: v.cpu() for name, v in base.state_dict().items()}
     return Zoo(task.name, layout, params[:k], base_state, snapshots[:k], info, params[k:], snapshots[k:])

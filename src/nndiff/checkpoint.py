@@ -1,0 +1,95 @@
+"""Progress checkpoints, so long stages resume where they stopped instead of starting over.
+
+A checkpoint is one safetensors file: tensors (model, optimizer and RNG states, snapshots so far)
+plus JSON metadata for everything else (step counters, optimizer hyperparameters). Nested state
+such as an optimizer's state_dict is flattened to dotted keys; no pickle is involved anywhere.
+Checkpoints live in DIR/.progress/ and are removed once the stage has written its results.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import NndiffError
+from .storage import load_metadata, load_tensors, save_tensors
+
+PROGRESS = ".progress"
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split nested dicts/lists into {dotted.key: tensor} and a JSON skeleton with tensor markers."""
+    tensors: dict[str, torch.Tensor] = {}
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj
+        return tensors, {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        skeleton = {}
+        for k, v in obj.items():
+            t, s = flatten_state(v, f"{prefix}.{k}" if prefix else str(k))
+            tensors.update(t)
+            skeleton[str(k)] = s
+        return tensors, {"__dict__": skeleton, "__int_keys__": all(isinstance(k, int) for k in obj) and bool(obj)}
+    if isinstance(obj, (list, tuple)):
+        items = []
+        for i, v in enumerate(obj):
+            t, s = flatten_state(v, f"{prefix}.{i}" if prefix else str(i))
+            tensors.update(t)
+            items.append(s)
+        return tensors, {"__list__": items}
+    return tensors, obj
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__dict__" in skeleton:
+            int_keys = skeleton.get("__int_keys__", False)
+            return {(int(k) if int_keys else k): unflatten_state(v, tensors) for k, v in skeleton["__dict__"].items()}
+        if "__list__" in skeleton:
+            return [unflatten_state(v, tensors) for v in skeleton["__list__"]]
+    return skeleton
+
+
+class Progress:
+    """Named checkpoints of one stage in DIR/.progress/."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory) / PROGRESS
+
+    def save(self, name: str, state: dict[str, Any]) -> None:
+        tensors, skeleton = flatten_state(state)
+        # safetensors refuses tensors that share memory; checkpoints are small enough to copy
+        tensors = {k: v.detach().clone() for k, v in tensors.items()}
+        save_tensors(self.dir / f"{name}.safetensors", tensors, {"state": skeleton})
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        path = self.dir / f"{name}.safetensors"
+        if not path.is_file():
+            return None
+        try:
+            return unflatten_state(load_metadata(path)["state"], load_tensors(path))
+        except (KeyError, TypeError, ValueError) as e:
+            raise NndiffError(f"{path}: unreadable progress checkpoint ({e!r}); delete {self.dir} to start over") from None
+        except NndiffError as e:
+            raise NndiffError(f"{e}; delete {self.dir} to start the stage over") from None
+
+    def exists(self) -> bool:
+        return self.dir.is_dir() and any(self.dir.glob("*.safetensors"))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Everything random the training loops draw from: their generator and torch's global RNG."""
+    return {"generator": generator.get_state(), "global": torch.get_rng_state()}
+
+
+def set_rng_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["global"])
