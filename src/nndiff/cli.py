@@ -22,7 +22,8 @@ EPILOG = """examples:
 def _collect_options(p: argparse.ArgumentParser) -> None:
     from .tasks import DEFAULT_TASK
 
-    p.add_argument("--task", default=DEFAULT_TASK, help=f"built-in task name (default: {DEFAULT_TASK}; see `nndiff tasks`)")
+    p.add_argument("--task", default=DEFAULT_TASK, help=f"built-in task name (default: {DEFAULT_TASK}; see `nndiff tasks`), "
+                   "or your own as path/to/file.py:make_task or package.module:make_task")
     p.add_argument("--select", nargs="+", metavar="GLOB",
                    help="glob patterns over the model's parameter names to generate (default: the task's, e.g. 'bn3.*' 'bn4.*')")
     p.add_argument("-k", type=int, default=200, help="number of snapshots to collect (default: 200)")
@@ -61,6 +62,9 @@ def _resume_option(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result (default: 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto, CUDA if present)")
+
+
+DEFAULT_TASK_NAME = "mnist1d-cnn"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_options(p)
     _common(p)
 
+    p = sub.add_parser("inspect", help="list a task's parameters and what a --select pattern matches")
+    p.add_argument("--task", default=DEFAULT_TASK_NAME, help="built-in task or path/to/file.py:make_task")
+    p.add_argument("--select", nargs="+", metavar="GLOB", help="glob patterns to try (default: the task's)")
+
     sub.add_parser("tasks", help="list the built-in tasks")
     return parser
 
@@ -161,7 +169,13 @@ def dispatch(args) -> None:
     from .storage import load_json
 
     progress = not args.quiet
-    if args.command == "tasks":
+    if args.command == "inspect":
+        from .params import describe
+        from .tasks import get_task
+
+        task = get_task(args.task)
+        print(describe(task.make_model(), args.select or task.default_select))
+    elif args.command == "tasks":
         from .tasks import TASKS
 
         for name, make in TASKS.items():

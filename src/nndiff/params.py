@@ -108,6 +108,20 @@ class Layout:
             params[name].copy_(value)
 
 
+def describe(model: nn.Module, patterns: Sequence[str]) -> str:
+    """A table of the model's parameters, marking those the glob patterns select."""
+    rows = [(name, "x".join(map(str, p.shape)) or "scalar", p.numel(), any(fnmatch.fnmatchcase(name, q) for q in patterns))
+            for name, p in model.named_parameters()]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'parameter'.ljust(width)}  {'shape':>14}  {'count':>10}  selected"]
+    lines += [f"{n.ljust(width)}  {s:>14}  {c:>10,}  {'*' if sel else ''}" for n, s, c, sel in rows]
+    chosen = sum(c for _, _, c, sel in rows if sel)
+    total = sum(c for _, _, c, _ in rows)
+    lines.append(f"\n{total:,} parameters in {len(rows)} tensors; --select {' '.join(patterns)} matches "
+                 f"{sum(sel for *_, sel in rows)} tensors, {chosen:,} values ({100 * chosen / max(total, 1):.2f}%)")
+    return "\n".join(lines)
+
+
 NORMALIZATIONS = ("element", "layer")
 
 

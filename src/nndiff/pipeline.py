@@ -45,7 +45,7 @@ def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: boo
         checkpoints = Progress(out)
         if fresh:
             checkpoints.clear()
-        zoo = collect(get_task(task), config, progress, load_state_dict(base) if base else None, checkpoints)
+        zoo = collect(task, config, progress, load_state_dict(base) if base else None, checkpoints)
         zoo.save(out)
         checkpoints.clear()
     return zoo

@@ -79,7 +79,7 @@ def run_sweep(task: str, ablation: str, out: str | Path, collect_config: Collect
         base_zoo = Zoo.load(base_dir)
     else:
         log(f"collecting the shared zoo into {base_dir}")
-        base_zoo = collect(get_task(task), collect_config, progress)
+        base_zoo = collect(task, collect_config, progress)
         base_zoo.save(base_dir)
     results = []
     for i, (name, change) in enumerate(rows, 1):
@@ -89,7 +89,7 @@ def run_sweep(task: str, ablation: str, out: str | Path, collect_config: Collect
         if "k" in change:
             _subset(base_zoo, change["k"]).save(row_dir / "zoo")
         elif "select" in change:
-            zoo = collect(get_task(task), replace(collect_config, select=change["select"]), progress, base_zoo.base_state)
+            zoo = collect(task, replace(collect_config, select=change["select"]), progress, base_zoo.base_state)
             zoo.save(row_dir / "zoo")
         else:
             base_zoo.save(row_dir / "zoo")

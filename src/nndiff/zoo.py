@@ -35,7 +35,7 @@ from .checkpoint import Progress, rng_state, set_rng_state
 from .params import Layout
 from .runtime import resolve_device, seed_everything
 from .storage import load_json, load_tensors, save_json, save_tensors
-from .tasks import ClassificationTask, get_task
+from .tasks import ClassificationTask, get_task, resolve_task_spec
 
 ZOO_VERSION = 1
 FILES = {"params": "params.safetensors", "base": "base.safetensors"}
@@ -278,6 +278,8 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     With `checkpoints`, progress (base model epochs, each run's steps) is saved as it goes and a
     repeated call with the same configuration resumes from it.
     """
+    # The zoo records how to rebuild the task: a built-in name or a user task's file:function spec.
+    task_ref = resolve_task_spec(task) if isinstance(task, str) else task.name
     task = get_task(task) if isinstance(task, str) else task
     if config.k < 1 or config.runs < 1 or config.k < config.runs or config.heldout < 0:
         raise NndiffError(f"need k >= runs >= 1 and heldout >= 0 (got k={config.k}, runs={config.runs}, heldout={config.heldout})")
@@ -338,4 +340,4 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
         "resumed_at_steps": resumed_at,  # per run, the step collection resumed from after an interruption
     }
     base_state = {name: v.cpu() for name, v in base.state_dict().items()}
-    return Zoo(task.name, layout, params[:k], base_state, snapshots[:k], info, params[k:], snapshots[k:])
+    return Zoo(task_ref, layout, params[:k], base_state, snapshots[:k], info, params[k:], snapshots[k:])
