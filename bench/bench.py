@@ -23,7 +23,6 @@ from nndiff.config import TrainConfig
 from nndiff.evaluate import evaluate_params
 from nndiff.generate import ParamGenerator
 from nndiff.pipeline import read_run_config, run_all
-from nndiff.tasks import get_task
 from nndiff.zoo import CollectConfig, Zoo, snapshot_trajectory
 
 SAMPLERS = [("ddpm", 1000), ("ddpm", 100), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100), ("dpm", 10), ("dpm", 20), ("dpm", 50)]
@@ -159,7 +158,7 @@ def main() -> None:
     result["stages_s"] = metrics["timings_s"]
     zoo_dir, config = read_run_config(run_dir)
     zoo = Zoo.load(zoo_dir)
-    task = get_task(zoo.task)
+    task = zoo.make_task()
     model = zoo.model(task).eval()
     splits = {k: task.splits()[k] for k in ("val", "test")}
     gen = ParamGenerator.load(run_dir, config)

@@ -17,7 +17,6 @@ import torch
 
 from nndiff.config import TrainConfig
 from nndiff.evaluate import evaluate_params, pairwise_iou
-from nndiff.tasks import get_task
 from nndiff.train import fit
 from nndiff.zoo import Zoo
 
@@ -29,7 +28,7 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, required=True)
     args = parser.parse_args()
     zoo = Zoo.load(args.zoo)
-    task = get_task(zoo.task)
+    task = zoo.make_task()
     model = zoo.model(task).eval()
     test = task.splits()["test"]
     orig = evaluate_params(task, model, zoo.layout, zoo.params, {"test": test}, progress=False)["test"]

@@ -33,6 +33,8 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout", type=int, default=100,
                    help="snapshots collected from one more run (a new seed) that the generator never sees; "
                         "the novelty report compares generated models with them (default: 100)")
+    p.add_argument("--data-root", help="vision tasks: the directory holding the dataset (default: $NNDIFF_DATA_ROOT)")
+    p.add_argument("--epochs", type=int, help="base model training epochs (default: the task's)")
     p.add_argument("--base", type=Path, help="start from this base model state_dict instead of training one: .safetensors, "
                    "or a PyTorch .pt/.pth file holding plain tensors (loaded with weights_only=True, never unpickling code)")
 
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list a task's parameters and what a --select pattern matches")
     p.add_argument("--task", default=DEFAULT_TASK_NAME, help="built-in task or path/to/file.py:make_task")
     p.add_argument("--select", nargs="+", metavar="GLOB", help="glob patterns to try (default: the task's)")
+    p.add_argument("--data-root", help="vision tasks: the dataset directory (only ImageFolder needs it, for its class count)")
 
     sub.add_parser("tasks", help="list the built-in tasks")
     return parser
@@ -161,7 +164,8 @@ def _collect_config(args):
     from .zoo import CollectConfig
 
     return CollectConfig(select=args.select, k=args.k, runs=args.runs, seed=args.seed, lr=args.lr,
-                         burn_in=args.burn_in, heldout=args.heldout, device=args.device)
+                         burn_in=args.burn_in, heldout=args.heldout, device=args.device, data_root=args.data_root,
+                         base_epochs=args.epochs)
 
 
 def dispatch(args) -> None:
@@ -173,13 +177,18 @@ def dispatch(args) -> None:
         from .params import describe
         from .tasks import get_task
 
-        task = get_task(args.task)
+        task = get_task(args.task, args.data_root)
         print(describe(task.make_model(), args.select or task.default_select))
     elif args.command == "tasks":
         from .tasks import TASKS
 
+        from .tasks.vision import ARCHITECTURES, DATASETS
+
         for name, make in TASKS.items():
-            print(f"{name:14s} {make().description}")
+            print(f"{name:24s} {make().description}")
+        print(f"\nvision tasks, DATASET-ARCH with --data-root (pip install 'nndiff[vision]'):\n"
+              f"  datasets: {', '.join(DATASETS)}\n  architectures: {', '.join(ARCHITECTURES)}\n"
+              f"  e.g. cifar100-resnet18 generates layer4.1.bn1 + layer4.1.bn2 as in the paper")
     elif args.command == "collect":
         zoo = pipeline.collect_zoo(args.task, args.out, _collect_config(args), progress, args.base, args.fresh)
         accs = [s["test_acc"] for s in zoo.snapshots]

@@ -76,7 +76,7 @@ def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, pro
     """Train a generator on a zoo into `run_dir`, resuming from run_dir/.progress if it holds progress."""
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
     zoo = Zoo.load(zoo_dir)
-    get_task(zoo.task)  # fail now, not after training, if the task is unknown
+    zoo.make_task()  # fail now, not after training, if the task is unknown
     with DirectoryLock(run_dir):
         checkpoints = Progress(run_dir)
         if fresh:
@@ -123,7 +123,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
     run_dir = Path(run_dir)
     zoo_dir, _ = read_run_config(run_dir)
     zoo = Zoo.load(zoo_dir)
-    task = get_task(zoo.task)
+    task = zoo.make_task()
     generated = read_generated(run_dir, zoo.layout)
     t0 = time.perf_counter()
     metrics = evaluate_models(task, zoo, generated, resolve_device(device), progress)
@@ -150,7 +150,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     zoo_dir, _ = read_run_config(run_dir)
     metrics = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else evaluate_run(run_dir, device, progress)
     zoo = Zoo.load(zoo_dir)
-    task = get_task(zoo.task)
+    task = zoo.make_task()
     normalizer = Normalizer.from_state_dict(load_tensors(run_dir / "normalizer.safetensors"), "params.")
     generated = read_generated(run_dir, zoo.layout)
     generated = generated[torch.isfinite(generated).all(1)]

@@ -53,6 +53,8 @@ class CollectConfig:
     burn_in: int = 100
     heldout: int = 100  # snapshots from one extra run (a new seed) that training never sees
     device: str = "auto"
+    data_root: str | None = None  # vision tasks: where the dataset lies (default: $NNDIFF_DATA_ROOT)
+    base_epochs: int | None = None  # None: the task's
 
 
 @dataclass
@@ -69,6 +71,10 @@ class Zoo:
 
     def __len__(self) -> int:
         return self.params.shape[0]
+
+    def make_task(self):
+        """The task this zoo was collected on (vision tasks: reading the recorded data root)."""
+        return get_task(self.task, self.info.get("data_root"))
 
     def model(self, task: ClassificationTask) -> nn.Module:
         """A fresh model of the task holding the base weights."""
@@ -164,7 +170,8 @@ def train_base(task: ClassificationTask, seed: int, device: torch.device, progre
     gen = seed_everything(seed)
     model = task.make_model().to(device)
     train = task.splits()["train"].to(device)
-    steps_per_epoch = max(1, len(train) // task.batch_size)
+    batch = min(task.batch_size, len(train))
+    steps_per_epoch = max(1, len(train) // batch)
     total = task.base_epochs * steps_per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=task.base_lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=task.base_lr, total_steps=total)
@@ -181,7 +188,7 @@ def train_base(task: ClassificationTask, seed: int, device: torch.device, progre
     for epoch in range(start, task.base_epochs):
         order = torch.randperm(len(train), generator=gen).to(device)
         for i in range(steps_per_epoch):
-            idx = order[i * task.batch_size : (i + 1) * task.batch_size]
+            idx = order[i * batch : (i + 1) * batch]
             loss = task.train_step(model, train.x[idx], train.y[idx], opt)
             sched.step()
             bar.update()
@@ -215,7 +222,7 @@ class Trajectory:
         self.resumed_at = 0  # the step a resumed run continued from (0: not resumed)
 
     def step(self) -> None:
-        idx = torch.randint(len(self.train), (self.task.batch_size,), generator=self.gen).to(self.device)
+        idx = torch.randint(len(self.train), (min(self.task.batch_size, len(self.train)),), generator=self.gen).to(self.device)
         loss = self.task.train_step(self.model, self.train.x[idx], self.train.y[idx], self.opt)
         if not math.isfinite(loss):
             raise NndiffError(f"collection diverged (loss {loss}) at step {self.steps} with lr {self.lr}; use a smaller --lr")
@@ -280,7 +287,11 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     """
     # The zoo records how to rebuild the task: a built-in name or a user task's file:function spec.
     task_ref = resolve_task_spec(task) if isinstance(task, str) else task.name
-    task = get_task(task) if isinstance(task, str) else task
+    task = get_task(task, config.data_root) if isinstance(task, str) else task
+    if config.base_epochs is not None:
+        if config.base_epochs < 1:
+            raise NndiffError(f"--epochs must be at least 1 (got {config.base_epochs})")
+        task.base_epochs = config.base_epochs
     if config.k < 1 or config.runs < 1 or config.k < config.runs or config.heldout < 0:
         raise NndiffError(f"need k >= runs >= 1 and heldout >= 0 (got k={config.k}, runs={config.runs}, heldout={config.heldout})")
     device = resolve_device(config.device)
@@ -291,6 +302,7 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
         saved = checkpoints.load("config")
         current = {**asdict(config), "select": list(select), "lr": lr, "given_base": base_state is not None}
         current.pop("device")  # resuming on another device is fine
+        current["data_root"] = getattr(task, "data_root", None)
         if saved is not None and saved != current:
             raise NndiffError(f"{checkpoints.dir} holds progress of a collection with other settings; "
                               "use the same settings to resume, or delete that directory to start over")
@@ -333,6 +345,7 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
                       f"{diversity:.4f}); raise --lr or --burn-in, or collect more --runs", stacklevel=2)
     info = {
         "select": list(select),
+        "data_root": getattr(task, "data_root", None),
         "mean_pairwise_iou": diversity,
         "collect": {**asdict(config), "select": list(select), "lr": lr, "device": str(device)},
         "base": base_metrics,

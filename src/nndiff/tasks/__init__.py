@@ -18,6 +18,7 @@ from ..errors import NndiffError
 from .base import ClassificationTask, Evaluation, Split
 from .digits import digits_cnn
 from .mnist1d import mnist1d_cnn
+from .vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, split_name
 
 TASKS: dict[str, Callable[[], ClassificationTask]] = {
     "mnist1d-cnn": mnist1d_cnn,
@@ -31,19 +32,26 @@ REQUIRED = ("name", "make_model", "splits", "train_step", "evaluate", "default_s
 def resolve_task_spec(spec: str) -> str:
     """The spec as it should be recorded: built-in names as they are, file paths made absolute."""
     if spec in TASKS or ":" not in spec:
-        return spec
+        return spec  # built-in (vision tasks record their data root in the zoo separately)
     target, func = spec.rsplit(":", 1)
     if target.endswith(".py"):
         return f"{Path(target).resolve()}:{func}"
     return spec
 
 
-def get_task(spec: str):
-    """A built-in task by name, or a user task from 'file.py:function' / 'package.module:function'."""
+def get_task(spec: str, data_root: str | None = None):
+    """A built-in task by name, or a user task from 'file.py:function' / 'package.module:function'.
+
+    `data_root` is where the vision tasks read their dataset (default: $NNDIFF_DATA_ROOT).
+    """
     if spec in TASKS:
         return TASKS[spec]()
+    vision = split_name(spec)
+    if vision:
+        return make_vision_task(*vision, data_root)
     if ":" not in spec:
-        raise NndiffError(f"unknown task {spec!r}; built-in tasks: {', '.join(TASKS)}; "
+        raise NndiffError(f"unknown task {spec!r}; built-in tasks: {', '.join(TASKS)}, and the vision tasks "
+                          f"DATASET-ARCH ({', '.join(DATASETS)} x {', '.join(ARCHITECTURES)}); "
                           "or give your own as path/to/file.py:make_task or package.module:make_task")
     target, func = spec.rsplit(":", 1)
     if target.endswith(".py"):
@@ -73,4 +81,4 @@ def get_task(spec: str):
     return task
 
 
-__all__ = ["TASKS", "DEFAULT_TASK", "get_task", "resolve_task_spec", "ClassificationTask", "Evaluation", "Split"]
+__all__ = ["TASKS", "VISION_TASKS", "DEFAULT_TASK", "get_task", "resolve_task_spec", "ClassificationTask", "Evaluation", "Split"]
