@@ -29,3 +29,11 @@ def test_default_task_collects_snapshots_that_differ():
     assert [s["step"] for s in zoo.snapshots] == list(range(101, 121))
     # only the selected parameters moved: the base state is what the snapshots were trained from
     assert not torch.equal(zoo.params[0], zoo.params[1])
+
+
+def test_bf16_autocast_collection_gives_a_valid_zoo():
+    """--amp: the same code path as on CUDA, exercised with the CPU's bf16 autocast."""
+    zoo = collect("digits-cnn", CollectConfig(k=6, burn_in=5, heldout=0, amp=True), progress=False)
+    assert zoo.params.dtype == torch.float32 and torch.isfinite(zoo.params).all()
+    assert zoo.info["base"]["test_acc"] > 80
+    assert zoo.info["collect"]["amp"] is True

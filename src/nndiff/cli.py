@@ -35,6 +35,8 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
                         "the novelty report compares generated models with them (default: 100)")
     p.add_argument("--data-root", help="vision tasks: the directory holding the dataset (default: $NNDIFF_DATA_ROOT)")
     p.add_argument("--epochs", type=int, help="base model training epochs (default: the task's)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast for base training and collection (for CUDA; "
+                   "evaluation stays float32)")
     p.add_argument("--base", type=Path, help="start from this base model state_dict instead of training one: .safetensors, "
                    "or a PyTorch .pt/.pth file holding plain tensors (loaded with weights_only=True, never unpickling code)")
 
@@ -165,7 +167,7 @@ def _collect_config(args):
 
     return CollectConfig(select=args.select, k=args.k, runs=args.runs, seed=args.seed, lr=args.lr,
                          burn_in=args.burn_in, heldout=args.heldout, device=args.device, data_root=args.data_root,
-                         base_epochs=args.epochs)
+                         base_epochs=args.epochs, amp=args.amp)
 
 
 def dispatch(args) -> None:

@@ -55,6 +55,7 @@ class CollectConfig:
     device: str = "auto"
     data_root: str | None = None  # vision tasks: where the dataset lies (default: $NNDIFF_DATA_ROOT)
     base_epochs: int | None = None  # None: the task's
+    amp: bool = False  # bf16 autocast in base training and collection (evaluation stays float32)
 
 
 @dataclass
@@ -288,6 +289,10 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     # The zoo records how to rebuild the task: a built-in name or a user task's file:function spec.
     task_ref = resolve_task_spec(task) if isinstance(task, str) else task.name
     task = get_task(task, config.data_root) if isinstance(task, str) else task
+    if config.amp:
+        if not hasattr(task, "amp"):
+            raise NndiffError("--amp needs a task built on nndiff.tasks.ClassificationTask")
+        task.amp = True
     if config.base_epochs is not None:
         if config.base_epochs < 1:
             raise NndiffError(f"--epochs must be at least 1 (got {config.base_epochs})")

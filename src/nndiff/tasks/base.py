@@ -52,6 +52,7 @@ class ClassificationTask:
     collect_lr: float = 0.5
     eval_batch_size: int = 4096
     batched_eval: bool = True  # predictions are argmax(model(x)): many models can share one trunk pass
+    amp: bool = False  # bf16 autocast for the training forward passes (set by collect --amp)
     _splits: dict[str, Split] | None = field(default=None, repr=False)
 
     def splits(self) -> dict[str, Split]:
@@ -60,7 +61,10 @@ class ClassificationTask:
         return self._splits
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(x), y)
+        # Only the forward pass is autocast; the backward pass follows the forward's dtypes.
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = model(x)
+        return F.cross_entropy(logits.float(), y)
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         optimizer.zero_grad(set_to_none=True)
