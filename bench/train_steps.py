@@ -13,7 +13,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
 
 from nndiff.config import TrainConfig
 from nndiff.evaluate import evaluate_params, pairwise_iou

@@ -1,6 +1,5 @@
 """Tiny datasets in the real on-disk formats: CIFAR python batches, MNIST idx files, an ImageFolder."""
 
-import gzip  # noqa: F401  (MNIST files are read uncompressed, as torchvision leaves them)
 import pickle
 import struct
 from pathlib import Path

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import Progress
 from .config import TrainConfig
 from .errors import NndiffError
 from .evaluate import evaluate_models, format_table
@@ -26,9 +27,7 @@ from .novelty import analyze
 from .params import Normalizer
 from .report import write_report
 from .runtime import resolve_device
-from .checkpoint import Progress
 from .storage import DirectoryLock, load_json, load_state_dict, load_tensors, load_yaml, save_json, save_yaml
-from .tasks import get_task
 from .train import fit
 from .zoo import CollectConfig, Zoo, collect
 
