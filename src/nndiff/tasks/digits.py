@@ -45,4 +45,6 @@ def digits_cnn() -> ClassificationTask:
         default_select=["bn1.*", "bn2.*"],
         base_epochs=30,
         batch_size=64,
+        # measured (K = 200): lr 0.5 gives near-copies (mean pairwise IoU of wrong predictions 0.99), 2.0 gives 0.90
+        collect_lr=2.0,
     )
