@@ -198,8 +198,9 @@ def dispatch(args) -> None:
               f"(test accuracy {min(accs):.2f}..{max(accs):.2f}%)")
     elif args.command == "train":
         stats = pipeline.train_run(args.zoo, args.out, _train_config(args), progress, args.fresh)
-        print(f"trained {args.out}: autoencoder reconstruction MSE {stats['autoencoder']['reconstruction_mse']:.4f}, "
-              f"diffusion loss {stats['diffusion']['final_loss']:.4f}")
+        if stats:  # rank 0 (or a single process) reports
+            print(f"trained {args.out}: autoencoder reconstruction MSE {stats['autoencoder']['reconstruction_mse']:.4f}, "
+                  f"diffusion loss {stats['diffusion']['final_loss']:.4f} ({stats['processes']} process(es))")
     elif args.command == "generate":
         out = pipeline.generate_run(args.run, args.n, args.seed, args.sampler, args.steps, args.device)
         print(f"wrote {args.n} generated models to {out}")
@@ -238,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from .runtime import init_distributed, is_main
+
+        if init_distributed():  # launched by torchrun
+            if args.command != "train":
+                raise NndiffError(f"only `train` runs data-parallel under torchrun; run `{args.command}` as one process")
+            args.quiet = args.quiet or not is_main()
         dispatch(args)
     except NndiffError as e:
         if args.debug:
@@ -247,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nndiff: interrupted", file=sys.stderr)
         return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

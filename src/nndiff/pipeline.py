@@ -26,7 +26,7 @@ from .generate import GENERATED, ParamGenerator, read_generated, write_generated
 from .novelty import analyze
 from .params import Normalizer
 from .report import write_report
-from .runtime import resolve_device
+from .runtime import barrier, is_main, resolve_device, world_size
 from .storage import DirectoryLock, load_json, load_state_dict, load_tensors, load_yaml, save_json, save_yaml
 from .train import fit
 from .zoo import CollectConfig, Zoo, collect
@@ -76,17 +76,25 @@ def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, pro
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
     zoo = Zoo.load(zoo_dir)
     zoo.make_task()  # fail now, not after training, if the task is unknown
+    if not is_main():  # under torchrun: train alongside rank 0, which alone writes the run
+        fit(zoo, config, False)
+        barrier()
+        return {}
     with DirectoryLock(run_dir):
-        checkpoints = Progress(run_dir)
-        if fresh:
+        # Data-parallel runs are not checkpointed: each rank's RNG state would have to be saved.
+        checkpoints = Progress(run_dir) if world_size() == 1 else None
+        if fresh and checkpoints:
             checkpoints.clear()
         generator, stats = fit(zoo, config, progress, checkpoints)
+        stats["processes"] = world_size()
         generator.save(run_dir)
         save_json(run_dir / "train_stats.json", stats)
         # Recorded relative to the run directory when possible, so a run and its zoo can move together.
         zoo_ref = os.path.relpath(zoo_dir.resolve(), run_dir.resolve())
         save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, **config.to_dict()})
-        checkpoints.clear()
+        if checkpoints:
+            checkpoints.clear()
+    barrier()
     return stats
 
 

@@ -19,7 +19,7 @@ from .diffusion import make_scheduler, training_loss
 from .errors import NndiffError
 from .generate import ParamGenerator
 from .params import Normalizer
-from .runtime import resolve_device, seed_everything
+from .runtime import rank, resolve_device, seed_everything, world_size
 from .zoo import Zoo
 
 CHECKPOINT_EVERY = 250  # training steps between progress checkpoints
@@ -44,8 +44,9 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
     """x: [K, D] normalized parameters, on the training device."""
     cfg = config.autoencoder
     ae = Autoencoder(x.shape[1], cfg).to(x.device)
+    net = _data_parallel(ae)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    batch = min(cfg.batch_size, len(x))
+    batch = _per_rank_batch(cfg.batch_size, len(x))
     start, loss_value = _resume(checkpoints, "autoencoder", ae, opt, gen)
     ae.train()  # enables the input and latent noise augmentation
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="autoencoder", disable=not progress, leave=False)
@@ -53,7 +54,7 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
         idx = torch.randint(len(x), (batch,), generator=gen).to(x.device)
-        loss = F.mse_loss(ae(x[idx]), x[idx])
+        loss = F.mse_loss(net(x[idx]), x[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
@@ -73,10 +74,11 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
     """z: [K, C, L] standardized latents. Returns the EMA denoiser."""
     cfg = config.diffusion
     model = Denoiser(tuple(z.shape[1:]), config.denoiser).to(z.device)
+    net = _data_parallel(model)  # broadcasts rank 0's initial weights, so every EMA starts equal
     ema = copy.deepcopy(model).requires_grad_(False)
     scheduler = make_scheduler(cfg, "ddpm")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    batch = min(cfg.batch_size, len(z))
+    batch = _per_rank_batch(cfg.batch_size, len(z))
     start, running = _resume(checkpoints, "diffusion", model, opt, gen, ema)
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="diffusion", disable=not progress, leave=False)
@@ -84,7 +86,7 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
         idx = torch.randint(len(z), (batch,), generator=gen).to(z.device)
-        loss = training_loss(model, z[idx], scheduler, gen)
+        loss = training_loss(net, z[idx], scheduler, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -96,6 +98,20 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
             bar.set_postfix(loss=f"{running:.4f}")
         _checkpoint(checkpoints, "diffusion", step + 1, cfg.steps, model, opt, gen, running, ema)
     return ema.eval(), {"final_loss": running, "resumed_at_step": start}
+
+
+def _data_parallel(model: nn.Module) -> nn.Module:
+    """DDP-wrapped under torchrun (gradients averaged over ranks), the model itself otherwise."""
+    if world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model)
+
+
+def _per_rank_batch(batch: int, n: int) -> int:
+    """Each rank draws its share, so the effective batch is the configured one whatever the ranks."""
+    return max(1, min(batch, n) // world_size())
 
 
 def _checkpoint(checkpoints, name, step, total, model, opt, gen, loss, ema=None) -> None:
@@ -139,7 +155,8 @@ def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
             raise NndiffError(f"{checkpoints.dir} holds progress of training with other settings; "
                               "use the same settings to resume, or delete that directory to start over")
         checkpoints.save("config", current)
-    gen = seed_everything(config.seed)
+    # Rank r draws its own batches and noise; rank 0 draws what a single process would.
+    gen = seed_everything(config.seed + 7919 * rank())
     normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)
     x = normalizer(zoo.params).to(device)
 
