@@ -42,3 +42,29 @@ def test_autoencoder_learns_a_small_zoo():
     cfg.autoencoder.steps, cfg.autoencoder.latent_noise = 300, 0.0
     _, stats = train_autoencoder(x, cfg, torch.Generator().manual_seed(0), progress=False)
     assert stats["reconstruction_mse"] < 0.1  # from 1.0 for the trivial zero output
+
+
+@pytest.mark.parametrize("dim,token", [(1, 4), (1000, 16), (4097, 64)])
+def test_tokenized_shapes(dim, token):
+    ae = Autoencoder(dim, AutoencoderConfig(channels=8, depth=2, token_size=token))
+    x = torch.randn(3, dim)
+    z = ae.encode(x)
+    assert z.shape == (3, *ae.latent_shape)
+    assert ae.latent_shape[1] == -(-dim // (4 * token))
+    assert ae.decode(z).shape == (3, dim)
+
+
+def test_token_embedding_sees_each_value_of_its_token():
+    from nndiff.autoencoder import PerPositionIn, PerPositionOut
+
+    torch.manual_seed(0)
+    emb, out = PerPositionIn(5, 12, token=4), PerPositionOut(5, 12, token=4)
+    x = torch.randn(2, 12)
+    h = emb(x)
+    assert h.shape == (2, 5, 3)
+    # token n, channel c: the shared projection of the token's 4 values plus token n's position embedding
+    torch.testing.assert_close(h[1, 2, 1], (x[1, 4:8] * emb.weight[2]).sum() + emb.bias[2, 1])
+    y = out(h)
+    # value 9 is value 1 of token 2: the shared read-out of token 2's features plus its own bias
+    torch.testing.assert_close(y[0, 9], (h[0, :, 2] * out.weight[1]).sum() + out.bias[9])
+    assert sum(p.numel() for p in emb.parameters()) == 5 * 4 + 5 * 3  # grows with D / token only

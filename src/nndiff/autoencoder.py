@@ -21,8 +21,12 @@ from torch import nn
 @dataclass
 class AutoencoderConfig:
     channels: int = 32
-    depth: int = 4  # stride-2 stages: the latent is 2**depth times shorter than the input
+    depth: int = 4  # stride-2 stages: the latent is 2**depth times shorter than the token sequence
     latent_channels: int = 4
+    # Values per token: the convolutions run on D / token_size positions. 1 gives every value
+    # weights of its own (small subsets); larger tokens share one embedding per token plus a
+    # position embedding, which keeps time and memory linear for large subsets.
+    token_size: int = 1
     input_noise: float = 0.001
     latent_noise: float = 0.1
     steps: int = 1000
@@ -31,27 +35,49 @@ class AutoencoderConfig:
 
 
 class PerPositionIn(nn.Module):
-    """h[b, c, p] = x[b, p] * w[c, p] + bias[c, p]: an embedding of each position's scalar."""
+    """The first encoder layer: the parameter vector as a sequence of `channels`-dim features.
 
-    def __init__(self, channels: int, length: int):
+    token = 1: h[b, c, p] = x[b, p] * w[c, p] + bias[c, p], weights of its own for every value.
+    token > 1: each token of `token` values goes through one shared linear map, plus a learned
+    embedding of the token's position, h[b, :, n] = W x[b, n, :] + pos[:, n] (as a ViT embeds
+    patches), so the layer's size grows with D / token only.
+    """
+
+    def __init__(self, channels: int, length: int, token: int = 1):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(channels, length))
-        self.bias = nn.Parameter(torch.zeros(channels, length))
+        self.token = token
+        if token == 1:
+            self.weight = nn.Parameter(torch.randn(channels, length))
+        else:
+            self.weight = nn.Parameter(torch.randn(channels, token) / math.sqrt(token))
+        self.bias = nn.Parameter(torch.zeros(channels, length // token))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(1) * self.weight + self.bias
+        if self.token == 1:
+            return x.unsqueeze(1) * self.weight + self.bias
+        tokens = x.view(x.shape[0], -1, self.token)  # [B, N, T]
+        return (tokens @ self.weight.T).transpose(1, 2) + self.bias
 
 
 class PerPositionOut(nn.Module):
-    """y[b, p] = sum_c h[b, c, p] * w[c, p] + bias[p]: a read-out of its own for each position."""
+    """The last decoder layer, the mirror of PerPositionIn.
 
-    def __init__(self, channels: int, length: int):
+    token = 1: y[b, p] = sum_c h[b, c, p] * w[c, p] + bias[p], a read-out of its own per value.
+    token > 1: a shared linear read-out from each token's features to its `token` values, plus a
+    bias of its own for every value.
+    """
+
+    def __init__(self, channels: int, length: int, token: int = 1):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(channels, length) / math.sqrt(channels))
+        self.token = token
+        shape = (channels, length) if token == 1 else (token, channels)
+        self.weight = nn.Parameter(torch.randn(shape) / math.sqrt(channels))
         self.bias = nn.Parameter(torch.zeros(length))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return (h * self.weight).sum(1) + self.bias
+        if self.token == 1:
+            return (h * self.weight).sum(1) + self.bias
+        return (h.transpose(1, 2) @ self.weight.T).reshape(h.shape[0], -1) + self.bias
 
 
 class Autoencoder(nn.Module):
@@ -59,14 +85,14 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.dim = dim
         self.config = config
-        stride = 2**config.depth
+        stride = 2**config.depth * config.token_size
         self.padded = math.ceil(dim / stride) * stride
-        c = config.channels
+        c, token = config.channels, config.token_size
         down = []
         for _ in range(config.depth):
             down += [nn.Conv1d(c, c, 4, stride=2, padding=1), nn.SiLU()]
         self.encoder = nn.Sequential(
-            PerPositionIn(c, self.padded), nn.SiLU(), nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), *down,
+            PerPositionIn(c, self.padded, token), nn.SiLU(), nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), *down,
             nn.Conv1d(c, config.latent_channels, 3, padding=1),
         )
         up = []
@@ -74,12 +100,12 @@ class Autoencoder(nn.Module):
             up += [nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.SiLU()]
         self.decoder = nn.Sequential(
             nn.Conv1d(config.latent_channels, c, 3, padding=1), nn.SiLU(), *up,
-            nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), PerPositionOut(c, self.padded),
+            nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), PerPositionOut(c, self.padded, token),
         )
 
     @property
     def latent_shape(self) -> tuple[int, int]:
-        return (self.config.latent_channels, self.padded // 2**self.config.depth)
+        return (self.config.latent_channels, self.padded // (2**self.config.depth * self.config.token_size))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B, D] normalized parameters -> [B, latent_channels, L] latents, standardized per sample."""

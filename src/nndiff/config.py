@@ -26,7 +26,8 @@ class TrainConfig:
         if self.normalization not in NORMALIZATIONS:
             raise NndiffError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
         for name, value in [("autoencoder.steps", self.autoencoder.steps), ("diffusion.steps", self.diffusion.steps),
-                            ("autoencoder.batch_size", self.autoencoder.batch_size), ("diffusion.batch_size", self.diffusion.batch_size)]:
+                            ("autoencoder.batch_size", self.autoencoder.batch_size), ("diffusion.batch_size", self.diffusion.batch_size),
+                            ("autoencoder.token_size", self.autoencoder.token_size)]:
             if value < 1:
                 raise NndiffError(f"{name} must be at least 1 (got {value})")
         if self.denoiser.channels % 8 or self.autoencoder.channels < 1:
