@@ -68,3 +68,12 @@ def test_token_embedding_sees_each_value_of_its_token():
     # value 9 is value 1 of token 2: the shared read-out of token 2's features plus its own bias
     torch.testing.assert_close(y[0, 9], (h[0, :, 2] * out.weight[1]).sum() + out.bias[9])
     assert sum(p.numel() for p in emb.parameters()) == 5 * 4 + 5 * 3  # grows with D / token only
+
+
+def test_automatic_token_size():
+    from nndiff.autoencoder import auto_token_size
+
+    assert auto_token_size(192) == 1 and auto_token_size(4096) == 1
+    assert auto_token_size(14_154) == 16 and auto_token_size(1_000_000) == 1024
+    ae = Autoencoder(10_000, AutoencoderConfig(channels=8, depth=2))  # token_size 0: automatic
+    assert ae.token == 16 and ae.latent_shape == (4, 157)  # ceil(10,000 / (16 * 2**2))

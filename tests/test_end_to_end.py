@@ -69,3 +69,15 @@ def test_zoo_manifest_records_each_snapshot(tiny_run):
         assert {"run", "seed", "step", "val_acc", "test_acc"} <= set(s)
     # BatchNorm running statistics are not collected: they stay the base model's
     assert "bn1.running_mean" in zoo.base_state and "bn1.running_mean" not in zoo.layout.names
+
+
+def test_whole_network_generation_runs(tmp_path):
+    """mnist1d-mlp generates all 14k parameters; the automatic token size makes that affordable."""
+    out = tmp_path / "mlp"
+    assert main(["--quiet", "run", "--task", "mnist1d-mlp", "--out", str(out), "-k", "16", "--heldout", "4", "--burn-in", "10",
+                 "--ae-steps", "20", "--diffusion-steps", "20", "-n", "4", "--steps", "5", "--no-report"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    zoo = Zoo.load(out / "zoo")
+    assert zoo.layout.size == sum(p.numel() for p in get_task("mnist1d-mlp").make_model().parameters()) == 14_154
+    assert m["generated"]["count"] == 4 and m["originals"]["test_acc"]["mean"] > 50
+    assert "token_size: 0" in (out / "config.yaml").read_text()  # automatic, resolved the same way on load

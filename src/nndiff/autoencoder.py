@@ -25,8 +25,9 @@ class AutoencoderConfig:
     latent_channels: int = 4
     # Values per token: the convolutions run on D / token_size positions. 1 gives every value
     # weights of its own (small subsets); larger tokens share one embedding per token plus a
-    # position embedding, which keeps time and memory linear for large subsets.
-    token_size: int = 1
+    # position embedding, which keeps time and memory linear for large subsets. 0 = automatic:
+    # 1 up to 4,096 values, else the power of two that leaves about 1,024 tokens.
+    token_size: int = 0
     input_noise: float = 0.001
     latent_noise: float = 0.1
     steps: int = 1000
@@ -80,14 +81,21 @@ class PerPositionOut(nn.Module):
         return (h.transpose(1, 2) @ self.weight.T).reshape(h.shape[0], -1) + self.bias
 
 
+def auto_token_size(dim: int) -> int:
+    if dim <= 4096:
+        return 1
+    return 2 ** math.ceil(math.log2(dim / 1024))
+
+
 class Autoencoder(nn.Module):
     def __init__(self, dim: int, config: AutoencoderConfig):
         super().__init__()
         self.dim = dim
         self.config = config
-        stride = 2**config.depth * config.token_size
+        self.token = config.token_size or auto_token_size(dim)
+        stride = 2**config.depth * self.token
         self.padded = math.ceil(dim / stride) * stride
-        c, token = config.channels, config.token_size
+        c, token = config.channels, self.token
         down = []
         for _ in range(config.depth):
             down += [nn.Conv1d(c, c, 4, stride=2, padding=1), nn.SiLU()]
@@ -105,7 +113,7 @@ class Autoencoder(nn.Module):
 
     @property
     def latent_shape(self) -> tuple[int, int]:
-        return (self.config.latent_channels, self.padded // (2**self.config.depth * self.config.token_size))
+        return (self.config.latent_channels, self.padded // (2**self.config.depth * self.token))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B, D] normalized parameters -> [B, latent_channels, L] latents, standardized per sample."""

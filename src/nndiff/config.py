@@ -26,10 +26,11 @@ class TrainConfig:
         if self.normalization not in NORMALIZATIONS:
             raise NndiffError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
         for name, value in [("autoencoder.steps", self.autoencoder.steps), ("diffusion.steps", self.diffusion.steps),
-                            ("autoencoder.batch_size", self.autoencoder.batch_size), ("diffusion.batch_size", self.diffusion.batch_size),
-                            ("autoencoder.token_size", self.autoencoder.token_size)]:
+                            ("autoencoder.batch_size", self.autoencoder.batch_size), ("diffusion.batch_size", self.diffusion.batch_size)]:
             if value < 1:
                 raise NndiffError(f"{name} must be at least 1 (got {value})")
+        if self.autoencoder.token_size < 0:
+            raise NndiffError(f"autoencoder.token_size must be 0 (automatic) or positive (got {self.autoencoder.token_size})")
         if self.denoiser.channels % 8 or self.autoencoder.channels < 1:
             raise NndiffError("denoiser.channels must be a multiple of 8 (GroupNorm with 8 groups)")
         return self

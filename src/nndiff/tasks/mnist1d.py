@@ -91,3 +91,29 @@ def mnist1d_cnn() -> ClassificationTask:
         default_select=["bn3.*", "bn4.*"],
         base_epochs=20,
     )
+
+
+class Mnist1dMLP(nn.Module):
+    """A 40-128-64-10 MLP (14k params), small enough to generate whole."""
+
+    def __init__(self, hidden: tuple[int, int] = (128, 64), classes: int = 10):
+        super().__init__()
+        self.fc1 = nn.Linear(40, hidden[0])
+        self.fc2 = nn.Linear(hidden[0], hidden[1])
+        self.fc3 = nn.Linear(hidden[1], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc3(torch.relu(self.fc2(x)))
+
+
+def mnist1d_mlp() -> ClassificationTask:
+    return ClassificationTask(
+        name="mnist1d-mlp",
+        description="MNIST-1D, 40-128-64-10 MLP (14k params); generates the whole network",
+        make_model=Mnist1dMLP,
+        load_data=load_mnist1d,
+        default_select=["*"],
+        base_epochs=20,
+        collect_lr=0.05,  # SGD on every weight: 0.5 diverges
+    )
