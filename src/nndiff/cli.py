@@ -68,10 +68,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute (default: auto, CUDA if present)")
 
 
-DEFAULT_TASK_NAME = "mnist1d-cnn"
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .tasks import DEFAULT_TASK
     parser = argparse.ArgumentParser(
         prog="nndiff", description="Generate neural network parameters with latent diffusion (p-diff) and evaluate them honestly.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("inspect", help="list a task's parameters and what a --select pattern matches")
-    p.add_argument("--task", default=DEFAULT_TASK_NAME, help="built-in task or path/to/file.py:make_task")
+    p.add_argument("--task", default=DEFAULT_TASK, help="built-in task or path/to/file.py:make_task")
     p.add_argument("--select", nargs="+", metavar="GLOB", help="glob patterns to try (default: the task's)")
     p.add_argument("--data-root", help="vision tasks: the dataset directory (only ImageFolder needs it, for its class count)")
 
