@@ -93,7 +93,8 @@ def bench_vs_sgd(gen: ParamGenerator, task, zoo, model, test, target_count: int 
 
     def by_sgd_trajectory():
         got, made = 0, 0
-        trajectory = snapshot_trajectory(task, model, zoo.layout, 10**9, 777, cfg["lr"], cfg["momentum"], cfg["burn_in"], device)
+        trajectory = snapshot_trajectory(task, model, zoo.layout, 10**9, 777, cfg["lr"], cfg["momentum"], cfg["burn_in"], device,
+                                         cfg.get("every", 1))
         while got < target_count:
             got += count_ok(torch.stack(list(itertools.islice(trajectory, 100))))
             made += 100
@@ -102,7 +103,8 @@ def bench_vs_sgd(gen: ParamGenerator, task, zoo, model, test, target_count: int 
     def by_sgd_runs():
         got, made, seed = 0, 0, 5000
         while got < target_count:
-            snaps = [next(snapshot_trajectory(task, model, zoo.layout, 1, seed + i, cfg["lr"], cfg["momentum"], cfg["burn_in"], device))
+            snaps = [next(snapshot_trajectory(task, model, zoo.layout, 1, seed + i, cfg["lr"], cfg["momentum"], cfg["burn_in"], device,
+                                              cfg.get("every", 1)))
                      for i in range(25)]
             got += count_ok(torch.stack(snaps))
             made, seed = made + 25, seed + 25

@@ -37,3 +37,12 @@ def test_bf16_autocast_collection_gives_a_valid_zoo():
     assert zoo.params.dtype == torch.float32 and torch.isfinite(zoo.params).all()
     assert zoo.info["base"]["test_acc"] > 80
     assert zoo.info["collect"]["amp"] is True
+
+
+def test_snapshots_every_n_steps_are_those_of_the_same_trajectory():
+    """--every 4 keeps every 4th state of the one-per-step trajectory, nothing else changes."""
+    dense = collect("digits-cnn", CollectConfig(k=12, burn_in=5, heldout=0), progress=False)
+    sparse = collect("digits-cnn", CollectConfig(k=3, burn_in=5, every=4, heldout=0), progress=False, base_state=dense.base_state)
+    assert [s["step"] for s in sparse.snapshots] == [9, 13, 17]
+    assert torch.equal(sparse.params, dense.params[3::4])
+    assert sparse.info["collect"]["every"] == 4

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 from pathlib import Path
 
 from .errors import NndiffError
+
+DISTRIBUTED = ("run", "collect", "train", "evaluate")  # the commands that share their work over torchrun's ranks
 
 EPILOG = """examples:
   nndiff run --out runs/demo                       # everything on the default task (mnist1d-cnn)
@@ -15,6 +19,8 @@ EPILOG = """examples:
   nndiff generate --run runs/d -n 100 --sampler ddim --steps 50 --seed 0
   nndiff evaluate --run runs/d
   nndiff report --run runs/d                       # are the generated models new? runs/d/report/report.md
+  nndiff train --zoo runs/d/zoo --out runs/c --condition val_acc
+  nndiff generate --run runs/c --target-acc 98.5 --guidance 1   # models aimed at 98.5% validation accuracy
   nndiff sweep --ablation k --out runs/sweep-k      # the paper's K ablation: K = 1, 10, 50, 200
 """
 
@@ -30,6 +36,8 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=1, help="independent collection runs (seeds) the k snapshots are split over (default: 1)")
     p.add_argument("--lr", type=float, default=None, help="collection learning rate (default: the task's; too small gives copies)")
     p.add_argument("--burn-in", type=int, default=100, help="SGD steps before the first snapshot of each run (default: 100)")
+    p.add_argument("--every", type=int, help="SGD steps between snapshots (default: the task's, 1 for a few layers; "
+                   "whole-network tasks take a gentler --lr and space snapshots out)")
     p.add_argument("--heldout", type=int, default=100,
                    help="snapshots collected from one more run (a new seed) that the generator never sees; "
                         "the novelty report compares generated models with them (default: 100)")
@@ -48,19 +56,35 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diffusion-steps", type=int, help="diffusion training steps (default: 2000)")
     p.add_argument("--input-noise", type=float, help="autoencoder input noise augmentation (default: 0.001)")
     p.add_argument("--latent-noise", type=float, help="autoencoder latent noise augmentation (default: 0.1)")
+    p.add_argument("--condition", choices=("none", "val_acc"),
+                   help="val_acc: condition the diffusion model on each snapshot's validation accuracy, so "
+                        "`generate --target-acc` can ask for one (default: none)")
 
 
-def _generate_options(p: argparse.ArgumentParser) -> None:
+def _generate_options(p: argparse.ArgumentParser, aim: bool = True) -> None:
     from .diffusion import SAMPLERS
 
     p.add_argument("-n", type=int, default=100, help="number of models to generate (default: 100)")
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="reverse-process sampler (default: ddim)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50; ddpm uses up to 1000)")
+    if not aim:
+        return
+    p.add_argument("--target-acc", type=float, metavar="PERCENT",
+                   help="conditional runs: the validation accuracy to aim the models at (default: none, unconditional)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance strength with --target-acc: 1 is the plain conditional model, "
+                        "larger pushes harder towards the target (default: 1)")
 
 
 def _resume_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="discard the progress a crashed or killed run left in OUT/.progress and start over (default: resume from it)")
+
+
+def _run_option(p: argparse.ArgumentParser, help: str) -> None:
+    # --run-dir is the spelling to use under torchrun, whose own parser mistakes `--run` for an
+    # abbreviation of its --run-path and stops.
+    p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True, help=help)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -102,18 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("generate", help="sample new parameter sets from a trained run")
-    p.add_argument("--run", type=Path, required=True, help="run directory written by `nndiff train`")
+    _run_option(p, "run directory written by `nndiff train`")
     _generate_options(p)
     _common(p)
 
     p = sub.add_parser("evaluate", help="accuracy of originals, generated models and the weight average")
-    p.add_argument("--run", type=Path, required=True, help="run directory holding generated/")
+    _run_option(p, "run directory holding generated/")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     p = sub.add_parser("report", help="novelty analysis against baselines, figures and report.md",
                        description="Compare the generated models with noise-added, weight-averaged, Gaussian and held-out "
                                    "baselines on accuracy and similarity to the training snapshots; writes RUN/report/.")
-    p.add_argument("--run", type=Path, required=True, help="run directory holding generated/")
+    _run_option(p, "run directory holding generated/")
     p.add_argument("--seed", type=int, default=0, help="seed for the baselines' random draws (default: 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
@@ -127,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="sweep directory")
     _collect_options(p)
     _train_options(p)
-    _generate_options(p)
+    _generate_options(p, aim=False)
     _common(p)
 
     p = sub.add_parser("inspect", help="list a task's parameters and what a --select pattern matches")
@@ -152,7 +176,7 @@ def _train_config(args):
     config = TrainConfig.from_dict(data)
     overrides = [("normalization", config, "normalization"), ("ae_steps", config.autoencoder, "steps"),
                  ("diffusion_steps", config.diffusion, "steps"), ("input_noise", config.autoencoder, "input_noise"),
-                 ("latent_noise", config.autoencoder, "latent_noise")]
+                 ("latent_noise", config.autoencoder, "latent_noise"), ("condition", config.diffusion, "condition")]
     for arg, target, field in overrides:
         if getattr(args, arg) is not None:
             setattr(target, field, getattr(args, arg))
@@ -164,7 +188,7 @@ def _collect_config(args):
     from .zoo import CollectConfig
 
     return CollectConfig(select=args.select, k=args.k, runs=args.runs, seed=args.seed, lr=args.lr,
-                         burn_in=args.burn_in, heldout=args.heldout, device=args.device, data_root=args.data_root,
+                         burn_in=args.burn_in, every=args.every, heldout=args.heldout, device=args.device, data_root=args.data_root,
                          base_epochs=args.epochs, amp=args.amp)
 
 
@@ -200,8 +224,10 @@ def dispatch(args) -> None:
             print(f"trained {args.out}: autoencoder reconstruction MSE {stats['autoencoder']['reconstruction_mse']:.4f}, "
                   f"diffusion loss {stats['diffusion']['final_loss']:.4f} ({stats['processes']} process(es))")
     elif args.command == "generate":
-        out = pipeline.generate_run(args.run, args.n, args.seed, args.sampler, args.steps, args.device)
-        print(f"wrote {args.n} generated models to {out}")
+        out = pipeline.generate_run(args.run, args.n, args.seed, args.sampler, args.steps, args.device,
+                                    args.target_acc, args.guidance)
+        aim = f" aimed at validation accuracy {args.target_acc:g}% (guidance {args.guidance:g})" if args.target_acc is not None else ""
+        print(f"wrote {args.n} generated models{aim} to {out}")
     elif args.command == "evaluate":
         metrics = pipeline.evaluate_run(args.run, args.device, progress)
         print(pipeline.format_table(metrics))
@@ -222,7 +248,7 @@ def dispatch(args) -> None:
         out = args.out or Path("runs") / args.task
         metrics = pipeline.run_all(args.task, out, _collect_config(args), _train_config(args), args.n, args.seed,
                                    args.sampler, args.steps, progress, base=args.base, report=not args.no_report,
-                                   fresh=args.fresh)
+                                   fresh=args.fresh, target_acc=args.target_acc, guidance=args.guidance)
         print()
         print(pipeline.format_table(metrics))
         t = metrics["timings_s"]
@@ -240,10 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         from .runtime import init_distributed, is_main
 
         if init_distributed():  # launched by torchrun
-            if args.command != "train":
-                raise NndiffError(f"only `train` runs data-parallel under torchrun; run `{args.command}` as one process")
+            if args.command not in DISTRIBUTED:
+                raise NndiffError(f"`{args.command}` runs as one process; under torchrun run one of "
+                                  f"{', '.join(DISTRIBUTED)}")
             args.quiet = args.quiet or not is_main()
-        dispatch(args)
+        quiet_rank = contextlib.nullcontext() if is_main() else contextlib.redirect_stdout(io.StringIO())
+        with quiet_rank:  # rank 0 alone prints results
+            dispatch(args)
     except NndiffError as e:
         if args.debug:
             raise

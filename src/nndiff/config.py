@@ -8,7 +8,7 @@ from typing import Any
 
 from .autoencoder import AutoencoderConfig
 from .denoiser import DenoiserConfig
-from .diffusion import DiffusionConfig
+from .diffusion import CONDITIONS, DiffusionConfig
 from .errors import NndiffError
 from .params import NORMALIZATIONS
 
@@ -31,6 +31,10 @@ class TrainConfig:
                 raise NndiffError(f"{name} must be at least 1 (got {value})")
         if self.autoencoder.token_size < 0:
             raise NndiffError(f"autoencoder.token_size must be 0 (automatic) or positive (got {self.autoencoder.token_size})")
+        if self.diffusion.condition not in CONDITIONS:
+            raise NndiffError(f"unknown diffusion.condition {self.diffusion.condition!r}; choose one of {', '.join(CONDITIONS)}")
+        if not 0.0 <= self.diffusion.condition_dropout < 1.0:
+            raise NndiffError(f"diffusion.condition_dropout must be in [0, 1) (got {self.diffusion.condition_dropout})")
         if self.denoiser.channels % 8 or self.autoencoder.channels < 1:
             raise NndiffError("denoiser.channels must be a multiple of 8 (GroupNorm with 8 groups)")
         return self

@@ -1,6 +1,9 @@
 """The latent denoiser: a small 1-D conv UNet (one down/up level) with a per-sample timestep embedding.
 
-It only predicts the noise; the schedule, loss and samplers live in diffusion.py.
+It only predicts the noise; the schedule, loss and samplers live in diffusion.py. A conditional
+denoiser also embeds a condition vector (e.g. a snapshot's standardized validation accuracy) and
+adds it to the timestep embedding; a learned "no condition" embedding stands in where the
+condition is dropped, which is what classifier-free guidance contrasts against.
 """
 
 from __future__ import annotations
@@ -45,12 +48,15 @@ class ResBlock(nn.Module):
 
 
 class Denoiser(nn.Module):
-    def __init__(self, latent_shape: tuple[int, int], config: DenoiserConfig):
+    def __init__(self, latent_shape: tuple[int, int], config: DenoiserConfig, cond_dim: int = 0):
         super().__init__()
         channels_in, length = latent_shape
         c, td = config.channels, config.time_dim
-        self.time_dim = td
+        self.time_dim, self.cond_dim = td, cond_dim
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
+        if cond_dim:
+            self.cond_mlp = nn.Sequential(nn.Linear(cond_dim, td), nn.SiLU(), nn.Linear(td, td))
+            self.null_cond = nn.Parameter(torch.zeros(td))
         self.inp = nn.Conv1d(channels_in, c, 3, padding=1)
         self.pos = nn.Parameter(torch.zeros(1, c, length))  # latent positions mean different things
         self.enc = nn.ModuleList([ResBlock(c, c, td), ResBlock(c, c, td)])
@@ -61,11 +67,23 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.out[-1].weight)  # start as "predict zero noise": a stable first step
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x: [B, C, L] noisy latents; t: [B] timesteps, one per sample (or a scalar for all)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, C, L] noisy latents; t: [B] timesteps, one per sample (or a scalar for all).
+
+        Conditional denoisers: cond [B, cond_dim] (None: unconditional for the whole batch); keep
+        [B] bool, False where the condition is dropped (default: kept wherever it is given).
+        """
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         temb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        if self.cond_dim:
+            null = self.null_cond.expand(x.shape[0], -1)
+            if cond is None:
+                temb = temb + null
+            else:
+                emb = self.cond_mlp(cond)
+                temb = temb + (emb if keep is None else torch.where(keep[:, None], emb, null))
         h = self.inp(x) + self.pos
         for block in self.enc:
             h = block(h, temb)

@@ -18,6 +18,7 @@ from torch import nn
 from .errors import NndiffError
 
 SAMPLERS = ("ddpm", "ddim", "dpm")
+CONDITIONS = ("none", "val_acc")
 
 
 @dataclass
@@ -29,6 +30,8 @@ class DiffusionConfig:
     batch_size: int = 64
     lr: float = 1e-3
     ema_decay: float = 0.999
+    condition: str = "none"  # "none", or "val_acc": condition on each snapshot's validation accuracy
+    condition_dropout: float = 0.1  # share of training samples that see no condition (for guidance)
 
 
 def make_scheduler(config: DiffusionConfig, sampler: str = "ddpm"):
@@ -47,26 +50,49 @@ def make_scheduler(config: DiffusionConfig, sampler: str = "ddpm"):
     raise NndiffError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
 
-def training_loss(model: nn.Module, x0: torch.Tensor, scheduler, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Epsilon-prediction MSE at a uniformly drawn timestep per sample: ||eps - model(x_t, t)||^2."""
+def training_loss(model: nn.Module, x0: torch.Tensor, scheduler, generator: torch.Generator | None = None,
+                  cond: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
+    """Epsilon-prediction MSE at a uniformly drawn timestep per sample: ||eps - model(x_t, t[, c])||^2.
+
+    With a condition, each sample drops it with probability `dropout`, so the same model also
+    learns the unconditional prediction that guidance needs.
+    """
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x_t = scheduler.add_noise(x0, noise, t)  # sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
-    return F.mse_loss(model(x_t, t), noise)
+    if cond is None:
+        return F.mse_loss(model(x_t, t), noise)
+    keep = (torch.rand(x0.shape[0], generator=generator) >= dropout).to(x0.device)
+    return F.mse_loss(model(x_t, t, cond, keep), noise)
 
 
 @torch.no_grad()
 def sample(model: nn.Module, shape: tuple[int, ...], scheduler, steps: int, seeds: list[int],
-           device: torch.device | str = "cpu") -> torch.Tensor:
-    """Run the reverse process from N(0, I) for len(seeds) samples of `shape`; returns [N, *shape]."""
+           device: torch.device | str = "cpu", cond: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+    """Run the reverse process from N(0, I) for len(seeds) samples of `shape`; returns [N, *shape].
+
+    cond [N, cond_dim] with classifier-free guidance: eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+    (1: the plain conditional model; larger pushes harder towards the condition).
+    """
     if steps < 1 or steps > scheduler.config.num_train_timesteps:
         raise NndiffError(f"--steps must be between 1 and {scheduler.config.num_train_timesteps} (got {steps})")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
     scheduler.set_timesteps(steps)
     model.eval()
+    if cond is not None:
+        cond = cond.to(device)
     for t in scheduler.timesteps:
-        eps = model(x, t.to(device).expand(x.shape[0]))
+        tt = t.to(device).expand(x.shape[0])
+        if cond is None:
+            eps = model(x, tt)
+        elif guidance == 1.0:
+            eps = model(x, tt, cond)
+        else:  # both predictions in one batch
+            keep = torch.arange(2 * len(x), device=device) < len(x)
+            both = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, cond]), keep)
+            eps_cond, eps_uncond = both.chunk(2)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
         # DDPM's fresh noise at each step is drawn from each sample's own generator (diffusers
         # accepts one generator per batch element); DDIM (eta = 0) and DPM-Solver++ draw none.
         x = scheduler.step(eps, t, x, generator=gens).prev_sample

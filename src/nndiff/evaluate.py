@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .batched import predict_batched, try_split
 from .params import Layout
+from .runtime import all_gather, shard, world_size
 
 
 @dataclass
@@ -53,6 +54,17 @@ def evaluate_params(task, model: nn.Module, layout: Layout, params: torch.Tensor
         p = torch.stack(preds[name]) if preds[name] else torch.empty(0, len(split), dtype=torch.long)
         out[name] = GroupEvaluation(_accuracy(p, split.y.cpu()), p)
     return out
+
+
+def evaluate_sharded(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict,
+                     progress: bool = True) -> dict[str, GroupEvaluation]:
+    """evaluate_params, with the rows shared out over the ranks of a torchrun job (every rank must
+    call it; every rank gets all results). A single process evaluates everything itself."""
+    if world_size() == 1:
+        return evaluate_params(task, model, layout, params, splits, progress)
+    mine = evaluate_params(task, model, layout, params[shard(len(params))], splits, progress)
+    parts = all_gather({k: (v.accuracy.cpu(), v.predictions.cpu()) for k, v in mine.items()})
+    return {k: GroupEvaluation(torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts])) for k in splits}
 
 
 def _accuracy(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -96,7 +108,7 @@ def evaluate_models(task, zoo, generated: torch.Tensor, device: torch.device, pr
     model = zoo.model(task).to(device)
     splits = {name: task.splits()[name].to(device) for name in ("val", "test")}
     finite = torch.isfinite(generated).all(1)
-    gen_evals = evaluate_params(task, model, zoo.layout, generated[finite], splits, progress)
+    gen_evals = evaluate_sharded(task, model, zoo.layout, generated[finite], splits, progress)
     gen_val, gen_test = gen_evals["val"].accuracy.tolist(), gen_evals["test"].accuracy.tolist()
     ens = evaluate_params(task, model, zoo.layout, zoo.params.mean(0, keepdim=True), splits, progress=False)
     orig_val = [s["val_acc"] for s in zoo.snapshots]

@@ -12,6 +12,7 @@ their model names, so a user needs no nndiff code to use one:
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,19 +37,40 @@ class ParamGenerator:
     latent_normalizer: Normalizer  # flattened latents, so diffusion sees zero mean, unit variance
     autoencoder: Autoencoder
     denoiser: Denoiser  # EMA weights
+    condition: Normalizer | None = None  # conditional generators: standardizes the requested validation accuracy
+    condition_range: tuple[float, float] = (0.0, 100.0)  # the snapshots' validation accuracies, min and max
 
     @property
     def device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, sampler: str = "ddim", steps: int = 50) -> torch.Tensor:
-        """[n, D] parameter vectors; vector i is drawn from seed + i (see diffusion.sample)."""
+    def sample(self, n: int, seed: int = 0, sampler: str = "ddim", steps: int = 50, target_acc: float | None = None,
+               guidance: float = 1.0) -> torch.Tensor:
+        """[n, D] parameter vectors; vector i is drawn from seed + i (see diffusion.sample).
+
+        A conditional generator aims them at validation accuracy `target_acc` (percent), with
+        classifier-free guidance of strength `guidance`; without a target it samples unconditionally.
+        """
         if n < 1:
             raise NndiffError(f"-n must be at least 1 (got {n})")
+        cond = None
+        if target_acc is not None:
+            if self.condition is None:
+                raise NndiffError("this run's generator is unconditional, so --target-acc has nothing to steer; "
+                                  "train one with --condition val_acc")
+            if not 0.0 <= target_acc <= 100.0:
+                raise NndiffError(f"--target-acc is a validation accuracy in percent (got {target_acc})")
+            lo, hi = self.condition_range
+            if not lo - 1e-4 <= target_acc <= hi + 1e-4:
+                warnings.warn(f"--target-acc {target_acc:g} lies outside the validation accuracies of the training snapshots "
+                              f"({lo:.2f}..{hi:.2f}); the generator extrapolates and will likely fall short of it", stacklevel=2)
+            cond = self.condition(torch.full((n, 1), float(target_acc)))
+        elif guidance != 1.0:
+            raise NndiffError("--guidance needs --target-acc (guidance pushes towards a requested accuracy)")
         scheduler = make_scheduler(self.config.diffusion, sampler)
         shape = self.autoencoder.latent_shape
-        z = sample(self.denoiser, shape, scheduler, steps, list(range(seed, seed + n)), self.device)
+        z = sample(self.denoiser, shape, scheduler, steps, list(range(seed, seed + n)), self.device, cond, guidance)
         z = self.latent_normalizer.inverse(z.flatten(1).cpu()).view(n, *shape)
         self.autoencoder.eval()
         x = self.autoencoder.decode(z.to(self.device)).cpu()
@@ -61,8 +83,11 @@ class ParamGenerator:
                      {"dim": self.layout.size, "config": cfg["autoencoder"]})
         save_tensors(d / "denoiser.safetensors", self.denoiser.state_dict(),
                      {"latent_shape": list(self.autoencoder.latent_shape), "config": cfg["denoiser"]})
+        conditions = {}
+        if self.condition is not None:
+            conditions = {**self.condition.state_dict("condition."), "condition.range": torch.tensor(self.condition_range, dtype=torch.float64)}
         save_tensors(d / "normalizer.safetensors",
-                     {**self.normalizer.state_dict("params."), **self.latent_normalizer.state_dict("latent.")},
+                     {**self.normalizer.state_dict("params."), **self.latent_normalizer.state_dict("latent."), **conditions},
                      {"layout": self.layout.to_json(), "normalization": self.config.normalization})
 
     @classmethod
@@ -71,18 +96,25 @@ class ParamGenerator:
         layout = Layout.from_json(load_metadata(d / "normalizer.safetensors")["layout"])
         norms = load_tensors(d / "normalizer.safetensors")
         ae = Autoencoder(layout.size, config.autoencoder)
-        den = Denoiser(ae.latent_shape, config.denoiser)
+        conditional = config.diffusion.condition != "none"
+        if conditional and "condition.mean" not in norms:
+            raise NndiffError(f"{d / 'normalizer.safetensors'} lacks the condition's statistics that config.yaml asks for; retrain the run")
+        den = Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0)
         for module, name in ((ae, "autoencoder"), (den, "denoiser")):
             try:
                 module.load_state_dict(load_tensors(d / f"{name}.safetensors"))
             except RuntimeError as e:
                 raise NndiffError(f"{d / (name + '.safetensors')} does not match config.yaml ({str(e).splitlines()[0]}); retrain the run") from None
             module.to(device).eval()
-        return cls(layout, config, Normalizer.from_state_dict(norms, "params."),
-                   Normalizer.from_state_dict(norms, "latent."), ae, den)
+        generator = cls(layout, config, Normalizer.from_state_dict(norms, "params."), Normalizer.from_state_dict(norms, "latent."), ae, den)
+        if conditional:
+            generator.condition = Normalizer.from_state_dict(norms, "condition.")
+            generator.condition_range = tuple(norms["condition.range"].tolist()) if "condition.range" in norms else (0.0, 100.0)
+        return generator
 
 
-def write_generated(run_dir: str | Path, vectors: torch.Tensor, layout: Layout, seed: int, sampler: str, steps: int) -> Path:
+def write_generated(run_dir: str | Path, vectors: torch.Tensor, layout: Layout, seed: int, sampler: str, steps: int,
+                    extra: dict | None = None) -> Path:
     """Write one safetensors file per generated model into run_dir/generated, replacing what was there.
 
     The files go to a temporary directory that is renamed into place, so an interrupted write
@@ -92,7 +124,7 @@ def write_generated(run_dir: str | Path, vectors: torch.Tensor, layout: Layout, 
     tmp = d / f".{GENERATED}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     for i, v in enumerate(vectors):
-        meta = {"seed": seed + i, "sampler": sampler, "steps": steps}
+        meta = {"seed": seed + i, "sampler": sampler, "steps": steps, **(extra or {})}
         save_tensors(tmp / f"{i:06d}.safetensors", layout.unflatten(v.contiguous()), meta)
     final, old = d / GENERATED, d / f".{GENERATED}.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .conditional import GUIDANCES, aim_name
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .params import Normalizer
 
@@ -29,6 +30,8 @@ LABELS = {
     "weight_average": f"weight average of {SUBSET_SIZE}",
     "gaussian": "per-dimension Gaussian",
     "heldout": "held-out originals",
+    # conditional runs: sets aimed at the best snapshot's validation accuracy
+    **{aim_name(w): f"generated, aimed at the best val. accuracy, guidance {w:g}" for w in GUIDANCES},
 }
 
 
@@ -94,8 +97,10 @@ def noise_curve_gap(curve: list[dict], similarity: float, accuracy: float) -> tu
 
 
 def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n_baseline: int | None = None,
-            seed: int = 0) -> tuple[dict, dict]:
+            seed: int = 0, extra: dict[str, torch.Tensor] | None = None) -> tuple[dict, dict]:
     """The novelty analysis of `generated` ([N, D], finite rows) against the zoo.
+
+    `extra`: more generated sets to place on the same plane (e.g. conditional ones), by name.
 
     Returns (summary, per_model): the JSON-ready summary, and per group the per-model tensors the
     figures need (test_acc, max_similarity, nearest_distance_relative, normalized parameters).
@@ -105,7 +110,7 @@ def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n
     device = next(model.parameters()).device
     labels = test.y.cpu()
     groups = {"originals": zoo.params, "generated": generated,
-              **make_baselines(zoo.params, zoo.heldout, normalizer, n, seed)}
+              **make_baselines(zoo.params, zoo.heldout, normalizer, n, seed), **(extra or {})}
     preds = {name: evaluate_params(task, model, zoo.layout, p, {"test": test.to(device)}, progress=False)["test"]
              for name, p in groups.items()}
 
@@ -140,7 +145,7 @@ def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n
         curve.append({"amplitude": a, "max_similarity_mean": g["max_similarity_mean"], "test_acc_mean": g["test_acc_mean"]})
     result["noise_curve"] = curve
     for name, g in result["groups"].items():
-        if name in LABELS:
+        if name in LABELS or name in (extra or {}):
             g["gap_to_noise_curve"], g["inside_noise_curve"] = noise_curve_gap(curve, g["max_similarity_mean"], g["test_acc_mean"])
     result["pairwise_iou"] = {
         "originals": result["groups"]["originals"]["mean_pairwise_iou_within"],

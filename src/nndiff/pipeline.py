@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Progress
+from .conditional import aimed_sets, best_original_val, calibrate
 from .config import TrainConfig
 from .errors import NndiffError
 from .evaluate import evaluate_models, format_table
@@ -26,8 +27,8 @@ from .generate import GENERATED, ParamGenerator, read_generated, write_generated
 from .novelty import analyze
 from .params import Normalizer
 from .report import write_report
-from .runtime import barrier, is_main, resolve_device, world_size
-from .storage import DirectoryLock, load_json, load_state_dict, load_tensors, load_yaml, save_json, save_yaml
+from .runtime import barrier, is_main, main_lock, resolve_device, world_size
+from .storage import load_json, load_state_dict, load_tensors, load_yaml, save_json, save_yaml
 from .train import fit
 from .zoo import CollectConfig, Zoo, collect
 
@@ -40,13 +41,16 @@ def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: boo
     called again with the same settings (or starts over with fresh=True).
     """
     out = Path(out)
-    with DirectoryLock(out):
+    with main_lock(out):
         checkpoints = Progress(out)
-        if fresh:
+        if fresh and is_main():
             checkpoints.clear()
+        barrier()  # under torchrun: no rank reads progress before rank 0 has cleared it
         zoo = collect(task, config, progress, load_state_dict(base) if base else None, checkpoints)
-        zoo.save(out)
-        checkpoints.clear()
+        if is_main():
+            zoo.save(out)
+            checkpoints.clear()
+    barrier()  # the zoo is on disk before any rank moves on
     return zoo
 
 
@@ -76,26 +80,23 @@ def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, pro
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
     zoo = Zoo.load(zoo_dir)
     zoo.make_task()  # fail now, not after training, if the task is unknown
-    if not is_main():  # under torchrun: train alongside rank 0, which alone writes the run
-        fit(zoo, config, False)
-        barrier()
-        return {}
-    with DirectoryLock(run_dir):
-        # Data-parallel runs are not checkpointed: each rank's RNG state would have to be saved.
-        checkpoints = Progress(run_dir) if world_size() == 1 else None
-        if fresh and checkpoints:
+    # Under torchrun every rank trains (data-parallel); rank 0 alone holds the lock and writes.
+    with main_lock(run_dir):
+        checkpoints = Progress(run_dir)
+        if fresh and is_main():
             checkpoints.clear()
+        barrier()
         generator, stats = fit(zoo, config, progress, checkpoints)
         stats["processes"] = world_size()
-        generator.save(run_dir)
-        save_json(run_dir / "train_stats.json", stats)
-        # Recorded relative to the run directory when possible, so a run and its zoo can move together.
-        zoo_ref = os.path.relpath(zoo_dir.resolve(), run_dir.resolve())
-        save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, **config.to_dict()})
-        if checkpoints:
+        if is_main():
+            generator.save(run_dir)
+            save_json(run_dir / "train_stats.json", stats)
+            # Recorded relative to the run directory when possible, so a run and its zoo can move together.
+            zoo_ref = os.path.relpath(zoo_dir.resolve(), run_dir.resolve())
+            save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, **config.to_dict()})
             checkpoints.clear()
     barrier()
-    return stats
+    return stats if is_main() else {}
 
 
 def _locked_run(fn):
@@ -104,7 +105,7 @@ def _locked_run(fn):
     @functools.wraps(fn)
     def wrapper(run_dir, *args, **kwargs):
         _check_run_dir(Path(run_dir))
-        with DirectoryLock(run_dir):
+        with main_lock(run_dir):
             return fn(run_dir, *args, **kwargs)
 
     return wrapper
@@ -112,15 +113,18 @@ def _locked_run(fn):
 
 @_locked_run
 def generate_run(run_dir: str | Path, n: int = 100, seed: int = 0, sampler: str = "ddim", steps: int = 50,
-                 device: str = "auto") -> Path:
+                 device: str = "auto", target_acc: float | None = None, guidance: float = 1.0) -> Path:
+    """Sample n models into run_dir/generated (aimed at validation accuracy `target_acc` when the
+    generator is conditional and a target is given)."""
     run_dir = Path(run_dir)
     _, config = read_run_config(run_dir)
     generator = ParamGenerator.load(run_dir, config, resolve_device(device))
     t0 = time.perf_counter()
-    vectors = generator.sample(n, seed, sampler, steps)
+    vectors = generator.sample(n, seed, sampler, steps, target_acc, guidance)
     seconds = time.perf_counter() - t0
-    out = write_generated(run_dir, vectors, generator.layout, seed, sampler, steps)
-    save_json(out / "info.json", {"count": n, "seed": seed, "sampler": sampler, "steps": steps, "seconds": round(seconds, 3)})
+    aim = {"target_acc": target_acc, "guidance": guidance} if target_acc is not None else {}
+    out = write_generated(run_dir, vectors, generator.layout, seed, sampler, steps, aim)
+    save_json(out / "info.json", {"count": n, "seed": seed, "sampler": sampler, "steps": steps, **aim, "seconds": round(seconds, 3)})
     return out
 
 
@@ -144,9 +148,10 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
         "evaluate": round(evaluate_s, 3),
     }
     timings["total"] = round(sum(timings.values()), 3)
-    metrics["sampler"] = {k: gen_info.get(k) for k in ("sampler", "steps", "seed")}
+    metrics["sampler"] = {k: gen_info.get(k) for k in ("sampler", "steps", "seed", "target_acc", "guidance") if k in gen_info}
     metrics["timings_s"] = timings
-    save_json(run_dir / "metrics.json", metrics)
+    if is_main():
+        save_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -162,14 +167,23 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     generated = read_generated(run_dir, zoo.layout)
     generated = generated[torch.isfinite(generated).all(1)]
     model = zoo.model(task).to(resolve_device(device))
-    novelty, per_model = analyze(task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed)
+    _, config = read_run_config(run_dir)
+    extra, calibration = {}, None
+    if config.diffusion.condition != "none":  # what the condition buys: aimed sets and calibration
+        generator = ParamGenerator.load(run_dir, config, resolve_device(device))
+        extra = aimed_sets(generator, zoo, len(generated), seed)
+        calibration = calibrate(generator, task, model, zoo, seed=seed)
+    novelty, per_model = analyze(task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed, extra=extra)
+    if calibration is not None:
+        novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, best_original_val(zoo)
     save_json(run_dir / "report" / "novelty.json", novelty)
     return write_report(run_dir / "report", metrics, novelty, per_model)
 
 
 def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig, n: int = 100,
             seed: int = 0, sampler: str = "ddim", steps: int = 50, progress: bool = True, log=print,
-            base: str | Path | None = None, report: bool = True, fresh: bool = False) -> dict:
+            base: str | Path | None = None, report: bool = True, fresh: bool = False,
+            target_acc: float | None = None, guidance: float = 1.0) -> dict:
     """Collect -> train -> generate -> evaluate (-> report) into `out` (the zoo goes to out/zoo)."""
     out = Path(out)
     t0 = time.perf_counter()
@@ -180,16 +194,20 @@ def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_con
     log("[2/4] training the autoencoder and the latent diffusion model")
     train_run(out / "zoo", out, train_config, progress, fresh)
     log(f"[3/4] generating {n} models ({sampler}, {steps} steps, seed {seed})")
-    generate_run(out, n, seed, sampler, steps, train_config.device)
+    if is_main():  # under torchrun: sampling is cheap, rank 0 does it alone
+        generate_run(out, n, seed, sampler, steps, train_config.device, target_acc, guidance)
+    barrier()
     log("[4/4] evaluating" + (" and writing the novelty report" if report else ""))
-    metrics = evaluate_run(out, train_config.device, progress)
-    if report:
-        t1 = time.perf_counter()
-        report_run(out, train_config.device, seed, progress)
-        metrics["timings_s"]["report"] = round(time.perf_counter() - t1, 3)
-    metrics["timings_s"].pop("total")
-    metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 3)  # wall time, including file I/O
-    save_json(out / "metrics.json", metrics)
+    metrics = evaluate_run(out, train_config.device, progress)  # sharded over the ranks
+    if is_main():
+        if report:
+            t1 = time.perf_counter()
+            report_run(out, train_config.device, seed, progress)
+            metrics["timings_s"]["report"] = round(time.perf_counter() - t1, 3)
+        metrics["timings_s"].pop("total")
+        metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 3)  # wall time, including file I/O
+        save_json(out / "metrics.json", metrics)
+    barrier()
     return metrics
 
 

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .conditional import GUIDANCES, aim_name  # noqa: E402
 from .novelty import LABELS, NOISE_AMPLITUDES, noise_name  # noqa: E402
 from .storage import write_bytes_atomic  # noqa: E402
 
@@ -20,6 +21,7 @@ STYLE = {
     "weight_average": (LABELS["weight_average"], "tab:green"),
     "gaussian": (LABELS["gaussian"], "tab:purple"),
     "heldout": (LABELS["heldout"], "tab:orange"),
+    **{aim_name(w): (LABELS[aim_name(w)], color) for w, color in zip(GUIDANCES, ("tab:brown", "tab:pink"))},
 }
 MID_NOISE = noise_name(1.0)
 
@@ -117,6 +119,25 @@ def distance_histogram(per_model: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def calibration_plot(rows: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    requested = [r["requested_val_acc"] for r in rows]
+    lo, hi = min(requested), max(requested)
+    pad = max(0.05, 0.1 * (hi - lo))
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=1, ls=":", label="achieved = requested")
+    for w, color in zip(sorted({r["guidance"] for r in rows}), ("tab:red", "tab:brown", "tab:pink", "tab:gray")):
+        sub = [r for r in rows if r["guidance"] == w]
+        x = [r["requested_val_acc"] for r in sub]
+        ax.errorbar(x, [r["val_acc_mean"] for r in sub], yerr=[r["val_acc_std"] for r in sub], fmt="-o", ms=4,
+                    color=color, capsize=2, label=f"validation, guidance {w:g}")
+        ax.plot(x, [r["test_acc_mean"] for r in sub], "--s", ms=3, color=color, alpha=0.7, label=f"test, guidance {w:g}")
+    ax.set_xlabel("requested validation accuracy (%)")
+    ax.set_ylabel("achieved mean accuracy (%)")
+    ax.set_title("Calibration: requested vs achieved (bars: one std. of the models)")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
 FIGURES = {
     "accuracy.png": "Test accuracy",
     "novelty_plane.png": "Accuracy vs similarity to the training snapshots",
@@ -131,6 +152,8 @@ def write_report(out_dir: str | Path, metrics: dict, novelty: dict, per_model: d
     novelty_plane(per_model, novelty, out / "novelty_plane.png")
     pca_map(per_model, out / "pca.png")
     distance_histogram(per_model, out / "nearest_distance.png")
+    if novelty.get("calibration"):
+        calibration_plot(novelty["calibration"], out / "calibration.png")
     path = out / "report.md"
     write_bytes_atomic(path, markdown(metrics, novelty).encode())
     return path
@@ -161,7 +184,7 @@ def markdown(metrics: dict, novelty: dict) -> str:
               f"predictions: among originals {novelty['pairwise_iou']['originals']:.3f}, among generated "
               f"{novelty['pairwise_iou']['generated']:.3f}, generated vs originals {novelty['pairwise_iou']['generated_vs_originals']:.3f}.", ""]
     rows = []
-    order = ["originals", "generated", "weight_average", "gaussian", "heldout"] + [noise_name(a) for a in NOISE_AMPLITUDES]
+    order = list(STYLE) + [noise_name(a) for a in NOISE_AMPLITUDES]
     for name in order:
         if name not in novelty["groups"]:
             continue
@@ -177,8 +200,17 @@ def markdown(metrics: dict, novelty: dict) -> str:
     lines += ["", "Noise curve (amplitude in units of the originals' per-element spread; 0 is the originals):", ""]
     lines += _table(["amplitude", "max-similarity mean", "test acc mean"],
                     [[f"{p['amplitude']:g}", f"{p['max_similarity_mean']:.3f}", f"{p['test_acc_mean']:.2f}"] for p in novelty["noise_curve"]])
+    if novelty.get("calibration"):
+        lines += ["", "## Conditional generation: requested vs achieved", "",
+                  f"The generator is conditioned on validation accuracy. 'Aimed' sets above ask for the best training "
+                  f"snapshot's, {novelty['aimed_at_val_acc']:.2f}%. Calibration: each row is a set of models asked for one "
+                  "validation accuracy (test accuracy is reported, never used).", ""]
+        lines += _table(["guidance", "requested val", "achieved val (mean ± std)", "error (points)", "achieved test"],
+                        [[f"{r['guidance']:g}", f"{r['requested_val_acc']:.2f}", f"{r['val_acc_mean']:.2f} ± {r['val_acc_std']:.2f}",
+                          f"{r['error_val']:+.2f}", f"{r['test_acc_mean']:.2f}"] for r in novelty["calibration"]])
     lines += ["", "## Figures", ""]
-    for file, title in FIGURES.items():
+    figures = {**FIGURES, **({"calibration.png": "Calibration of conditional generation"} if novelty.get("calibration") else {})}
+    for file, title in figures.items():
         lines += [f"### {title}", "", f"![{title}]({file})", ""]
     lines += ["## Definitions", ""]
     lines += [f"- **{k}**: {v}" for k, v in novelty["definitions"].items()]

@@ -71,3 +71,42 @@ def barrier() -> None:
 
     if world_size() > 1:
         dist.barrier()
+
+
+def all_gather(obj):
+    """Every rank's `obj`, in rank order (`[obj]` in a single process). Move tensors to the CPU first."""
+    import torch.distributed as dist
+
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj):
+    """Rank 0's `obj` on every rank (the object itself in a single process)."""
+    import torch.distributed as dist
+
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard(n: int) -> slice:
+    """This rank's contiguous share of n items (all of them in a single process)."""
+    per, extra = divmod(n, world_size())
+    r = rank()
+    start = r * per + min(r, extra)
+    return slice(start, start + per + (r < extra))
+
+
+def main_lock(directory):
+    """The directory lock, held by rank 0 alone: the other ranks work alongside it and never write."""
+    import contextlib
+
+    from .storage import DirectoryLock
+
+    return DirectoryLock(directory) if is_main() else contextlib.nullcontext()

@@ -19,7 +19,7 @@ from .diffusion import make_scheduler, training_loss
 from .errors import NndiffError
 from .generate import ParamGenerator
 from .params import Normalizer
-from .runtime import rank, resolve_device, seed_everything, world_size
+from .runtime import all_gather, broadcast, is_main, rank, resolve_device, seed_everything, world_size
 from .zoo import Zoo
 
 CHECKPOINT_EVERY = 250  # training steps between progress checkpoints
@@ -70,10 +70,11 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
 
 
 def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool,
-                    checkpoints: Progress | None = None) -> tuple[Denoiser, dict]:
-    """z: [K, C, L] standardized latents. Returns the EMA denoiser."""
+                    checkpoints: Progress | None = None, cond: torch.Tensor | None = None) -> tuple[Denoiser, dict]:
+    """z: [K, C, L] standardized latents; cond: [K, c] standardized conditions (None: unconditional).
+    Returns the EMA denoiser."""
     cfg = config.diffusion
-    model = Denoiser(tuple(z.shape[1:]), config.denoiser).to(z.device)
+    model = Denoiser(tuple(z.shape[1:]), config.denoiser, 0 if cond is None else cond.shape[1]).to(z.device)
     net = _data_parallel(model)  # broadcasts rank 0's initial weights, so every EMA starts equal
     ema = copy.deepcopy(model).requires_grad_(False)
     scheduler = make_scheduler(cfg, "ddpm")
@@ -86,7 +87,7 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
         idx = torch.randint(len(z), (batch,), generator=gen).to(z.device)
-        loss = training_loss(net, z[idx], scheduler, gen)
+        loss = training_loss(net, z[idx], scheduler, gen, None if cond is None else cond[idx], cfg.condition_dropout)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -115,26 +116,48 @@ def _per_rank_batch(batch: int, n: int) -> int:
 
 
 def _checkpoint(checkpoints, name, step, total, model, opt, gen, loss, ema=None) -> None:
-    """Save the loop's whole state every CHECKPOINT_EVERY steps and at the end."""
+    """Save the loop's whole state every CHECKPOINT_EVERY steps and at the end.
+
+    Under torchrun the weights are the same on every rank but the random streams are not: rank 0
+    gathers every rank's RNG state and writes one checkpoint.
+    """
     if checkpoints is None or (step % CHECKPOINT_EVERY and step != total):
         return
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(gen), "step": step, "loss": loss}
+    rngs = all_gather(rng_state(gen))
+    if not is_main():
+        return
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rngs, "step": step, "loss": loss}
     if ema is not None:
         state["ema"] = ema.state_dict()
     checkpoints.save(name, state)
 
 
 def _resume(checkpoints, name, model, opt, gen, ema=None) -> tuple[int, float | None]:
-    """Restore a loop's state from its checkpoint; returns (first step to run, last loss)."""
-    saved = checkpoints.load(name) if checkpoints else None
+    """Restore a loop's state from its checkpoint (rank 0 reads it and hands it to the other ranks);
+    returns (first step to run, last loss)."""
+    saved = broadcast(checkpoints.load(name) if checkpoints and is_main() else None)
     if saved is None:
         return 0, None
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
     if ema is not None:
         ema.load_state_dict(saved["ema"])
-    set_rng_state(gen, saved["rng"])
+    set_rng_state(gen, saved["rng"][rank()])
     return saved["step"], saved["loss"]
+
+
+def conditions(zoo: Zoo, condition: str) -> tuple[torch.Tensor | None, Normalizer | None]:
+    """The [K, 1] condition of each snapshot and its standardizer (None, None: unconditional).
+
+    The condition is the snapshot's validation accuracy: never its test accuracy, which stays for
+    reporting."""
+    if condition == "none":
+        return None, None
+    values = torch.tensor([[float(s["val_acc"])] for s in zoo.snapshots])
+    if len(values) < 2 or float(values.std()) == 0.0:
+        raise NndiffError("every snapshot has the same validation accuracy, so there is nothing to condition on; "
+                          "train with diffusion.condition: none, or collect a more varied zoo (a higher --lr)")
+    return values, Normalizer.fit(values, None, "element")
 
 
 def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
@@ -148,12 +171,12 @@ def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
     if len(zoo) < 1:
         raise NndiffError("the zoo holds no snapshots; collect some with `nndiff collect`")
     device = resolve_device(config.device)
-    if checkpoints:
+    if checkpoints and is_main():
         saved = checkpoints.load("config")
-        current = {**config.to_dict(), "device": None, "zoo_size": len(zoo)}
+        current = {**config.to_dict(), "device": None, "zoo_size": len(zoo), "processes": world_size()}
         if saved is not None and saved != current:
-            raise NndiffError(f"{checkpoints.dir} holds progress of training with other settings; "
-                              "use the same settings to resume, or delete that directory to start over")
+            raise NndiffError(f"{checkpoints.dir} holds progress of training with other settings (or another number "
+                              "of processes); use the same settings to resume, or delete that directory to start over")
         checkpoints.save("config", current)
     # Rank r draws its own batches and noise; rank 0 draws what a single process would.
     gen = seed_everything(config.seed + 7919 * rank())
@@ -167,10 +190,14 @@ def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
         z = ae.encode(x)
     latent_normalizer = Normalizer.fit(z.flatten(1).cpu(), None, "element")
     z = latent_normalizer(z.flatten(1).cpu()).view(z.shape).to(device)
-    denoiser, diff_stats = train_diffusion(z, config, gen, progress, checkpoints)
+    cond, cond_normalizer = conditions(zoo, config.diffusion.condition)
+    denoiser, diff_stats = train_diffusion(z, config, gen, progress, checkpoints,
+                                           None if cond is None else cond_normalizer(cond).to(device))
     t2 = time.perf_counter()
 
-    generator = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, denoiser)
+    generator = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, denoiser, cond_normalizer)
+    if cond is not None:
+        generator.condition_range = (float(cond.min()), float(cond.max()))
     stats = {
         "autoencoder": ae_stats,
         "diffusion": diff_stats,

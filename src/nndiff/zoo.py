@@ -4,7 +4,8 @@ and snapshot them K times. Also the on-disk zoo format.
 Protocol (per run): start from the base model, put it in eval mode — BatchNorm running statistics
 stay frozen at the base model's values, so every snapshot is evaluated with exactly the function it
 was trained as — train the selected parameters with SGD (momentum 0.9) at a high learning rate for
-`burn_in` steps, then save one snapshot per step. A small learning rate gives near-copies; measured
+`burn_in` steps, then save one snapshot every `every` steps (one per step by default; whole-network
+tasks use a gentler learning rate and space their snapshots out instead). A small learning rate gives near-copies; measured
 on mnist1d-cnn: lr 0.05 → mean pairwise IoU of wrong predictions 0.94, lr 0.5 → 0.70 at the same
 accuracy. Several runs (seeds) may be collected into one zoo.
 
@@ -30,10 +31,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import NndiffError
-from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
+from .evaluate import evaluate_sharded, mean_offdiagonal, pairwise_iou
 from .checkpoint import Progress, rng_state, set_rng_state
 from .params import Layout
-from .runtime import resolve_device, seed_everything
+from .runtime import all_gather, broadcast, is_main, rank, resolve_device, seed_everything, world_size
 from .storage import load_json, load_tensors, save_json, save_tensors
 from .tasks import ClassificationTask, get_task, resolve_task_spec
 
@@ -51,6 +52,7 @@ class CollectConfig:
     lr: float | None = None  # None: the task's collect_lr
     momentum: float = 0.9
     burn_in: int = 100
+    every: int | None = None  # SGD steps between snapshots; None: the task's collect_every
     heldout: int = 100  # snapshots from one extra run (a new seed) that training never sees
     device: str = "auto"
     data_root: str | None = None  # vision tasks: where the dataset lies (default: $NNDIFF_DATA_ROOT)
@@ -244,19 +246,23 @@ class Trajectory:
 
 
 def snapshot_trajectory(task, base: nn.Module, layout: Layout, count: int, seed: int, lr: float, momentum: float,
-                        burn_in: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """Yields `count` snapshots of one collection run, one per SGD step after `burn_in` steps."""
+                        burn_in: int, device: torch.device, every: int = 1) -> Iterator[torch.Tensor]:
+    """Yields `count` snapshots of one collection run, one every `every` SGD steps after `burn_in` steps."""
     trajectory = Trajectory(task, base, layout, seed, lr, momentum, device)
-    for _ in range(burn_in + count):
+    for _ in range(burn_in + count * every):
         trajectory.step()
-        if trajectory.steps > burn_in:
+        if _snapshot_due(trajectory.steps, burn_in, every):
             yield trajectory.snapshot()
 
 
-def collect_run(trajectory: Trajectory, count: int, burn_in: int, name: str, checkpoints: Progress | None,
-                every: int, bar=None) -> torch.Tensor:
-    """Run a trajectory to `burn_in + count` steps and return its [count, D] snapshots, resuming from
-    and saving to `checkpoints` under `name` every `every` steps."""
+def _snapshot_due(steps: int, burn_in: int, every: int) -> bool:
+    return steps > burn_in and (steps - burn_in) % every == 0
+
+
+def collect_run(trajectory: Trajectory, count: int, burn_in: int, every: int, name: str, checkpoints: Progress | None,
+                bar=None) -> torch.Tensor:
+    """Run a trajectory to `burn_in + count * every` steps and return its [count, D] snapshots (one
+    every `every` steps), resuming from and saving to `checkpoints` under `name` as it goes."""
     snaps: list[torch.Tensor] = []
     saved = checkpoints.load(name) if checkpoints else None
     if saved is not None:
@@ -265,17 +271,22 @@ def collect_run(trajectory: Trajectory, count: int, burn_in: int, name: str, che
         trajectory.resumed_at = trajectory.steps
     if bar is not None:
         bar.update(trajectory.steps)
-    while trajectory.steps < burn_in + count:
+    total = burn_in + count * every
+    while trajectory.steps < total:
         trajectory.step()
-        if trajectory.steps > burn_in:
+        if _snapshot_due(trajectory.steps, burn_in, every):
             snaps.append(trajectory.snapshot())
         if bar is not None:
             bar.update()
-        done = trajectory.steps == burn_in + count
-        if checkpoints and (done or trajectory.steps % every == 0):
+        done = trajectory.steps == total
+        if checkpoints and (done or trajectory.steps % CHECKPOINT_EVERY == 0):
             rows = torch.stack(snaps) if snaps else torch.empty(0, trajectory.layout.size)
             checkpoints.save(name, {"trajectory": trajectory.state_dict(), "snapshots": rows})
     return torch.stack(snaps)
+
+
+def _run_seed(config: CollectConfig, run: int) -> int:
+    return config.seed * 1000 + run + 1
 
 
 def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfig(), progress: bool = True,
@@ -285,6 +296,10 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
 
     With `checkpoints`, progress (base model epochs, each run's steps) is saved as it goes and a
     repeated call with the same configuration resumes from it.
+
+    Under torchrun every rank calls this: rank 0 trains the base model, the runs (held-out one
+    included) are dealt out over the ranks, and the snapshots are evaluated in shares; every rank
+    returns the whole zoo. The result equals a single process's, run for run.
     """
     # The zoo records how to rebuild the task: a built-in name or a user task's file:function spec.
     task_ref = resolve_task_spec(task) if isinstance(task, str) else task.name
@@ -302,19 +317,27 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     device = resolve_device(config.device)
     select = config.select or task.default_select
     lr = config.lr if config.lr is not None else task.collect_lr
+    every = config.every if config.every is not None else getattr(task, "collect_every", 1)
+    if every < 1:
+        raise NndiffError(f"--every must be at least 1 (got {every})")
     t0 = time.perf_counter()
+    given_base = base_state is not None
     if checkpoints:
         saved = checkpoints.load("config")
-        current = {**asdict(config), "select": list(select), "lr": lr, "given_base": base_state is not None}
+        current = {**asdict(config), "select": list(select), "lr": lr, "every": every, "given_base": given_base, "processes": world_size()}
         current.pop("device")  # resuming on another device is fine
         current["data_root"] = getattr(task, "data_root", None)
         if saved is not None and saved != current:
-            raise NndiffError(f"{checkpoints.dir} holds progress of a collection with other settings; "
-                              "use the same settings to resume, or delete that directory to start over")
-        checkpoints.save("config", current)
-    if base_state is None:
-        base = train_base(task, config.seed, device, progress, checkpoints)
-    else:
+            raise NndiffError(f"{checkpoints.dir} holds progress of a collection with other settings (or another number "
+                              "of processes); use the same settings to resume, or delete that directory to start over")
+        if is_main():
+            checkpoints.save("config", current)
+    # Under torchrun rank 0 trains the base model and the other ranks start from its weights.
+    base = train_base(task, config.seed, device, progress, checkpoints) if not given_base and is_main() else None
+    if not given_base and world_size() > 1:
+        base_state = broadcast({k: v.cpu() for k, v in base.state_dict().items()} if is_main() else None)
+        base = None if not is_main() else base
+    if base is None:
         base = task.make_model()
         try:
             base.load_state_dict(base_state)
@@ -329,18 +352,23 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     per_run = [config.k // config.runs + (r < config.k % config.runs) for r in range(config.runs)]
     if config.heldout:
         per_run.append(config.heldout)  # the last run is held out
-    rows, snapshots, resumed_at = [], [], []
-    bar = tqdm(total=sum(n + config.burn_in for n in per_run), desc="collect", disable=not progress, leave=False)
-    for run, count in enumerate(per_run):
-        seed = config.seed * 1000 + run + 1
-        trajectory = Trajectory(task, base, layout, seed, lr, config.momentum, device)
-        rows.append(collect_run(trajectory, count, config.burn_in, f"run{run}", checkpoints, CHECKPOINT_EVERY, bar))
-        resumed_at.append(trajectory.resumed_at)
-        snapshots += [{"run": run, "seed": seed, "step": config.burn_in + i + 1} for i in range(count)]
+    # Run r is collected by rank r mod world size (all of them in a single process), then gathered.
+    mine = [run for run in range(len(per_run)) if run % world_size() == rank()]
+    collected, snapshots = {}, []
+    bar = tqdm(total=sum(per_run[r] * every + config.burn_in for r in mine), desc="collect", disable=not progress, leave=False)
+    for run in mine:
+        trajectory = Trajectory(task, base, layout, _run_seed(config, run), lr, config.momentum, device)
+        snaps = collect_run(trajectory, per_run[run], config.burn_in, every, f"run{run}", checkpoints, bar)
+        collected[run] = (snaps.cpu(), trajectory.resumed_at)
     bar.close()
+    for part in all_gather(collected):
+        collected.update(part)
+    for run, count in enumerate(per_run):
+        snapshots += [{"run": run, "seed": _run_seed(config, run), "step": config.burn_in + (i + 1) * every} for i in range(count)]
 
-    params = torch.cat(rows)
-    evals = evaluate_params(task, base, layout, params, {"val": val, "test": test}, progress)
+    params = torch.cat([collected[run][0] for run in range(len(per_run))])
+    resumed_at = [collected[run][1] for run in range(len(per_run))]
+    evals = evaluate_sharded(task, base, layout, params, {"val": val, "test": test}, progress)
     for meta, va, te in zip(snapshots, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
         meta["val_acc"], meta["test_acc"] = va, te
     k = config.k
@@ -352,7 +380,7 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
         "select": list(select),
         "data_root": getattr(task, "data_root", None),
         "mean_pairwise_iou": diversity,
-        "collect": {**asdict(config), "select": list(select), "lr": lr, "device": str(device)},
+        "collect": {**asdict(config), "select": list(select), "lr": lr, "every": every, "device": str(device)},
         "base": base_metrics,
         "seconds": round(time.perf_counter() - t0, 2),
         "resumed_at_steps": resumed_at,  # per run, the step collection resumed from after an interruption

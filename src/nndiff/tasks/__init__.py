@@ -17,13 +17,14 @@ from typing import Callable
 from ..errors import NndiffError
 from .base import ClassificationTask, Evaluation, Split
 from .digits import digits_cnn
-from .mnist1d import mnist1d_cnn, mnist1d_mlp
+from .mnist1d import mnist1d_cnn, mnist1d_convnet, mnist1d_mlp
 from .vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, split_name
 
 TASKS: dict[str, Callable[[], ClassificationTask]] = {
     "mnist1d-cnn": mnist1d_cnn,
     "digits-cnn": digits_cnn,
     "mnist1d-mlp": mnist1d_mlp,
+    "mnist1d-convnet": mnist1d_convnet,
 }
 DEFAULT_TASK = "mnist1d-cnn"
 REQUIRED = ("name", "make_model", "splits", "train_step", "evaluate", "default_select", "base_epochs", "base_lr",

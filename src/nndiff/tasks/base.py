@@ -50,6 +50,7 @@ class ClassificationTask:
     base_lr: float = 3e-3
     batch_size: int = 128
     collect_lr: float = 0.5
+    collect_every: int = 1  # SGD steps between snapshots
     eval_batch_size: int = 4096
     batched_eval: bool = True  # predictions are argmax(model(x)): many models can share one trunk pass
     amp: bool = False  # bf16 autocast for the training forward passes (set by collect --amp)
