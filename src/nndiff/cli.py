@@ -50,13 +50,15 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
+    from .diffusion import CONDITIONS
+
     p.add_argument("--config", type=Path, help="YAML file with training settings (see config.yaml of any run)")
     p.add_argument("--normalization", choices=("element", "layer"), help="parameter standardization (default: element)")
     p.add_argument("--ae-steps", type=int, help="autoencoder training steps (default: 1000)")
     p.add_argument("--diffusion-steps", type=int, help="diffusion training steps (default: 2000)")
     p.add_argument("--input-noise", type=float, help="autoencoder input noise augmentation (default: 0.001)")
     p.add_argument("--latent-noise", type=float, help="autoencoder latent noise augmentation (default: 0.1)")
-    p.add_argument("--condition", choices=("none", "val_acc"),
+    p.add_argument("--condition", choices=CONDITIONS,
                    help="val_acc: condition the diffusion model on each snapshot's validation accuracy, so "
                         "`generate --target-acc` can ask for one (default: none)")
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .batched import predict_batched, try_split
 from .params import Layout
-from .runtime import all_gather, shard, world_size
+from .runtime import all_gather, shard
 
 
 @dataclass
@@ -60,8 +60,6 @@ def evaluate_sharded(task, model: nn.Module, layout: Layout, params: torch.Tenso
                      progress: bool = True) -> dict[str, GroupEvaluation]:
     """evaluate_params, with the rows shared out over the ranks of a torchrun job (every rank must
     call it; every rank gets all results). A single process evaluates everything itself."""
-    if world_size() == 1:
-        return evaluate_params(task, model, layout, params, splits, progress)
     mine = evaluate_params(task, model, layout, params[shard(len(params))], splits, progress)
     parts = all_gather({k: (v.accuracy.cpu(), v.predictions.cpu()) for k, v in mine.items()})
     return {k: GroupEvaluation(torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts])) for k in splits}

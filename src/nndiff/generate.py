@@ -97,7 +97,7 @@ class ParamGenerator:
         norms = load_tensors(d / "normalizer.safetensors")
         ae = Autoencoder(layout.size, config.autoencoder)
         conditional = config.diffusion.condition != "none"
-        if conditional and "condition.mean" not in norms:
+        if conditional and not {"condition.mean", "condition.range"} <= set(norms):
             raise NndiffError(f"{d / 'normalizer.safetensors'} lacks the condition's statistics that config.yaml asks for; retrain the run")
         den = Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0)
         for module, name in ((ae, "autoencoder"), (den, "denoiser")):
@@ -109,7 +109,7 @@ class ParamGenerator:
         generator = cls(layout, config, Normalizer.from_state_dict(norms, "params."), Normalizer.from_state_dict(norms, "latent."), ae, den)
         if conditional:
             generator.condition = Normalizer.from_state_dict(norms, "condition.")
-            generator.condition_range = tuple(norms["condition.range"].tolist()) if "condition.range" in norms else (0.0, 100.0)
+            generator.condition_range = tuple(norms["condition.range"].tolist())
         return generator
 
 

@@ -159,7 +159,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
 def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progress: bool = True) -> Path:
     """The novelty analysis and visual report of a run: writes run_dir/report/{novelty.json, *.png, report.md}."""
     run_dir = Path(run_dir)
-    zoo_dir, _ = read_run_config(run_dir)
+    zoo_dir, config = read_run_config(run_dir)
     metrics = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else evaluate_run(run_dir, device, progress)
     zoo = Zoo.load(zoo_dir)
     task = zoo.make_task()
@@ -167,7 +167,6 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     generated = read_generated(run_dir, zoo.layout)
     generated = generated[torch.isfinite(generated).all(1)]
     model = zoo.model(task).to(resolve_device(device))
-    _, config = read_run_config(run_dir)
     extra, calibration = {}, None
     if config.diffusion.condition != "none":  # what the condition buys: aimed sets and calibration
         generator = ParamGenerator.load(run_dir, config, resolve_device(device))

@@ -336,7 +336,6 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     base = train_base(task, config.seed, device, progress, checkpoints) if not given_base and is_main() else None
     if not given_base and world_size() > 1:
         base_state = broadcast({k: v.cpu() for k, v in base.state_dict().items()} if is_main() else None)
-        base = None if not is_main() else base
     if base is None:
         base = task.make_model()
         try:
