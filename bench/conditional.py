@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from nndiff.conditional import best_original_val
+from nndiff.conditional import aim_targets
 from nndiff.config import TrainConfig
 from nndiff.evaluate import evaluate_params
 from nndiff.generate import ParamGenerator
@@ -82,7 +82,7 @@ def study_task(task_name: str, out: Path) -> list[dict]:
 def approaches(task, model, zoo: Zoo, uncond: ParamGenerator, cond: ParamGenerator) -> dict[str, torch.Tensor]:
     """100 models per approach; the conditional ones ask for the best snapshot's validation accuracy
     (or, extrapolating, half the snapshots' range beyond it)."""
-    target = best_original_val(zoo)
+    target = aim_targets(zoo)["best"]
     lo, hi = cond.condition_range
     beyond = hi + 0.5 * (hi - lo)
     best_of = lambda pool, w=1.0: filtered(task, model, zoo, finite(cond.sample(pool, seed=0, target_acc=target, guidance=w)), N)

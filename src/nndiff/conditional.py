@@ -15,14 +15,16 @@ from .evaluate import evaluate_params
 
 CALIBRATION_POINTS = 5
 GUIDANCES = (1.0, 3.0)  # the plain conditional model, and a stronger push towards the request
+AIMS = ("median", "best")  # the requests placed on the novelty plane: the snapshots' median and best validation accuracy
 
 
-def aim_name(guidance: float) -> str:
-    return f"aimed_w{guidance:g}"
+def aim_name(aim: str, guidance: float) -> str:
+    return f"aimed_{aim}_w{guidance:g}"
 
 
-def best_original_val(zoo) -> float:
-    return max(float(s["val_acc"]) for s in zoo.snapshots)
+def aim_targets(zoo) -> dict[str, float]:
+    vals = torch.tensor([float(s["val_acc"]) for s in zoo.snapshots], dtype=torch.float64)
+    return {"median": float(vals.median()), "best": float(vals.max())}
 
 
 def calibration_targets(zoo, points: int = CALIBRATION_POINTS) -> list[float]:
@@ -50,10 +52,10 @@ def calibrate(generator, task, model, zoo, n: int = 50, seed: int = 0, guidances
 
 
 def aimed_sets(generator, zoo, n: int, seed: int = 0, guidances=GUIDANCES) -> dict[str, torch.Tensor]:
-    """Models aimed at the best training snapshot's validation accuracy, one set per guidance."""
-    target = best_original_val(zoo)
+    """Models aimed at the snapshots' median and best validation accuracy, one set per guidance."""
     out = {}
-    for w in guidances:
-        params = generator.sample(n, seed, target_acc=target, guidance=w)
-        out[aim_name(w)] = params[torch.isfinite(params).all(1)]
+    for aim, target in aim_targets(zoo).items():
+        for w in guidances:
+            params = generator.sample(n, seed, target_acc=target, guidance=w)
+            out[aim_name(aim, w)] = params[torch.isfinite(params).all(1)]
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .conditional import GUIDANCES, aim_name
+from .conditional import AIMS, GUIDANCES, aim_name
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .params import Normalizer
 
@@ -31,7 +31,7 @@ LABELS = {
     "gaussian": "per-dimension Gaussian",
     "heldout": "held-out originals",
     # conditional runs: sets aimed at the best snapshot's validation accuracy
-    **{aim_name(w): f"generated, aimed at the best val. accuracy, guidance {w:g}" for w in GUIDANCES},
+    **{aim_name(a, w): f"generated, aimed at the {a} snapshot's val. accuracy, guidance {w:g}" for a in AIMS for w in GUIDANCES},
 }
 
 

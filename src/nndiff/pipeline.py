@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Progress
-from .conditional import aimed_sets, best_original_val, calibrate
+from .conditional import aim_targets, aimed_sets, calibrate
 from .config import TrainConfig
 from .errors import NndiffError
 from .evaluate import evaluate_models, format_table
@@ -174,7 +174,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         calibration = calibrate(generator, task, model, zoo, seed=seed)
     novelty, per_model = analyze(task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed, extra=extra)
     if calibration is not None:
-        novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, best_original_val(zoo)
+        novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, aim_targets(zoo)
     save_json(run_dir / "report" / "novelty.json", novelty)
     return write_report(run_dir / "report", metrics, novelty, per_model)
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .conditional import GUIDANCES, aim_name  # noqa: E402
+from .conditional import AIMS, GUIDANCES, aim_name  # noqa: E402
 from .novelty import LABELS, NOISE_AMPLITUDES, noise_name  # noqa: E402
 from .storage import write_bytes_atomic  # noqa: E402
 
@@ -21,7 +21,8 @@ STYLE = {
     "weight_average": (LABELS["weight_average"], "tab:green"),
     "gaussian": (LABELS["gaussian"], "tab:purple"),
     "heldout": (LABELS["heldout"], "tab:orange"),
-    **{aim_name(w): (LABELS[aim_name(w)], color) for w, color in zip(GUIDANCES, ("tab:brown", "tab:pink"))},
+    **{aim_name(a, w): (LABELS[aim_name(a, w)], color)
+       for (a, w), color in zip([(a, w) for a in AIMS for w in GUIDANCES], ("tab:olive", "tab:cyan", "tab:brown", "tab:pink"))},
 }
 MID_NOISE = noise_name(1.0)
 
@@ -71,10 +72,15 @@ def novelty_plane(per_model: dict, novelty: dict, path: Path) -> None:
     for p in curve:
         ax.annotate(f"{p['amplitude']:g}", (p["max_similarity_mean"], p["test_acc_mean"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
+    # Frame the means and the curve; a few poor single models would otherwise squash everything.
+    scattered = np.concatenate([per_model[n]["test_acc"].numpy() for n, _, _ in _groups(per_model, with_noise=False)])
+    lo = min(min(p["test_acc_mean"] for p in curve), float(np.percentile(scattered, 2)))
+    hi = float(scattered.max())
+    ax.set_ylim(lo - 0.1 * (hi - lo) - 1e-3, hi + 0.05 * (hi - lo) + 1e-3)
     ax.set_xlabel("max similarity to training snapshots (IoU of wrong test predictions)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs novelty: above the noise curve is better")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
 
 
@@ -202,9 +208,10 @@ def markdown(metrics: dict, novelty: dict) -> str:
                     [[f"{p['amplitude']:g}", f"{p['max_similarity_mean']:.3f}", f"{p['test_acc_mean']:.2f}"] for p in novelty["noise_curve"]])
     if novelty.get("calibration"):
         lines += ["", "## Conditional generation: requested vs achieved", "",
-                  f"The generator is conditioned on validation accuracy. 'Aimed' sets above ask for the best training "
-                  f"snapshot's, {novelty['aimed_at_val_acc']:.2f}%. Calibration: each row is a set of models asked for one "
-                  "validation accuracy (test accuracy is reported, never used).", ""]
+                  "The generator is conditioned on validation accuracy. The 'aimed' sets above ask for the median "
+                  f"({novelty['aimed_at_val_acc']['median']:.2f}%) and the best ({novelty['aimed_at_val_acc']['best']:.2f}%) "
+                  "training snapshot's. Calibration: each row is a set of models asked for one validation accuracy "
+                  "(test accuracy is reported, never used).", ""]
         lines += _table(["guidance", "requested val", "achieved val (mean ± std)", "error (points)", "achieved test"],
                         [[f"{r['guidance']:g}", f"{r['requested_val_acc']:.2f}", f"{r['val_acc_mean']:.2f} ± {r['val_acc_std']:.2f}",
                           f"{r['error_val']:+.2f}", f"{r['test_acc_mean']:.2f}"] for r in novelty["calibration"]])
