@@ -1,0 +1,52 @@
+"""The benchmark script's logic (not its timings, which belong to bench/ itself)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from nndiff.generate import ParamGenerator
+from nndiff.pipeline import read_run_config
+from nndiff.zoo import Zoo
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("nndiff_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hold_keeps_the_first_qualifying_rows_in_order(bench):
+    batches = iter(torch.arange(40.0).reshape(4, 10, 1))
+    held, made = bench.hold_qualifying(lambda: next(batches), lambda rows: rows[:, 0] % 3, threshold=2, count=7)
+    assert held[:, 0].tolist() == [2, 5, 8, 11, 14, 17, 20]
+    assert made == 30  # the third batch completes the seven
+
+
+def test_hold_gives_up_instead_of_looping_forever(bench):
+    held, made = bench.hold_qualifying(lambda: torch.zeros(4, 1), lambda rows: rows[:, 0], threshold=1, count=3, limit_factor=2)
+    assert len(held) == 0 and made == 8
+
+
+def test_vs_sgd_on_a_tiny_run(bench, tiny_run):
+    zoo_dir, config = read_run_config(tiny_run)
+    zoo = Zoo.load(zoo_dir)
+    task = zoo.make_task()
+    model = zoo.model(task).eval()
+    splits = {k: task.splits()[k] for k in ("val", "test")}
+    out = bench.bench_vs_sgd(ParamGenerator.load(tiny_run, config), task, zoo, model, splits, target_count=5)
+    assert out["threshold_val_acc"] == pytest.approx(float(torch.tensor([s["val_acc"] for s in zoo.snapshots]).median()))
+    for name in ("generation_ddim50", "generation_ddim10", "sgd_one_trajectory", "sgd_independent_runs"):
+        m = out[name]
+        assert m["models_held"] == 5 and m["models_made"] >= 5 and m["seconds"] > 0
+        assert 0 <= m["test_acc_mean"] <= 100
+    assert len(out["speedups"]) == 4
+    assert "| sgd_one_trajectory |" in bench.markdown({"machine": "m", "date": "d", "stages_s": {"train_autoencoder": 1, "train_diffusion": 1},
+                                                       "peak_rss_mib": 1, "samplers": [], "vs_sgd": out,
+                                                       "evaluation": {"models": 1, "samples": 1, "batched_s": 1, "loop_s": 1,
+                                                                      "speedup": 1, "identical_predictions": True}})
