@@ -77,7 +77,7 @@ def bench_evaluation(task, zoo, model, params, splits) -> dict:
             "speedup": t_slow / t_fast, "identical_predictions": same}
 
 
-def hold_qualifying(make_batch, score, threshold: float, count: int, limit_factor: int = 50) -> tuple[torch.Tensor, int]:
+def hold_qualifying(make_batch, score, threshold: float, count: int, limit_factor: int = 10) -> tuple[torch.Tensor, int]:
     """(the first `count` rows, in the order made, whose score is at least `threshold`; how many rows
     were made). Gives up with fewer once `limit_factor * count` rows were made without enough."""
     held, got, made = [], 0, 0

@@ -52,6 +52,16 @@ class Untraceable(nn.Module):
         return -self.fc(x)
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_no_parameter_sets_give_empty_results(batched):
+    task = get_task("digits-cnn")
+    model = task.make_model().eval()
+    layout = Layout.select(model, task.default_select)
+    split = Split(torch.randn(7, 1, 8, 8), torch.randint(0, 10, (7,)))
+    out = evaluate_params(task, model, layout, torch.empty(0, layout.size), {"s": split}, progress=False, batched=batched)["s"]
+    assert out.predictions.shape == (0, 7) and out.accuracy.shape == (0,)
+
+
 def test_untraceable_model_falls_back_to_the_loop():
     model = Untraceable()
     layout = Layout.select(model, ["fc.bias"])

@@ -108,6 +108,8 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 def predict_batched(split: SplitModel, layout: Layout, params: torch.Tensor, x: torch.Tensor,
                     data_batch: int = 1024, model_batch: int = 4) -> torch.Tensor:
     """[N, n] class predictions (argmax of the output) of N parameter sets on inputs x."""
+    if len(params) == 0:
+        return torch.empty(0, len(x), dtype=torch.long, device=x.device)
     split.module.eval()
     outputs = []
     for ds in _chunks(len(x), data_batch):

@@ -184,7 +184,7 @@ def verdict(result: dict) -> list[str]:
               if n in groups and groups[n]["gap_to_noise_curve"] > gen["gap_to_noise_curve"]]
     if better:
         names = better[0] if len(better) == 1 else ", ".join(better[:-1]) + " and " + better[-1]
-        lines.append(f"At matched similarity, the {names} do better than the generated models.")
+        lines.append(f"At matched similarity, the generated models do worse than the {names}.")
     else:
         lines.append("At matched similarity, the generated models do better than every baseline here.")
     if gen["replica_share"] >= 0.5:
