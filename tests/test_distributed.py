@@ -13,15 +13,18 @@ import torch
 from safetensors.torch import load_file
 
 from nndiff.cli import main
+from nndiff.errors import NndiffError
+from nndiff.runtime import init_distributed
 from nndiff.zoo import CollectConfig, Zoo, collect
 
 from .conftest import TINY_RUN
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nndiff"]
+CPU_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the CPU path, also on a machine with GPUs
 
 
 def torchrun(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(TORCHRUN + args, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(TORCHRUN + args, capture_output=True, text=True, timeout=600, env=CPU_ENV)
     assert not check or result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -41,11 +44,11 @@ def test_two_process_training_matches_one_process(zoo_dir, tmp_path):
         run = tmp_path / f"r{procs}"
         train = ["--quiet", "train", "--zoo", str(zoo_dir), "--out", str(run), *TRAIN]
         if procs == 1:
-            assert main(train) == 0
+            assert main(train + ["--device", "cpu"]) == 0
         else:
             torchrun(train)
-        assert main(["--quiet", "generate", "--run", str(run), "-n", "50"]) == 0
-        assert main(["--quiet", "evaluate", "--run", str(run)]) == 0
+        assert main(["--quiet", "generate", "--run", str(run), "-n", "50", "--device", "cpu"]) == 0
+        assert main(["--quiet", "evaluate", "--run", str(run), "--device", "cpu"]) == 0
         runs[procs] = json.loads((run / "metrics.json").read_text())
         assert json.loads((run / "train_stats.json").read_text())["processes"] == procs
         assert not (run / ".progress").exists()
@@ -62,7 +65,7 @@ def test_sharded_collection_equals_one_process(tmp_path):
     torchrun(args + ["--out", str(tmp_path / "two")])
     # torchrun gives each worker one thread; so does the reference, or float sums differ in their last bits
     subprocess.run([sys.executable, "-m", "nndiff", *args, "--out", str(tmp_path / "one")], check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+                   env={**CPU_ENV, "OMP_NUM_THREADS": "1"})
     two, one = Zoo.load(tmp_path / "two"), Zoo.load(tmp_path / "one")
     assert torch.equal(two.params, one.params) and torch.equal(two.heldout, one.heldout)
     assert two.snapshots == one.snapshots and two.heldout_snapshots == one.heldout_snapshots
@@ -77,7 +80,7 @@ def test_the_whole_run_under_torchrun_with_sharded_evaluation(tmp_path):
     assert (out / "report" / "report.md").is_file() and not (out / ".progress").exists()
     torchrun(["--quiet", "evaluate", "--run-dir", str(out)])  # evaluation alone, sharded
     assert json.loads((out / "metrics.json").read_text())["generated"] == sharded["generated"]
-    assert main(["--quiet", "evaluate", "--run", str(out)]) == 0  # one process evaluates everything itself
+    assert main(["--quiet", "evaluate", "--run", str(out), "--device", "cpu"]) == 0  # one process evaluates everything itself
     single = json.loads((out / "metrics.json").read_text())
     assert sharded["generated"]["test_acc"] == single["generated"]["test_acc"]
     assert sharded["generated"]["count"] == 6
@@ -86,14 +89,14 @@ def test_the_whole_run_under_torchrun_with_sharded_evaluation(tmp_path):
 def test_data_parallel_training_resumes_after_sigkill(zoo_dir, tmp_path):
     args = ["--quiet", "train", "--zoo", str(zoo_dir), "--ae-steps", "300", "--diffusion-steps", "600"]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen(TORCHRUN + args + ["--out", str(killed)], start_new_session=True)
+    proc = subprocess.Popen(TORCHRUN + args + ["--out", str(killed)], start_new_session=True, env=CPU_ENV)
     deadline = time.time() + 300
     while not (killed / ".progress" / "diffusion.safetensors").exists():
         assert proc.poll() is None and time.time() < deadline, "training ended before it could be interrupted"
         time.sleep(0.05)
     _kill_tree(proc.pid)  # torchrun and both workers, as if the machine went down
     proc.wait()
-    one = subprocess.run([sys.executable, "-m", "nndiff", *args, "--out", str(killed)], capture_output=True, text=True)
+    one = subprocess.run([sys.executable, "-m", "nndiff", *args, "--out", str(killed)], capture_output=True, text=True, env=CPU_ENV)
     assert one.returncode == 2 and "another number of processes" in one.stderr  # saved by 2, refused to 1
     torchrun(args + ["--out", str(killed)])
     torchrun(args + ["--out", str(clean)])
@@ -133,3 +136,14 @@ def test_other_commands_refuse_to_run_under_torchrun(tiny_run):
     result = torchrun(["--quiet", "generate", "--run-dir", str(tiny_run), "-n", "3"], check=False)
     assert result.returncode != 0
     assert "`generate` runs as one process; under torchrun run one of run, collect, train, evaluate" in result.stderr
+
+
+def test_more_processes_than_gpus_is_refused_before_joining(monkeypatch):
+    """nccl cannot put two processes on one GPU: say so instead of failing inside the process group."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(NndiffError, match=r"2 processes on this node, which has 1 GPU\(s\).*--nproc_per_node 1.*--device cpu"):
+        init_distributed("auto")

@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .runtime import init_distributed, is_main
 
-        if init_distributed():  # launched by torchrun
+        if init_distributed(getattr(args, "device", "auto")):  # launched by torchrun
             if args.command not in DISTRIBUTED:
                 raise NndiffError(f"`{args.command}` runs as one process; under torchrun run one of "
                                   f"{', '.join(DISTRIBUTED)}")

@@ -48,8 +48,9 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_distributed() -> bool:
-    """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on CUDA).
+def init_distributed(device: str = "auto") -> bool:
+    """Join the process group that torchrun describes in the environment: gloo when the work runs on
+    the CPU, nccl with one GPU per process when it runs on CUDA (`device` as in resolve_device).
 
     Returns whether this process is one of several; a plain `nndiff` call stays single-process.
     """
@@ -60,9 +61,16 @@ def init_distributed() -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if resolve_device(device).type == "cuda":
+            local, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local >= gpus:
+                per_node = os.environ.get("LOCAL_WORLD_SIZE", str(local + 1))
+                raise NndiffError(f"torchrun started {per_node} processes on this node, which has {gpus} GPU(s), and each process "
+                                  f"needs a GPU of its own: start at most {gpus} (--nproc_per_node {gpus}) or pass --device cpu")
+            torch.cuda.set_device(local)
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
     return True
 
 
