@@ -21,3 +21,16 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "digits"
     assert main(TINY_RUN + ["--out", str(out)]) == 0
     return out
+
+
+# A generator trained long enough to have learned something (about a minute): the distribution
+# check must not flag it, and the distributed tests compare their runs with it.
+TRAIN_SHORT = ["--ae-steps", "300", "--diffusion-steps", "600"]
+TRAINED_RUN = ["--quiet", "run", "--task", "digits-cnn", "-k", "60", "--heldout", "20", *TRAIN_SHORT, "-n", "50", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "digits"
+    assert main(TRAINED_RUN + ["--out", str(out)]) == 0
+    return out

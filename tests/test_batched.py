@@ -1,5 +1,7 @@
 """Batched evaluation (shared frozen trunk, vmapped head) must give exactly the plain loop's answers."""
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -74,3 +76,77 @@ def test_untraceable_model_falls_back_to_the_loop():
     for i in range(5):
         layout.write(model, params[i])
         assert torch.equal(ev.predictions[i], model(split.x).argmax(1))
+
+
+class DropoutBeforeNorm(nn.Module):
+    """Functional dropout and an `if self.training:` branch before the generated LayerNorm: traced in
+    training mode, both would be frozen into the batched path."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.nn.functional.dropout(self.fc(x), 0.5, self.training)
+        if self.training:
+            h = h * 3.0
+        return self.head(self.norm(h))
+
+
+def _toy_task(cls=ClassificationTask, **kw):
+    return cls("toy", "", DropoutBeforeNorm, lambda: {}, ["norm.*"], **kw)
+
+
+def _toy(seed=0):
+    torch.manual_seed(seed)
+    model = DropoutBeforeNorm()
+    layout = Layout.select(model, ["norm.*"])
+    params = _spread_params(model, layout, 9, 1.0)
+    g = torch.Generator().manual_seed(1)
+    split = Split(torch.randn(400, 6, generator=g), torch.randint(0, 3, (400,), generator=g))
+    return model, layout, params, split
+
+
+def test_training_mode_model_with_functional_dropout_evaluates_like_task_evaluate():
+    model, layout, params, split = _toy()
+    model.train()  # as a user's make_model() hands it over
+    task = _toy_task()
+    ev = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
+    reference = DropoutBeforeNorm()
+    reference.load_state_dict(model.state_dict())
+    for i in range(len(params)):
+        layout.write(reference, params[i])
+        assert torch.equal(ev.predictions[i], task.evaluate(reference, split).predictions)  # eval mode
+    assert model.training  # the caller's model is left as it was
+
+
+class ShiftedPredictions(ClassificationTask):
+    """A task whose prediction is not the argmax of the logits (as test-time augmentation or a
+    calibration step would be): the batched path must not bypass it."""
+
+    def predict(self, model, x):
+        return (super().predict(model, x) + 1) % 3
+
+
+def test_an_overridden_predict_is_never_bypassed():
+    model, layout, params, split = _toy()
+    model.eval()
+    task = _toy_task(ShiftedPredictions)
+    ev = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
+    for i in range(len(params)):
+        layout.write(model, params[i])
+        assert torch.equal(ev.predictions[i], task.evaluate(model, split).predictions)
+
+
+def test_a_batched_path_that_disagrees_falls_back_with_a_warning(monkeypatch):
+    evaluate = importlib.import_module("nndiff.evaluate")  # the module (the package exports a function of that name)
+    model, layout, params, split = _toy()
+    model.eval()
+    task = _toy_task()
+    right = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=False)["s"]
+    monkeypatch.setattr(evaluate, "predict_batched", lambda *a, **k: torch.zeros(len(params), len(split), dtype=torch.long))
+    with pytest.warns(UserWarning, match="batched evaluation disagrees"):
+        ev = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
+    assert torch.equal(ev.predictions, right.predictions)

@@ -23,7 +23,7 @@ def test_default_task_collects_snapshots_that_differ():
     zoo = collect("mnist1d-cnn", CollectConfig(k=20), progress=False)
     accs = [s["test_acc"] for s in zoo.snapshots]
     assert len(set(accs)) > 1
-    assert zoo.info["mean_pairwise_iou"] < 0.995
+    assert zoo.info["mean_pairwise_iou_val"] < 0.995
     assert zoo.info["base"]["test_acc"] > 95
     assert min(accs) > 95
     assert [s["step"] for s in zoo.snapshots] == list(range(101, 121))

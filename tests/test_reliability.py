@@ -125,7 +125,7 @@ def test_nonfinite_generated_models_are_flagged_and_excluded(tiny_run, tmp_path)
     save_file(t, f)
     assert main(["--quiet", "evaluate", "--run", str(run)]) == 0
     m = json.loads((run / "metrics.json").read_text())
-    assert m["generated"]["nonfinite"] == 1 and m["generated"]["count"] == 5
+    assert m["generated"]["nonfinite"] == 1 and m["generated"]["evaluated"] == 5 and m["generated"]["count"] == 6
 
 
 def test_unknown_option_values_exit_with_a_usage_error(capsys):

@@ -28,7 +28,14 @@ class SplitModel:
     """
 
     def __init__(self, model: nn.Module, layout: Layout):
-        gm = fx.symbolic_trace(model)
+        # Traced in eval mode: code that reads `self.training` (dropout, drop-path, `if self.training:`)
+        # is frozen into the graph as it runs at evaluation time.
+        was_training = model.training
+        model.eval()
+        try:
+            gm = fx.symbolic_trace(model)
+        finally:
+            model.train(was_training)
         selected = set(layout.names)
         owners = {name.rsplit(".", 1)[0] if "." in name else "" for name in selected}
         live: set[fx.Node] = set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from .batched import predict_batched, try_split
 from .params import Layout
 from .runtime import all_gather, shard
+from .uncertainty import REPLICATES, Bootstrap, compare, estimate, mean_accuracy
 
 
 @dataclass
@@ -29,27 +31,50 @@ class GroupEvaluation:
     predictions: torch.Tensor  # [N, n] predicted class per sample, on the CPU
 
 
+def batchable(task) -> bool:
+    """Whether the batched path computes what the task does: only for a ClassificationTask whose
+    predictions are the default argmax of the logits (an overridden `predict` or `evaluate`, e.g.
+    test-time augmentation, is always honoured by the plain path)."""
+    from .tasks.base import ClassificationTask
+
+    if not isinstance(task, ClassificationTask) or not task.batched_eval:
+        return False
+    return all(getattr(type(task), m) is getattr(ClassificationTask, m) and m not in vars(task) for m in ("predict", "evaluate"))
+
+
 def evaluate_params(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict,
                     progress: bool = True, batched: bool = True) -> dict[str, GroupEvaluation]:
     """Evaluate every row of `params` written into `model` on every split.
 
     Uses the batched path (frozen trunk once, generated head vectorized over models) when the task
-    predicts by argmax and the model can be traced; otherwise one forward pass per model.
+    predicts by argmax and the model can be traced; its answer for one parameter set is checked
+    against the plain `task.evaluate` path, and a disagreement falls back to one forward pass per
+    model (with a warning), so the batched path can never silently differ from the model.
     """
     device = next(model.parameters()).device
-    split_model = try_split(model, layout) if batched and getattr(task, "batched_eval", False) else None
-    out = {}
+    split_model = try_split(model, layout) if batched and len(params) and batchable(task) else None
     if split_model is not None:
+        out = {}
         for name, split in splits.items():
             preds = predict_batched(split_model, layout, params.to(device), split.x).cpu()
             out[name] = GroupEvaluation(_accuracy(preds, split.y.cpu()), preds)
-        return out
+        check = _plain(task, model, layout, params[:1], splits, progress=False)
+        if all(torch.equal(check[name].predictions[0], out[name].predictions[0]) for name in splits):
+            return out
+        warnings.warn("batched evaluation disagrees with the model's own predictions; evaluating one model at a time", stacklevel=2)
+    return _plain(task, model, layout, params, splits, progress)
+
+
+def _plain(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict, progress: bool) -> dict[str, GroupEvaluation]:
+    """One `task.evaluate` per parameter set and split."""
+    device = next(model.parameters()).device
     model = copy.deepcopy(model)
     preds = {name: [] for name in splits}
     for v in tqdm(params, desc="evaluate", disable=not progress, leave=False):
         layout.write(model, v.to(device))
         for name, split in splits.items():
             preds[name].append(task.evaluate(model, split).predictions)
+    out = {}
     for name, split in splits.items():
         p = torch.stack(preds[name]) if preds[name] else torch.empty(0, len(split), dtype=torch.long)
         out[name] = GroupEvaluation(_accuracy(p, split.y.cpu()), p)
@@ -101,38 +126,80 @@ def select_by_val(val: Sequence[float], test: Sequence[float]) -> dict[str, floa
     return {"index": i, "val_acc": val[i], "test_acc": test[i]}
 
 
-def evaluate_models(task, zoo, generated: torch.Tensor, device: torch.device, progress: bool = True) -> dict:
-    """Metrics for the originals (from the zoo's manifest), the generated models and the ensemble."""
+def evaluate_models(task, zoo, generated: torch.Tensor, device: torch.device, progress: bool = True,
+                    replicates: int = REPLICATES, seed: int = 0) -> dict:
+    """Metrics for the originals, the generated models (row i of `generated` is file i) and the
+    weight average, with 95% intervals on the comparisons between them (paired bootstrap over test
+    samples and models; see uncertainty.py)."""
     model = zoo.model(task).to(device)
     splits = {name: task.splits()[name].to(device) for name in ("val", "test")}
+    labels = splits["test"].y.cpu()
     finite = torch.isfinite(generated).all(1)
+    files = finite.nonzero().squeeze(1).tolist()  # the file number of each evaluated model
     gen_evals = evaluate_sharded(task, model, zoo.layout, generated[finite], splits, progress)
     gen_val, gen_test = gen_evals["val"].accuracy.tolist(), gen_evals["test"].accuracy.tolist()
     ens = evaluate_params(task, model, zoo.layout, zoo.params.mean(0, keepdim=True), splits, progress=False)
+    orig_eval = evaluate_sharded(task, model, zoo.layout, zoo.params, {"test": splits["test"]}, progress=False)["test"]
     orig_val = [s["val_acc"] for s in zoo.snapshots]
-    orig_test = [s["test_acc"] for s in zoo.snapshots]
+    orig_test = orig_eval.accuracy.tolist()
     best_orig = max(orig_test)
+    selected = None
+    if gen_test:
+        selected = select_by_val(gen_val, gen_test)
+        selected["index"] = files[selected["index"]]  # the file number in generated/, counting non-finite ones
+    total = len(generated)
     generated_metrics = {
-        "count": len(gen_test),
-        "nonfinite": int((~finite).sum()),
+        "count": total,
+        "evaluated": len(gen_test),
+        "nonfinite": total - len(gen_test),
         "test_acc": summarize(gen_test),
         "val_acc": summarize(gen_val),
-        "selected_by_val": select_by_val(gen_val, gen_test) if gen_test else None,
+        "selected_by_val": selected,
         "oracle_best_test": max(gen_test) if gen_test else None,  # chosen on test: for comparison only
-        "within_1pt_of_best_original": (sum(a >= best_orig - 1.0 for a in gen_test) / len(gen_test)) if gen_test else 0.0,
+        # a non-finite model is a failure in every share
+        "within_1pt_of_best_original": sum(a >= best_orig - 1.0 for a in gen_test) / total if total else 0.0,
     }
-    return {
+    orig_sel = select_by_val(orig_val, orig_test)
+    metrics = {
         "task": zoo.task,
         "base": zoo.info.get("base"),
         "originals": {
             "count": len(orig_test),
             "test_acc": summarize(orig_test),
             "val_acc": summarize(orig_val),
-            "selected_by_val": select_by_val(orig_val, orig_test),
-            "mean_pairwise_iou": zoo.info.get("mean_pairwise_iou"),
+            "selected_by_val": orig_sel,
+            "mean_pairwise_iou_val": zoo.info.get("mean_pairwise_iou_val"),
         },
         "generated": generated_metrics,
-        "ensemble": {"val_acc": ens["val"].accuracy.item(), "test_acc": ens["test"].accuracy.item()},
+        "weight_average": {"val_acc": ens["val"].accuracy.item(), "test_acc": ens["test"].accuracy.item()},
+    }
+    if gen_test:
+        metrics["comparisons"] = compare_groups(gen_evals["test"].predictions, orig_eval.predictions, ens["test"].predictions,
+                                                labels, selected_files=(files.index(selected["index"]), orig_sel["index"]),
+                                                replicates=replicates, seed=seed)
+    return metrics
+
+
+def compare_groups(gen: torch.Tensor, orig: torch.Tensor, average: torch.Tensor, labels: torch.Tensor,
+                   selected_files: tuple[int, int], replicates: int = REPLICATES, seed: int = 0) -> dict:
+    """Generated vs originals vs the weight average on the test set, each difference with its 95%
+    interval; the test samples are resampled once per replicate for all three (a paired bootstrap)."""
+    boot = Bootstrap(len(labels), replicates, seed)
+    correct = {"generated": gen == labels, "originals": orig == labels, "weight_average": average == labels}
+    point, means = {}, {}
+    for k, c in correct.items():
+        point[k], means[k] = mean_accuracy(boot, c)
+    g, o = selected_files
+    sel_point, sel_gen = mean_accuracy(boot, correct["generated"][[g]])
+    sel_orig_point, sel_orig = mean_accuracy(boot, correct["originals"][[o]])
+    return {
+        "test_acc_mean": {k: estimate(point[k], means[k]) for k in means},
+        "generated_minus_originals": estimate(point["generated"] - point["originals"], means["generated"] - means["originals"]),
+        "generated_minus_weight_average": estimate(point["generated"] - point["weight_average"],
+                                                   means["generated"] - means["weight_average"]),
+        "selected_generated_minus_selected_original": estimate(sel_point - sel_orig_point, sel_gen - sel_orig),
+        "bootstrap": {"replicates": replicates, "confidence": 0.95, "seed": seed,
+                      "resampled": "test samples (shared by every group) and each group's models"},
     }
 
 
@@ -145,7 +212,7 @@ def format_table(metrics: dict) -> str:
     for name, group, sel in (("originals", o, sel_o), ("generated", g, sel_g)):
         t = group["test_acc"]
         rows.append((name, str(group["count"]), f"{t['best']:.2f}", f"{t['mean']:.2f}", f"{t['median']:.2f}", f"{t['min']:.2f}", sel))
-    e = metrics["ensemble"]["test_acc"]
+    e = metrics["weight_average"]["test_acc"]
     rows.append(("weight average", "1", f"{e:.2f}", f"{e:.2f}", f"{e:.2f}", f"{e:.2f}", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -154,6 +221,19 @@ def format_table(metrics: dict) -> str:
     lines.append("test accuracy (%). 'best' is the maximum on test (an oracle, for comparison with the paper);")
     lines.append("'val-selected' is the test accuracy of the model with the best validation accuracy.")
     if g.get("nonfinite"):
-        lines.append(f"{g['nonfinite']} generated model(s) contained NaN/Inf and were excluded.")
+        lines.append(f"{g['nonfinite']} of {g['count']} generated model(s) contained NaN/Inf: not evaluated, counted as failures.")
     lines.append(f"{100 * g['within_1pt_of_best_original']:.0f}% of generated models are within 1 point of the best original.")
+    lines += comparison_lines(metrics)
     return "\n".join(lines)
+
+
+def comparison_lines(metrics: dict) -> list[str]:
+    """The comparisons of metrics.json in words, each with its uncertainty."""
+    c = metrics.get("comparisons")
+    if not c:
+        return []
+    return [
+        f"Mean test accuracy, generated vs originals: {compare(c['generated_minus_originals'], 'higher', 'lower')}.",
+        f"Mean test accuracy, generated vs the weight average: {compare(c['generated_minus_weight_average'], 'higher', 'lower')}.",
+        f"Val-selected generated vs val-selected original: {compare(c['selected_generated_minus_selected_original'], 'higher', 'lower')}.",
+    ]

@@ -117,8 +117,8 @@ def write_generated(run_dir: str | Path, vectors: torch.Tensor, layout: Layout, 
                     extra: dict | None = None) -> Path:
     """Write one safetensors file per generated model into run_dir/generated, replacing what was there.
 
-    The files go to a temporary directory that is renamed into place, so an interrupted write
-    leaves the previous set intact rather than a mix of old and new models.
+    The files go to a temporary directory that then takes the place of the old one in one atomic
+    exchange, so there is never a moment without a complete generated/ (nor a mix of old and new).
     """
     d = Path(run_dir)
     tmp = d / f".{GENERATED}.tmp"
@@ -126,13 +126,45 @@ def write_generated(run_dir: str | Path, vectors: torch.Tensor, layout: Layout, 
     for i, v in enumerate(vectors):
         meta = {"seed": seed + i, "sampler": sampler, "steps": steps, **(extra or {})}
         save_tensors(tmp / f"{i:06d}.safetensors", layout.unflatten(v.contiguous()), meta)
-    final, old = d / GENERATED, d / f".{GENERATED}.old"
-    shutil.rmtree(old, ignore_errors=True)
+    final = d / GENERATED
     if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+        exchange(tmp, final)  # tmp now holds the old set
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(final)
     return final
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE). Elsewhere, two renames: a
+    reader may then briefly find `b` missing, never half-written."""
+    import ctypes
+    import os
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+        errno = ctypes.get_errno()
+        if errno not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot exchange
+            raise OSError(errno, os.strerror(errno), str(b))
+    old = b.with_name(b.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    b.rename(old)
+    a.rename(b)
+    old.rename(a)
+
+
+def fingerprint(vectors: torch.Tensor) -> str:
+    """SHA-256 of a set of parameter vectors: metrics.json and the report record which set they describe."""
+    import hashlib
+
+    return hashlib.sha256(vectors.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
 def read_generated(run_dir: str | Path, layout: Layout) -> torch.Tensor:

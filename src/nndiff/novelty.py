@@ -10,19 +10,29 @@ that merely perturbs its training data lies on the curve, a better one lies abov
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from .conditional import AIMS, GUIDANCES, aim_name
+from .distribution import distribution_check, flag_sentences
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .params import Normalizer
+from .uncertainty import REPLICATES, Bootstrap, compare, curve_at, estimate, excludes_zero, group_mean, interval
 
 # Noise amplitudes in normalized parameter space (units of the originals' per-element spread):
 # from perturbations that change nothing to ones that clearly cost accuracy.
 NOISE_AMPLITUDES = (0.25, 0.5, 1.0, 2.0, 4.0)
+# When a group is less similar to the training snapshots than the largest amplitude's models, the
+# curve is extended by doubling the amplitude (up to this one), so every group's gap is measured
+# between two points of the curve rather than extrapolated.
+MAX_AMPLITUDE = 64.0
 SUBSET_SIZE = 16
-# A model is a replica when its wrong test predictions are exactly those of one original, or when
-# it lies closer to an original than a tenth of the originals' typical nearest-neighbour spacing.
+# A model is a replica when it lies closer to an original than a tenth of the originals' typical
+# nearest-neighbour spacing. A parameter-space criterion: identical wrong test predictions (IoU 1)
+# are common between distinct models on a small test set (on digits-cnn's 497 samples, 20% of the
+# held-out snapshots), and a warning must not be driven by the test set.
 REPLICA_RELATIVE_DISTANCE = 0.1
 
 LABELS = {
@@ -39,16 +49,21 @@ def noise_name(amplitude: float) -> str:
     return f"noise_{amplitude:g}"
 
 
+def noise_baseline(originals: torch.Tensor, normalizer: Normalizer, amplitude: float, n: int, seed: int = 0) -> torch.Tensor:
+    """n random originals plus Gaussian noise of `amplitude` in normalized space (its own random
+    stream per amplitude, so adding an amplitude changes no other group)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + round(amplitude * 1000))
+    idx = torch.randint(len(originals), (n,), generator=g)
+    z = normalizer(originals[idx]) + amplitude * torch.randn(n, originals.shape[1], generator=g)
+    return normalizer.inverse(z)
+
+
 def make_baselines(originals: torch.Tensor, heldout: torch.Tensor, normalizer: Normalizer, n: int, seed: int = 0,
                    amplitudes=NOISE_AMPLITUDES) -> dict[str, torch.Tensor]:
     """[n, D] parameter vectors per baseline, built from the training snapshots only (and held-out ones)."""
+    out = {noise_name(a): noise_baseline(originals, normalizer, a, n, seed) for a in amplitudes}
     g = torch.Generator().manual_seed(seed)
     k, d = originals.shape
-    out = {}
-    for a in amplitudes:
-        idx = torch.randint(k, (n,), generator=g)
-        z = normalizer(originals[idx]) + a * torch.randn(n, d, generator=g)
-        out[noise_name(a)] = normalizer.inverse(z)
     m = min(SUBSET_SIZE, k)
     subsets = torch.stack([torch.randperm(k, generator=g)[:m] for _ in range(n)])
     out["weight_average"] = originals[subsets].mean(1)
@@ -67,20 +82,33 @@ def nearest_distances(x: torch.Tensor, originals: torch.Tensor, exclude_self: bo
     return d.min(1).values
 
 
-def group_stats(test_acc: torch.Tensor, max_iou: torch.Tensor, rel_dist: torch.Tensor, iou_within: float,
-                iou_to_originals: float) -> dict:
-    replicas = (max_iou >= 1.0) | (rel_dist < REPLICA_RELATIVE_DISTANCE)
+
+@dataclass
+class Measured:
+    """One group's models on the test set: what every statistic and the bootstrap start from."""
+
+    accuracy: torch.Tensor  # [N] percent
+    wrong: torch.Tensor  # [N, n] bool
+    max_iou: torch.Tensor  # [N] max IoU of wrong predictions with any training snapshot (itself excluded)
+    iou: torch.Tensor  # [N, K] IoU with each training snapshot, -inf where a pair must not count
+    distance: torch.Tensor  # [N] relative nearest-snapshot distance in normalized space
+    within: float  # mean pairwise IoU inside the group
+    to_originals: float  # mean IoU with the training snapshots
+
+
+def group_stats(m: Measured) -> dict:
+    replicas = m.distance < REPLICA_RELATIVE_DISTANCE
     return {
-        "count": len(test_acc),
-        "test_acc_mean": float(test_acc.mean()),
-        "test_acc_median": float(test_acc.median()),
-        "test_acc_best": float(test_acc.max()),
-        "test_acc_min": float(test_acc.min()),
-        "max_similarity_mean": float(max_iou.mean()),
-        "nearest_distance_relative_mean": float(rel_dist.mean()),
+        "count": len(m.accuracy),
+        "test_acc_mean": float(m.accuracy.mean()),
+        "test_acc_median": float(m.accuracy.median()),
+        "test_acc_best": float(m.accuracy.max()),
+        "test_acc_min": float(m.accuracy.min()),
+        "max_similarity_mean": float(m.max_iou.mean()),
+        "nearest_distance_relative_mean": float(m.distance.mean()),
         "replica_share": float(replicas.double().mean()),
-        "mean_pairwise_iou_within": iou_within,
-        "mean_iou_to_originals": iou_to_originals,
+        "mean_pairwise_iou_within": m.within,
+        "mean_iou_to_originals": m.to_originals,
     }
 
 
@@ -97,10 +125,12 @@ def noise_curve_gap(curve: list[dict], similarity: float, accuracy: float) -> tu
 
 
 def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n_baseline: int | None = None,
-            seed: int = 0, extra: dict[str, torch.Tensor] | None = None) -> tuple[dict, dict]:
+            seed: int = 0, extra: dict[str, torch.Tensor] | None = None, nonfinite: int = 0,
+            replicates: int = REPLICATES) -> tuple[dict, dict]:
     """The novelty analysis of `generated` ([N, D], finite rows) against the zoo.
 
     `extra`: more generated sets to place on the same plane (e.g. conditional ones), by name.
+    `nonfinite`: how many generated models were dropped for holding NaN/Inf (they count as failures).
 
     Returns (summary, per_model): the JSON-ready summary, and per group the per-model tensors the
     figures need (test_acc, max_similarity, nearest_distance_relative, normalized parameters).
@@ -109,89 +139,179 @@ def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n
     test = task.splits()["test"]
     device = next(model.parameters()).device
     labels = test.y.cpu()
-    groups = {"originals": zoo.params, "generated": generated,
-              **make_baselines(zoo.params, zoo.heldout, normalizer, n, seed), **(extra or {})}
-    preds = {name: evaluate_params(task, model, zoo.layout, p, {"test": test.to(device)}, progress=False)["test"]
-             for name, p in groups.items()}
-
+    test_dev = test.to(device)
     orig_norm = normalizer(zoo.params)
     # The originals' own spacing: each one's distance to its nearest other original.
     spacing = float(nearest_distances(orig_norm, orig_norm, exclude_self=True).median()) if len(orig_norm) > 1 else float("nan")
-    result: dict = {"test_samples": len(labels), "originals_nearest_spacing": spacing, "groups": {}}
-    per_model: dict = {}
-    for name, p in groups.items():
-        ev = preds[name]
-        iou = pairwise_iou(ev.predictions, labels, preds["originals"].predictions)
+    orig = evaluate_params(task, model, zoo.layout, zoo.params, {"test": test_dev}, progress=False)["test"]
+
+    def measure(name: str, p: torch.Tensor) -> Measured:
+        ev = evaluate_params(task, model, zoo.layout, p, {"test": test_dev}, progress=False)["test"] if name != "originals" else orig
+        iou = pairwise_iou(ev.predictions, labels, orig.predictions)
         if name == "originals":
-            iou_self = iou.clone().fill_diagonal_(-1.0)
-            max_iou = iou_self.max(1).values if len(iou) > 1 else torch.full((1,), float("nan"))
-            dist = nearest_distances(orig_norm, orig_norm, exclude_self=True) if len(orig_norm) > 1 else torch.full((1,), float("nan"))
+            masked = iou.clone().fill_diagonal_(-float("inf"))
+            single = len(iou) < 2
+            max_iou = torch.full((1,), float("nan")) if single else masked.max(1).values
+            dist = torch.full((1,), float("nan")) if single else nearest_distances(orig_norm, orig_norm, exclude_self=True)
             within = to_orig = mean_offdiagonal(iou)
         else:
-            max_iou = iou.max(1).values
+            masked, max_iou = iou, iou.max(1).values
             dist = nearest_distances(normalizer(p), orig_norm)
-            within = mean_offdiagonal(pairwise_iou(ev.predictions, labels))
-            to_orig = float(iou.mean())
-        stats = group_stats(ev.accuracy, max_iou, dist / spacing, within, to_orig)
-        per_model[name] = {"test_acc": ev.accuracy, "max_similarity": max_iou, "nearest_distance_relative": dist / spacing,
-                           "normalized": normalizer(p)}
+            within, to_orig = mean_offdiagonal(pairwise_iou(ev.predictions, labels)), float(iou.mean())
+        return Measured(ev.accuracy, ev.predictions != labels, max_iou, masked, dist / spacing, within, to_orig)
+
+    groups = {"originals": zoo.params, "generated": generated,
+              **make_baselines(zoo.params, zoo.heldout, normalizer, n, seed), **(extra or {})}
+    measured = {name: measure(name, p) for name, p in groups.items()}
+    gap_groups = [name for name in groups if name in LABELS or name in (extra or {})]
+
+    amplitudes = list(NOISE_AMPLITUDES)
+    lowest = min(float(measured[g].max_iou.mean()) for g in gap_groups)
+    while lowest < float(measured[noise_name(amplitudes[-1])].max_iou.mean()) and amplitudes[-1] < MAX_AMPLITUDE:
+        a = amplitudes[-1] * 2
+        groups[noise_name(a)] = noise_baseline(zoo.params, normalizer, a, n, seed)
+        measured[noise_name(a)] = measure(noise_name(a), groups[noise_name(a)])
+        amplitudes.append(a)
+
+    result: dict = {"test_samples": len(labels), "originals_nearest_spacing": spacing, "groups": {}}
+    per_model: dict = {}
+    for name, m in measured.items():
+        stats = group_stats(m)
         if name == "originals":
             stats["replica_share"] = None  # against themselves (leave-one-out), replicas are not defined
         result["groups"][name] = stats
+        per_model[name] = {"test_acc": m.accuracy, "max_similarity": m.max_iou, "nearest_distance_relative": m.distance,
+                           "normalized": normalizer(groups[name])}
 
     curve = [{"amplitude": 0.0, "max_similarity_mean": 1.0, "test_acc_mean": result["groups"]["originals"]["test_acc_mean"]}]
-    for a in NOISE_AMPLITUDES:
+    for a in amplitudes:
         g = result["groups"][noise_name(a)]
         curve.append({"amplitude": a, "max_similarity_mean": g["max_similarity_mean"], "test_acc_mean": g["test_acc_mean"]})
     result["noise_curve"] = curve
-    for name, g in result["groups"].items():
-        if name in LABELS or name in (extra or {}):
-            g["gap_to_noise_curve"], g["inside_noise_curve"] = noise_curve_gap(curve, g["max_similarity_mean"], g["test_acc_mean"])
+    for name in gap_groups:
+        g = result["groups"][name]
+        g["gap_to_noise_curve"], g["inside_noise_curve"] = noise_curve_gap(curve, g["max_similarity_mean"], g["test_acc_mean"])
+
+    # The paired bootstrap: one resampled test set per replicate for every group, and a resampling
+    # of each group's models; the noise curve is redrawn in each replicate too.
+    boot = Bootstrap(len(labels), replicates, seed)
+    reps = {}
+    for name, m in measured.items():
+        weights = boot.model_weights(len(m.accuracy))
+        acc = group_mean(boot.accuracy(~m.wrong), weights).numpy()
+        sim = group_mean(boot.max_similarity(m.wrong, measured["originals"].wrong, m.iou), weights).numpy()
+        reps[name] = {"test_acc_mean": acc, "max_similarity_mean": sim}
+    xs = np.stack([np.ones(replicates)] + [reps[noise_name(a)]["max_similarity_mean"] for a in amplitudes], 1)
+    ys = np.stack([reps["originals"]["test_acc_mean"]] + [reps[noise_name(a)]["test_acc_mean"] for a in amplitudes], 1)
+    for name in gap_groups:
+        reps[name]["gap_to_noise_curve"] = reps[name]["test_acc_mean"] - curve_at(xs, ys, reps[name]["max_similarity_mean"])
+    for name, r in reps.items():
+        for key, samples in r.items():
+            if np.isfinite(samples).all():
+                result["groups"][name][f"{key}_ci95"] = interval(samples)
+    result["comparisons"] = [
+        {"a": a, "b": b, **{f"{key}_difference": estimate(result["groups"][a][key] - result["groups"][b][key], reps[a][key] - reps[b][key])
+                            for key in ("test_acc_mean", "max_similarity_mean", "gap_to_noise_curve")}}
+        for i, a in enumerate(gap_groups) for b in gap_groups[i + 1:]
+    ]
+    result["bootstrap"] = {"replicates": replicates, "confidence": 0.95, "seed": seed,
+                           "resampled": "test samples (shared by every group) and each group's models"}
+
+    held = normalizer(zoo.heldout) if len(zoo.heldout) else torch.empty(0, zoo.layout.size)
+    share = nonfinite / (len(generated) + nonfinite) if len(generated) + nonfinite else 0.0
+    result["distribution"] = distribution_check(normalizer(generated), orig_norm, held,
+                                                result["groups"]["generated"]["replica_share"], share)
     result["pairwise_iou"] = {
         "originals": result["groups"]["originals"]["mean_pairwise_iou_within"],
         "generated": result["groups"]["generated"]["mean_pairwise_iou_within"],
         "generated_vs_originals": result["groups"]["generated"]["mean_iou_to_originals"],
     }
     result["verdict"] = verdict(result)
-    result["definitions"] = {
-        "max_similarity": "per model, the maximum over training snapshots of the IoU of the sets of wrongly predicted test samples",
-        "nearest_distance_relative": "Euclidean distance in normalized parameter space to the nearest training snapshot, "
-                                     "divided by originals_nearest_spacing (the median distance of a snapshot to its nearest other snapshot)",
-        "replica": f"max_similarity = 1, or nearest_distance_relative < {REPLICA_RELATIVE_DISTANCE}",
-        "gap_to_noise_curve": "mean test accuracy minus the noise curve's accuracy at the group's mean max_similarity, "
-                              "in percentage points (linear interpolation between noise amplitudes; amplitude 0 is the originals)",
-        "noise_amplitudes": "standard deviations of Gaussian noise added in normalized parameter space "
-                            "(1 = the originals' own per-element spread)",
-    }
+    result["definitions"] = DEFINITIONS
     return result, per_model
 
 
+DEFINITIONS = {
+    "max_similarity": "per model, the maximum over training snapshots of the IoU of the sets of wrongly predicted test samples",
+    "nearest_distance_relative": "Euclidean distance in normalized parameter space to the nearest training snapshot, "
+                                 "divided by originals_nearest_spacing (the median distance of a snapshot to its nearest other snapshot)",
+    "replica": f"nearest_distance_relative < {REPLICA_RELATIVE_DISTANCE} (in parameter space, so no flag depends on the test set)",
+    "gap_to_noise_curve": "mean test accuracy minus the noise curve's accuracy at the group's mean max_similarity, "
+                          "in percentage points (linear interpolation between noise amplitudes; amplitude 0 is the originals)",
+    "noise_amplitudes": "standard deviations of Gaussian noise added in normalized parameter space "
+                        "(1 = the originals' own per-element spread); doubled beyond 4 until the curve reaches every group",
+    "ci95": "95% interval of a paired bootstrap: each replicate resamples the test samples (the same ones for every "
+            "group) and each group's models; a difference is called better or worse only when its interval excludes zero",
+    "precision, recall": "k-nearest-neighbour manifold estimates in normalized parameter space (k = 3): precision is "
+                         "the share of generated models inside the reference snapshots' manifold, recall the share of "
+                         "reference snapshots inside the generated models' manifold",
+    "spread_ratio": "per dimension, the generated models' standard deviation over the training snapshots' "
+                    "(median and quartiles over dimensions)",
+}
+
+
+def difference(result: dict, a: str, b: str, key: str = "gap_to_noise_curve") -> dict:
+    """Group a's `key` minus group b's, with its 95% interval, from the analysis' comparisons."""
+    for c in result["comparisons"]:
+        if (c["a"], c["b"]) == (a, b):
+            return c[f"{key}_difference"]
+        if (c["a"], c["b"]) == (b, a):
+            d = c[f"{key}_difference"]
+            return {"estimate": -d["estimate"], "ci95": [-d["ci95"][1], -d["ci95"][0]]}
+    raise KeyError(f"no comparison of {a} with {b}")
+
+
+def _with_ci(g: dict, key: str, fmt: str, unit: str = "") -> str:
+    ci = g.get(f"{key}_ci95")
+    return f"{g[key]:{fmt}}{unit}" + (f" (95% CI {ci[0]:{fmt}} to {ci[1]:{fmt}})" if ci else "")
+
+
 def verdict(result: dict) -> list[str]:
-    """Sentences a user can read: where each group lies relative to the noise curve."""
+    """Sentences a user can read. A group is above or below the noise curve, and better or worse
+    than another, only when the 95% interval of the difference excludes zero."""
     groups = result["groups"]
     lines = []
     for name, label in LABELS.items():
         if name not in groups:
             continue
         g = groups[name]
-        gap = g["gap_to_noise_curve"]
-        position = "on the noise curve" if abs(gap) < 0.005 else f"{abs(gap):.2f} points {'above' if gap > 0 else 'below'} the noise curve"
+        gap, ci = g["gap_to_noise_curve"], g.get("gap_to_noise_curve_ci95")
+        if ci is not None and excludes_zero(ci):
+            position = f"{abs(gap):.2f} points {'above' if gap > 0 else 'below'} the noise curve (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
+        elif ci is not None:
+            position = f"on the noise curve within its uncertainty (gap {gap:+.2f}, 95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
+        else:
+            position = f"gap to the noise curve {gap:+.2f} (no interval)"
         where = "" if g["inside_noise_curve"] else " (outside the curve's similarity range: indicative only)"
-        lines.append(f"{label[0].upper() + label[1:]}: mean test accuracy {g['test_acc_mean']:.2f}% at mean max-similarity "
-                     f"{g['max_similarity_mean']:.3f}, {position}{where}; {100 * g['replica_share']:.0f}% replicas.")
-    gen = groups["generated"]
-    better = [LABELS[n] for n in ("weight_average", "gaussian", "heldout")
-              if n in groups and groups[n]["gap_to_noise_curve"] > gen["gap_to_noise_curve"]]
-    if better:
-        names = better[0] if len(better) == 1 else ", ".join(better[:-1]) + " and " + better[-1]
-        lines.append(f"At matched similarity, the generated models do worse than the {names}.")
-    else:
-        lines.append("At matched similarity, the generated models do better than every baseline here.")
-    if gen["replica_share"] >= 0.5:
-        lines.append("Most generated models are replicas of training snapshots: the generator memorized them.")
-    held = groups.get("heldout")
-    if held is not None:
-        closer = "closer to" if gen["max_similarity_mean"] > held["max_similarity_mean"] else "no closer to"
-        lines.append(f"Generated models are {closer} the training snapshots (mean max-similarity "
-                     f"{gen['max_similarity_mean']:.3f}) than fresh snapshots from a new seed are ({held['max_similarity_mean']:.3f}).")
+        lines.append(f"{label[0].upper() + label[1:]}: mean test accuracy {_with_ci(g, 'test_acc_mean', '.2f', '%')} at mean "
+                     f"max-similarity {g['max_similarity_mean']:.3f}, {position}{where}; {100 * g['replica_share']:.0f}% replicas.")
+    for c in result.get("comparisons", []):
+        if c["a"] != "generated" or c["b"] not in ("weight_average", "gaussian", "heldout"):
+            continue
+        lines.append(f"At matched similarity, the generated models vs the {LABELS[c['b']]}: "
+                     f"{compare(c['gap_to_noise_curve_difference'])}.")
+    dist = result.get("distribution")
+    if dist is not None:
+        pr, held = dist["training"], dist["heldout"]
+        text = (f"Distribution: the generated parameters spread {dist['spread_ratio']['median']:.2f}x as much as the "
+                f"training snapshots' (median over dimensions); precision {pr['precision']:.2f} and recall {pr['recall']:.2f} "
+                "against the training snapshots")
+        if held is not None:
+            text += f", {held['precision']:.2f} and {held['recall']:.2f} against the held-out ones"
+        lines.append(text + ".")
+        lines += [s[0].upper() + s[1:] + "." for s in flag_sentences(dist, groups["generated"]["replica_share"])]
+    held_cmp = next((c for c in result.get("comparisons", []) if c["a"] == "generated" and c["b"] == "heldout"), None)
+    if held_cmp is not None:
+        gen, held = groups["generated"], groups["heldout"]
+        diff = held_cmp["max_similarity_mean_difference"]
+        if excludes_zero(diff["ci95"]):
+            closer = "closer to" if diff["estimate"] > 0 else "further from"
+            how = f"difference {diff['estimate']:+.3f}, 95% CI {diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f}"
+        else:
+            closer, how = "as close to", f"indistinguishable at this test-set size, ±{(diff['ci95'][1] - diff['ci95'][0]) / 2:.3f}"
+        lines.append(f"Generated models are {closer} the training snapshots (mean max-similarity {gen['max_similarity_mean']:.3f}) "
+                     f"as fresh snapshots from a new seed are ({held['max_similarity_mean']:.3f}; {how})."
+                     if closer == "as close to" else
+                     f"Generated models are {closer} the training snapshots (mean max-similarity {gen['max_similarity_mean']:.3f}) "
+                     f"than fresh snapshots from a new seed are ({held['max_similarity_mean']:.3f}; {how}).")
     return lines

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .conditional import aim_targets, aimed_sets, calibrate
 from .config import TrainConfig
 from .errors import NndiffError
 from .evaluate import evaluate_models, format_table
-from .generate import GENERATED, ParamGenerator, read_generated, write_generated
+from .generate import GENERATED, ParamGenerator, fingerprint, read_generated, write_generated
 from .novelty import analyze
 from .params import Normalizer
 from .report import write_report
@@ -124,7 +125,12 @@ def generate_run(run_dir: str | Path, n: int = 100, seed: int = 0, sampler: str 
     seconds = time.perf_counter() - t0
     aim = {"target_acc": target_acc, "guidance": guidance} if target_acc is not None else {}
     out = write_generated(run_dir, vectors, generator.layout, seed, sampler, steps, aim)
-    save_json(out / "info.json", {"count": n, "seed": seed, "sampler": sampler, "steps": steps, **aim, "seconds": round(seconds, 3)})
+    save_json(out / "info.json", {"count": n, "seed": seed, "sampler": sampler, "steps": steps, **aim, "seconds": round(seconds, 3),
+                                  "fingerprint": fingerprint(vectors)})
+    # The evaluation and the report described the previous models: remove them rather than leave
+    # numbers beside models they are not about.
+    (run_dir / "metrics.json").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "report", ignore_errors=True)
     return out
 
 
@@ -148,6 +154,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
         "evaluate": round(evaluate_s, 3),
     }
     timings["total"] = round(sum(timings.values()), 3)
+    metrics["generated"]["fingerprint"] = fingerprint(generated)  # which set of models these numbers describe
     metrics["sampler"] = {k: gen_info.get(k) for k in ("sampler", "steps", "seed", "target_acc", "guidance") if k in gen_info}
     metrics["timings_s"] = timings
     if is_main():
@@ -160,19 +167,25 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     """The novelty analysis and visual report of a run: writes run_dir/report/{novelty.json, *.png, report.md}."""
     run_dir = Path(run_dir)
     zoo_dir, config = read_run_config(run_dir)
-    metrics = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else evaluate_run(run_dir, device, progress)
     zoo = Zoo.load(zoo_dir)
     task = zoo.make_task()
     normalizer = Normalizer.from_state_dict(load_tensors(run_dir / "normalizer.safetensors"), "params.")
     generated = read_generated(run_dir, zoo.layout)
-    generated = generated[torch.isfinite(generated).all(1)]
+    metrics = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else None
+    if not isinstance(metrics, dict) or metrics.get("generated", {}).get("fingerprint") != fingerprint(generated):
+        # missing, or about another set of models than generated/ holds now: evaluate these
+        metrics = evaluate_run(run_dir, device, progress)
+    finite = torch.isfinite(generated).all(1)
+    nonfinite, generated = int((~finite).sum()), generated[finite]
     model = zoo.model(task).to(resolve_device(device))
     extra, calibration = {}, None
     if config.diffusion.condition != "none":  # what the condition buys: aimed sets and calibration
         generator = ParamGenerator.load(run_dir, config, resolve_device(device))
         extra = aimed_sets(generator, zoo, len(generated), seed)
         calibration = calibrate(generator, task, model, zoo, seed=seed)
-    novelty, per_model = analyze(task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed, extra=extra)
+    novelty, per_model = analyze(task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed, extra=extra,
+                                 nonfinite=nonfinite)
+    novelty["fingerprint"] = metrics["generated"]["fingerprint"]
     if calibration is not None:
         novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, aim_targets(zoo)
     save_json(run_dir / "report" / "novelty.json", novelty)

@@ -12,8 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .conditional import AIMS, GUIDANCES, aim_name  # noqa: E402
-from .novelty import LABELS, NOISE_AMPLITUDES, noise_name  # noqa: E402
+from .distribution import flag_sentences  # noqa: E402
+from .evaluate import comparison_lines  # noqa: E402
+from .novelty import LABELS, noise_name  # noqa: E402
 from .storage import write_bytes_atomic  # noqa: E402
+from .uncertainty import compare  # noqa: E402
 
 STYLE = {
     "originals": ("originals (training snapshots)", "tab:blue"),
@@ -125,6 +128,23 @@ def distance_histogram(per_model: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def gap_plot(novelty: dict, path: Path) -> None:
+    """Each group's gap to the noise curve with its 95% interval: which ones are clear of zero."""
+    names = [n for n in STYLE if "gap_to_noise_curve" in novelty["groups"].get(n, {})]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    for i, n in enumerate(names):
+        g = novelty["groups"][n]
+        lo, hi = g.get("gap_to_noise_curve_ci95") or (g["gap_to_noise_curve"],) * 2
+        ax.errorbar([g["gap_to_noise_curve"]], [i], xerr=[[g["gap_to_noise_curve"] - lo], [hi - g["gap_to_noise_curve"]]],
+                    fmt="o", color=STYLE[n][1], capsize=4, ms=7)
+    ax.axvline(0, color="black", lw=1, ls=":")
+    ax.set_yticks(range(len(names)), [STYLE[n][0] for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("gap to the noise curve (points of test accuracy); bars: 95% interval")
+    ax.set_title("Above the noise curve? Only where the interval clears zero")
+    _save(fig, path)
+
+
 def calibration_plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 5))
     requested = [r["requested_val_acc"] for r in rows]
@@ -147,6 +167,7 @@ def calibration_plot(rows: list[dict], path: Path) -> None:
 FIGURES = {
     "accuracy.png": "Test accuracy",
     "novelty_plane.png": "Accuracy vs similarity to the training snapshots",
+    "gaps.png": "Gap to the noise curve, with 95% intervals",
     "pca.png": "Parameters in the originals' principal-component plane",
     "nearest_distance.png": "Nearest-original distance",
 }
@@ -156,6 +177,7 @@ def write_report(out_dir: str | Path, metrics: dict, novelty: dict, per_model: d
     out = Path(out_dir)
     accuracy_histogram(per_model, out / "accuracy.png")
     novelty_plane(per_model, novelty, out / "novelty_plane.png")
+    gap_plot(novelty, out / "gaps.png")
     pca_map(per_model, out / "pca.png")
     distance_histogram(per_model, out / "nearest_distance.png")
     if novelty.get("calibration"):
@@ -171,41 +193,78 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _ci(value: float | None, ci: list[float] | None, fmt: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
+
+
+def _label(name: str) -> str:
+    return STYLE[name][0] if name in STYLE else f"originals + noise {name.split('_')[1]}"
+
+
 def markdown(metrics: dict, novelty: dict) -> str:
-    o, g, e = metrics["originals"], metrics["generated"], metrics["ensemble"]
+    o, g, e = metrics["originals"], metrics["generated"], metrics["weight_average"]
+    means = (metrics.get("comparisons") or {}).get("test_acc_mean", {})
     lines = [f"# nndiff report: {metrics['task']}", ""]
     lines += ["## Accuracy", "", "Test accuracy (%). *best* is the maximum on the test set (an oracle, shown to compare "
-              "with the paper); *val-selected* is the test accuracy of the model with the best validation accuracy.", ""]
+              "with the paper); *val-selected* is the test accuracy of the model with the best validation accuracy. "
+              "Brackets: 95% intervals (paired bootstrap over test samples and models).", ""]
     rows = []
     for name, grp in (("originals", o), ("generated", g)):
         t = grp["test_acc"]
         sel = grp.get("selected_by_val") or {}
-        rows.append([name, str(grp["count"]), f"{t['best']:.2f}", f"{t['mean']:.2f}", f"{t['median']:.2f}", f"{t['min']:.2f}",
-                     f"{sel['test_acc']:.2f}" if sel else "-"])
-    rows.append(["weight average of all originals", "1", *[f"{e['test_acc']:.2f}"] * 4, "-"])
-    lines += _table(["group", "count", "best", "mean", "median", "min", "val-selected"], rows)
+        mean = means.get(name)
+        rows.append([name, str(grp["count"]), f"{t['best']:.2f}", _ci(t["mean"], mean and mean["ci95"], ".2f"), f"{t['median']:.2f}",
+                     f"{t['min']:.2f}", f"{sel['test_acc']:.2f}" if sel else "-"])
+    wa = means.get("weight_average")
+    rows.append(["weight average of all originals", "1", f"{e['test_acc']:.2f}", _ci(e["test_acc"], wa and wa["ci95"], ".2f"),
+                 f"{e['test_acc']:.2f}", f"{e['test_acc']:.2f}", "-"])
+    lines += _table(["group", "count", "best", "mean [95% CI]", "median", "min", "val-selected"], rows)
+    if g.get("nonfinite"):
+        lines += ["", f"{g['nonfinite']} of {g['count']} generated models contain NaN/Inf: not evaluated, counted as failures."]
+    lines += [""] + [f"- {s}" for s in comparison_lines(metrics)]
     lines += ["", "## Are the generated models new?", ""]
     lines += [f"- {s}" for s in novelty["verdict"]]
     lines += ["", f"Similarity is measured on {novelty['test_samples']} test samples. Mean pairwise IoU of wrong "
               f"predictions: among originals {novelty['pairwise_iou']['originals']:.3f}, among generated "
-              f"{novelty['pairwise_iou']['generated']:.3f}, generated vs originals {novelty['pairwise_iou']['generated_vs_originals']:.3f}.", ""]
+              f"{novelty['pairwise_iou']['generated']:.3f}, generated vs originals {novelty['pairwise_iou']['generated_vs_originals']:.3f}. "
+              f"Brackets: 95% intervals ({novelty['bootstrap']['replicates']} bootstrap replicates).", ""]
     rows = []
-    order = list(STYLE) + [noise_name(a) for a in NOISE_AMPLITUDES]
-    for name in order:
-        if name not in novelty["groups"]:
-            continue
+    noise = sorted((n for n in novelty["groups"] if n.startswith("noise_")), key=lambda n: float(n.split("_")[1]))
+    for name in [n for n in STYLE if n in novelty["groups"]] + noise:
         s = novelty["groups"][name]
-        label = STYLE[name][0] if name in STYLE else f"originals + noise {name.split('_')[1]}"
         gap = s.get("gap_to_noise_curve")
-        gap_s = "-" if gap is None else f"{gap:+.2f}" + ("" if s["inside_noise_curve"] else " (outside)")
+        gap_s = _ci(gap, s.get("gap_to_noise_curve_ci95"), "+.2f") + ("" if gap is None or s["inside_noise_curve"] else " (outside)")
         replicas = "-" if s["replica_share"] is None else f"{100 * s['replica_share']:.0f}%"
-        rows.append([label, str(s["count"]), f"{s['test_acc_mean']:.2f}", f"{s['test_acc_median']:.2f}",
-                     f"{s['max_similarity_mean']:.3f}", f"{s['nearest_distance_relative_mean']:.2f}", replicas, gap_s])
+        rows.append([_label(name), str(s["count"]), _ci(s["test_acc_mean"], s.get("test_acc_mean_ci95"), ".2f"), f"{s['test_acc_median']:.2f}",
+                     _ci(s["max_similarity_mean"], s.get("max_similarity_mean_ci95"), ".3f"), f"{s['nearest_distance_relative_mean']:.2f}",
+                     replicas, gap_s])
     lines += _table(["group", "count", "test acc mean", "median", "max-similarity mean", "nearest distance (rel.)",
                      "replicas", "gap to noise curve (points)"], rows)
+    if novelty.get("comparisons"):
+        lines += ["", "Differences at matched similarity (gap to the noise curve of the first group minus the second's):", ""]
+        lines += _table(["groups", "gap difference (points) [95% CI]", "in words"],
+                        [[f"{_label(c['a'])} vs {_label(c['b'])}", _ci(c["gap_to_noise_curve_difference"]["estimate"],
+                          c["gap_to_noise_curve_difference"]["ci95"], "+.2f"), compare(c["gap_to_noise_curve_difference"])]
+                         for c in novelty["comparisons"]])
     lines += ["", "Noise curve (amplitude in units of the originals' per-element spread; 0 is the originals):", ""]
     lines += _table(["amplitude", "max-similarity mean", "test acc mean"],
                     [[f"{p['amplitude']:g}", f"{p['max_similarity_mean']:.3f}", f"{p['test_acc_mean']:.2f}"] for p in novelty["noise_curve"]])
+    dist = novelty.get("distribution")
+    if dist:
+        lines += ["", "## Did the generator learn the distribution?", "",
+                  "In normalized parameter space: the spread of the generated models relative to the training snapshots', "
+                  f"and k-nearest-neighbour precision / recall (k = {dist['neighbours']}) against the training and the held-out snapshots.", ""]
+        sp = dist["spread_ratio"]
+        rows = [["training snapshots", f"{dist['training']['precision']:.2f}", f"{dist['training']['recall']:.2f}"]]
+        if dist["heldout"]:
+            rows.append(["held-out snapshots", f"{dist['heldout']['precision']:.2f}", f"{dist['heldout']['recall']:.2f}"])
+        lines += _table(["against", "precision", "recall"], rows)
+        lines += ["", f"Spread ratio (generated std / originals' std per dimension): median {sp['median']:.2f}, "
+                  f"quartiles {sp['q25']:.2f} to {sp['q75']:.2f}.", ""]
+        flags = flag_sentences(dist, novelty["groups"]["generated"]["replica_share"])
+        lines += [f"**Flag: {f}.**" for f in flags] if flags else ["No collapse or copy flag."]
     if novelty.get("calibration"):
         lines += ["", "## Conditional generation: requested vs achieved", "",
                   "The generator is conditioned on validation accuracy. The 'aimed' sets above ask for the median "

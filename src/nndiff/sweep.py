@@ -45,7 +45,7 @@ def _subset(zoo: Zoo, k: int) -> Zoo:
     sub = copy.copy(zoo)
     sub.params = zoo.params[idx]
     sub.snapshots = [zoo.snapshots[i] for i in idx.tolist()]
-    sub.info = {**zoo.info, "mean_pairwise_iou": None, "subset": f"{len(idx)} of {len(zoo)} snapshots, evenly spaced"}
+    sub.info = {**zoo.info, "mean_pairwise_iou_val": None, "subset": f"{len(idx)} of {len(zoo)} snapshots, evenly spaced"}
     return sub
 
 
@@ -114,9 +114,12 @@ def summarize_row(name: str, row_dir: Path, metrics: dict, novelty: dict) -> dic
         "originals": {"count": orig["count"], "mean": orig["test_acc"]["mean"], "best": orig["test_acc"]["best"]},
         "generated": {"best": gen["test_acc"]["best"], "mean": gen["test_acc"]["mean"], "median": gen["test_acc"]["median"],
                       "val_selected": gen["selected_by_val"]["test_acc"] if gen["selected_by_val"] else None},
+        "generated_minus_originals": (metrics.get("comparisons") or {}).get("generated_minus_originals"),
         "novelty": {"max_similarity_mean": g["max_similarity_mean"], "replica_share": g["replica_share"],
-                    "gap_to_noise_curve": g["gap_to_noise_curve"], "inside_noise_curve": g["inside_noise_curve"],
-                    "nearest_distance_relative_mean": g["nearest_distance_relative_mean"]},
+                    "gap_to_noise_curve": g["gap_to_noise_curve"], "gap_to_noise_curve_ci95": g.get("gap_to_noise_curve_ci95"),
+                    "inside_noise_curve": g["inside_noise_curve"],
+                    "nearest_distance_relative_mean": g["nearest_distance_relative_mean"],
+                    "flags": novelty.get("distribution", {}).get("flags")},
     }
 
 
@@ -125,15 +128,21 @@ def _f(x, fmt: str) -> str:
 
 
 def sweep_table(ablation: str, results: list[dict]) -> str:
-    header = ["row", "originals (K)", "orig. mean", "gen. best (oracle)", "gen. mean", "gen. median", "gen. val-selected",
-              "max-similarity", "replicas", "gap to noise curve"]
-    lines = [f"# Ablation: {ablation}", "", "Test accuracy (%); novelty numbers as in report.md. One run directory per row.", "",
+    header = ["row", "originals (K)", "orig. mean", "gen. best (oracle)", "gen. mean", "gen. − orig. mean [95% CI]", "gen. median",
+              "gen. val-selected", "max-similarity", "replicas", "gap to noise curve [95% CI]", "flags"]
+    lines = [f"# Ablation: {ablation}", "", "Test accuracy (%); novelty numbers as in report.md; brackets are 95% intervals "
+             "(paired bootstrap over test samples and models). One run directory per row.", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     for r in results:
         o, g, nv = r["originals"], r["generated"], r["novelty"]
-        cells = [r["row"], str(o["count"]), _f(o["mean"], ".2f"), _f(g["best"], ".2f"), _f(g["mean"], ".2f"), _f(g["median"], ".2f"),
-                 _f(g["val_selected"], ".2f"), _f(nv["max_similarity_mean"], ".3f"),
+        diff = r.get("generated_minus_originals")
+        gap_ci = nv.get("gap_to_noise_curve_ci95")
+        cells = [r["row"], str(o["count"]), _f(o["mean"], ".2f"), _f(g["best"], ".2f"), _f(g["mean"], ".2f"),
+                 "-" if diff is None else f"{diff['estimate']:+.2f} [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]",
+                 _f(g["median"], ".2f"), _f(g["val_selected"], ".2f"), _f(nv["max_similarity_mean"], ".3f"),
                  "-" if nv["replica_share"] is None else f"{100 * nv['replica_share']:.0f}%",
-                 _f(nv["gap_to_noise_curve"], "+.2f") + ("" if nv["inside_noise_curve"] else " (outside)")]
+                 _f(nv["gap_to_noise_curve"], "+.2f") + ("" if gap_ci is None else f" [{gap_ci[0]:+.2f}, {gap_ci[1]:+.2f}]")
+                 + ("" if nv["inside_noise_curve"] else " (outside)"),
+                 ", ".join(nv.get("flags") or []) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 
@@ -101,6 +102,21 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
     return ema.eval(), {"final_loss": running, "resumed_at_step": start}
 
 
+def check_ranks_agree(*modules: nn.Module) -> None:
+    """Under torchrun every rank must end with the same weights: each step's gradients are averaged
+    over the ranks. A rank that trained on its own batches alone (no all-reduce) would not."""
+    if world_size() == 1:
+        return
+    digest = hashlib.sha256()
+    for module in modules:
+        for value in module.state_dict().values():
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    digests = all_gather(digest.hexdigest())
+    if len(set(digests)) > 1:
+        raise NndiffError(f"the {len(digests)} processes ended training with different weights, so their gradients were "
+                          "not averaged; this is a bug, please report it (train with one process meanwhile)")
+
+
 def _data_parallel(model: nn.Module) -> nn.Module:
     """DDP-wrapped under torchrun (gradients averaged over ranks), the model itself otherwise."""
     if world_size() == 1:
@@ -195,6 +211,7 @@ def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
                                            None if cond is None else cond_normalizer(cond).to(device))
     t2 = time.perf_counter()
 
+    check_ranks_agree(ae, denoiser)
     generator = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, denoiser, cond_normalizer)
     if cond is not None:
         generator.condition_range = (float(cond.min()), float(cond.max()))

@@ -80,7 +80,7 @@ class Zoo:
         return get_task(self.task, self.info.get("data_root"))
 
     def model(self, task: ClassificationTask) -> nn.Module:
-        """A fresh model of the task holding the base weights."""
+        """A fresh model of the task holding the base weights, in eval mode."""
         model = task.make_model()
         try:
             model.load_state_dict(self.base_state)
@@ -88,7 +88,7 @@ class Zoo:
             first = str(e).strip().splitlines()[0:3]
             raise NndiffError(f"the zoo's base model does not fit task {task.name!r}: {' '.join(first)}") from None
         self.layout.check_model(model)
-        return model
+        return model.eval()
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
@@ -371,14 +371,16 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     for meta, va, te in zip(snapshots, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
         meta["val_acc"], meta["test_acc"] = va, te
     k = config.k
-    diversity = mean_offdiagonal(pairwise_iou(evals["test"].predictions[:k], splits["test"].y.cpu()))
+    # Diversity is measured on validation predictions: it may steer the collection settings, so it
+    # must never look at the test set.
+    diversity = mean_offdiagonal(pairwise_iou(evals["val"].predictions[:k], splits["val"].y.cpu()))
     if diversity > 0.995:
-        warnings.warn(f"the {config.k} snapshots are near-copies (mean pairwise IoU of wrong test predictions "
+        warnings.warn(f"the {config.k} snapshots are near-copies (mean pairwise IoU of wrong validation predictions "
                       f"{diversity:.4f}); raise --lr or --burn-in, or collect more --runs", stacklevel=2)
     info = {
         "select": list(select),
         "data_root": getattr(task, "data_root", None),
-        "mean_pairwise_iou": diversity,
+        "mean_pairwise_iou_val": diversity,
         "collect": {**asdict(config), "select": list(select), "lr": lr, "every": every, "device": str(device)},
         "base": base_metrics,
         "seconds": round(time.perf_counter() - t0, 2),

@@ -1,0 +1,89 @@
+"""Did the generator learn the distribution, or collapse onto a point or onto copies?
+
+Accuracy alone cannot tell: on the default task the weight average scores as well as the originals,
+so a generator that always returns the zoo mean would pass every accuracy check. These statistics
+look at the parameters themselves, in normalized space:
+
+- spread: per dimension, the generated models' standard deviation over the originals'; a
+  generator that learned the distribution has a ratio near 1, a collapsed one near 0.
+- precision and recall (Kynkäänniemi et al. 2019, "Improved precision and recall metric for
+  assessing generative models"): each set's manifold is the union of balls around its points, with
+  radius the distance to the point's k-th nearest neighbour in its own set. Precision is the share of
+  generated models inside the reference manifold (are they plausible?), recall the share of
+  reference models inside the generated manifold (is the whole distribution covered?). Measured
+  against the training snapshots and against the held-out snapshots of a seed never seen.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NEIGHBOURS = 3  # k of the k-NN manifold estimate, as in the paper that introduced it
+COLLAPSED_SPREAD = 0.1  # median std ratio below this: the generated models barely vary
+COPIES_SHARE = 0.5  # at least this share of replicas: the generator copies training snapshots
+
+
+def knn_radii(x: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
+    """Distance from each row of x to its k-th nearest other row."""
+    d = torch.cdist(x.double(), x.double())
+    d.fill_diagonal_(float("inf"))
+    return d.kthvalue(min(k, len(x) - 1), dim=1).values
+
+
+def coverage(points: torch.Tensor, manifold: torch.Tensor, k: int = NEIGHBOURS) -> float:
+    """Share of `points` that lie inside the k-NN manifold of `manifold` (both [*, D], normalized)."""
+    if len(manifold) < 2 or len(points) == 0:
+        return float("nan")
+    radii = knn_radii(manifold, k)
+    d = torch.cdist(points.double(), manifold.double())
+    return float((d <= radii[None]).any(1).double().mean())
+
+
+def precision_recall(generated: torch.Tensor, reference: torch.Tensor, k: int = NEIGHBOURS) -> dict:
+    return {"precision": coverage(generated, reference, k), "recall": coverage(reference, generated, k)}
+
+
+def spread_ratio(generated: torch.Tensor, originals: torch.Tensor) -> dict:
+    """Per-dimension std of the generated over the originals' (median and quartiles over dimensions)."""
+    if len(generated) < 2 or len(originals) < 2:
+        return {"median": float("nan"), "q25": float("nan"), "q75": float("nan")}
+    ratio = generated.double().std(0) / originals.double().std(0).clamp_min(1e-12)
+    q = torch.quantile(ratio, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+    return {"median": q[1], "q25": q[0], "q75": q[2]}
+
+
+def distribution_check(generated: torch.Tensor, originals: torch.Tensor, heldout: torch.Tensor, replica_share: float,
+                       nonfinite_share: float = 0.0) -> dict:
+    """Spread, precision/recall against the training and held-out snapshots, and the flags that say
+    what went wrong (empty when nothing did). All inputs normalized, generated rows finite."""
+    spread = spread_ratio(generated, originals)
+    flags = []
+    if not spread["median"] >= COLLAPSED_SPREAD:  # also when undefined: fewer than two generated models
+        flags.append("collapsed")
+    if replica_share >= COPIES_SHARE:
+        flags.append("copies")
+    if nonfinite_share > 0:
+        flags.append("non-finite")
+    return {
+        "spread_ratio": spread,
+        "training": precision_recall(generated, originals),
+        "heldout": precision_recall(generated, heldout) if len(heldout) >= 2 else None,
+        "nonfinite_share": nonfinite_share,
+        "flags": flags,
+        "neighbours": NEIGHBOURS,
+    }
+
+
+FLAG_TEXT = {
+    "collapsed": "the generated models barely differ from each other (median spread {spread:.2f} of the originals'): "
+                 "the generator collapsed; check the autoencoder's reconstruction and the latent noise",
+    "copies": "{replicas:.0f}% of the generated models are replicas of training snapshots: the generator memorized them; "
+              "collect a more varied zoo (a higher --lr, more --runs)",
+    "non-finite": "{nonfinite:.0f}% of the generated models contain NaN or Inf",
+}
+
+
+def flag_sentences(check: dict, replica_share: float) -> list[str]:
+    values = {"spread": check["spread_ratio"]["median"], "replicas": 100 * replica_share,
+              "nonfinite": 100 * check["nonfinite_share"]}
+    return [FLAG_TEXT[f].format(**values) for f in check["flags"]]
