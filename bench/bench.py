@@ -24,6 +24,7 @@ from nndiff.evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from nndiff.generate import ParamGenerator
 from nndiff.pipeline import read_run_config, run_all
 from nndiff.runtime import resolve_device
+from nndiff.uncertainty import Bootstrap, compare, estimate, format_ci, interval, mean_accuracy
 from nndiff.zoo import CollectConfig, Zoo, snapshot_trajectory
 
 SAMPLERS = [("ddpm", 1000), ("ddpm", 100), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100), ("dpm", 10), ("dpm", 20), ("dpm", 50)]
@@ -56,16 +57,19 @@ def machine(device: torch.device) -> str:
 
 
 def bench_samplers(gen: ParamGenerator, task, zoo, model, test, n: int) -> list[dict]:
-    rows = []
+    rows, reps = [], []
+    labels = test.y.cpu()
+    boot = Bootstrap(len(labels))  # paired over test samples: every sampler's models meet the same resampled sets
     for sampler, steps in SAMPLERS:
         gen.sample(2, seed=10_000, sampler=sampler, steps=steps)  # warm-up
         params, seconds = timed(lambda: gen.sample(n, seed=0, sampler=sampler, steps=steps), repeat=2)
-        acc = evaluate_params(task, model, zoo.layout, params, {"test": test}, progress=False)["test"].accuracy
-        rows.append({"sampler": sampler, "steps": steps, "seconds": seconds, "test_acc_mean": float(acc.mean()),
-                     "test_acc_median": float(acc.median())})
-    ref = rows[0]["test_acc_mean"]
-    for r in rows:
-        r["mean_vs_ddpm1000"] = r["test_acc_mean"] - ref
+        ev = evaluate_params(task, model, zoo.layout, params, {"test": test}, progress=False)["test"]
+        point, r = mean_accuracy(boot, ev.predictions == labels)
+        reps.append(r)
+        rows.append({"sampler": sampler, "steps": steps, "seconds": seconds, "test_acc_mean": point,
+                     "test_acc_median": float(ev.accuracy.median())})
+    for r, samples in zip(rows, reps):
+        r["mean_vs_ddpm1000"] = estimate(r["test_acc_mean"] - rows[0]["test_acc_mean"], samples - reps[0])
     return rows
 
 
@@ -126,11 +130,19 @@ def bench_vs_sgd(gen: ParamGenerator, task, zoo, model, splits: dict, target_cou
                "sgd_one_trajectory": by_sgd_trajectory, "sgd_independent_runs": by_sgd_runs}
     out = {"threshold_val_acc": threshold, "target_count": target_count}
     test = splits["test"]
+    labels = test.y.cpu()
+    boot = Bootstrap(len(labels))  # one resampled test set per replicate for every method: paired
+    reps = {}
     for name, fn in methods.items():
         (held, made), seconds = timed(fn)
         ev = evaluate_params(task, model, zoo.layout, held, {"test": test}, progress=False)["test"]
-        out[name] = {"seconds": seconds, "models_made": made, "models_held": len(held), "test_acc_mean": float(ev.accuracy.mean()),
-                     "mean_pairwise_iou": mean_offdiagonal(pairwise_iou(ev.predictions, test.y.cpu()))}
+        point, reps[name] = mean_accuracy(boot, ev.predictions == labels)
+        out[name] = {"seconds": seconds, "models_made": made, "models_held": len(held), "test_acc_mean": point,
+                     "test_acc_mean_ci95": interval(reps[name]),
+                     "mean_pairwise_iou": mean_offdiagonal(pairwise_iou(ev.predictions, labels))}
+        if name != "generation_ddim50":
+            out[name]["test_acc_minus_generation_ddim50"] = estimate(point - out["generation_ddim50"]["test_acc_mean"],
+                                                                     reps[name] - reps["generation_ddim50"])
     out["speedups"] = {f"{g} vs {m}": out[m]["seconds"] / out[g]["seconds"]
                        for g in methods if g.startswith("generation") for m in methods if m.startswith("sgd")}
     return out
@@ -142,10 +154,10 @@ def markdown(r: dict) -> str:
     lines += [f"| {k} | {v:.1f} |" for k, v in r["stages_s"].items()]
     gpu = f" Peak GPU memory allocated: {r['peak_gpu_mib']:.0f} MiB." if "peak_gpu_mib" in r else ""
     lines += ["", f"Peak resident memory of the process: {r['peak_rss_mib']:.0f} MiB.{gpu}", "",
-              "### Sampling 100 models", "", "| sampler | steps | seconds | test acc mean | median | mean vs DDPM-1000 |",
+              "### Sampling 100 models", "", "| sampler | steps | seconds | test acc mean | median | mean vs DDPM-1000 [95% CI] |",
               "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {s['sampler']} | {s['steps']} | {s['seconds']:.3f} | {s['test_acc_mean']:.3f} | {s['test_acc_median']:.2f} | "
-              f"{s['mean_vs_ddpm1000']:+.3f} |" for s in r["samplers"]]
+              f"{format_ci(s['mean_vs_ddpm1000'], '+.3f')} |" for s in r["samplers"]]
     e = r["evaluation"]
     lines += ["", "### Evaluating generated models", "",
               f"{e['models']} models on {e['samples']} samples (validation + test): batched {e['batched_s']:.2f} s, "
@@ -155,11 +167,15 @@ def markdown(r: dict) -> str:
               f"Wall time to hold {v['target_count']} models at or above the originals' median validation accuracy "
               f"({v['threshold_val_acc']:.2f}%), validation evaluation included, generator training excluded; the held "
               "models' test accuracy and mean pairwise similarity (IoU of wrong test predictions) measured afterwards:", "",
-              "| method | seconds | models made | held: test acc mean | held: pairwise IoU |", "| --- | --- | --- | --- | --- |"]
+              "| method | seconds | models made | held: test acc mean [95% CI] | vs generation DDIM-50 | held: pairwise IoU |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for k in ("generation_ddim50", "generation_ddim10", "sgd_one_trajectory", "sgd_independent_runs"):
         m = v[k]
         short = "" if m["models_held"] == v["target_count"] else f" (gave up: {m['models_held']} held)"
-        lines.append(f"| {k} | {m['seconds']:.2f} | {m['models_made']}{short} | {m['test_acc_mean']:.3f} | {m['mean_pairwise_iou']:.3f} |")
+        diff = m.get("test_acc_minus_generation_ddim50")
+        lo, hi = m["test_acc_mean_ci95"]
+        lines.append(f"| {k} | {m['seconds']:.2f} | {m['models_made']}{short} | {m['test_acc_mean']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                     f"{'-' if diff is None else compare(diff, 'higher', 'lower')} | {m['mean_pairwise_iou']:.3f} |")
     lines += ["", "Generation's speed-up (SGD seconds / generation seconds): "
               + "; ".join(f"{k.replace('_', ' ')} {x:.1f}x" for k, x in v["speedups"].items()) + "."]
     lines += ["", f"Training the generator once costs {r['stages_s']['train_autoencoder'] + r['stages_s']['train_diffusion']:.0f} s."]

@@ -27,7 +27,7 @@ from nndiff.conditional import aim_targets
 from nndiff.config import TrainConfig
 from nndiff.evaluate import evaluate_params
 from nndiff.generate import ParamGenerator
-from nndiff.novelty import analyze
+from nndiff.novelty import analyze, difference
 from nndiff.params import Normalizer
 from nndiff.pipeline import collect_zoo, read_run_config, train_run
 from nndiff.storage import load_tensors
@@ -115,11 +115,14 @@ def plane(task, model, zoo: Zoo, run_dir: Path, approaches: dict[str, torch.Tens
     rows = []
     for key, name in names.items():
         s = groups[key]
-        beats = {b: s["gap_to_noise_curve"] > g[b]["gap_to_noise_curve"] for b in ("weight_average", "gaussian", "heldout")}
+        # "beats" only when the 95% interval of the gap difference lies above zero
+        diffs = {b: difference(novelty, key if key != first else "generated", b) for b in ("weight_average", "gaussian", "heldout")}
+        beats = {b: d["ci95"][0] > 0 for b, d in diffs.items()}
         rows.append({
             "task": task_name, "zoo": zoo_name, "approach": name, "count": s["count"],
             "test_acc_mean": s["test_acc_mean"], "max_similarity_mean": s["max_similarity_mean"],
-            "gap_to_noise_curve": s["gap_to_noise_curve"], "inside_noise_curve": s["inside_noise_curve"],
+            "gap_to_noise_curve": s["gap_to_noise_curve"], "gap_to_noise_curve_ci95": s.get("gap_to_noise_curve_ci95"),
+            "inside_noise_curve": s["inside_noise_curve"], "gap_differences": diffs,
             "replica_share": s["replica_share"], "originals_best_test": best_original,
             "originals_mean_test": g["originals"]["test_acc_mean"],
             "baseline_gaps": {b: g[b]["gap_to_noise_curve"] for b in ("weight_average", "gaussian", "heldout")},
@@ -131,12 +134,13 @@ def plane(task, model, zoo: Zoo, run_dir: Path, approaches: dict[str, torch.Tens
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| task | zoo | approach | test acc mean | originals mean / best | max-sim | gap to noise curve | "
-             "gap WA16 / Gaussian / held-out | replicas | beats WA / Gaussian | moonshot |",
+    lines = ["| task | zoo | approach | test acc mean | originals mean / best | max-sim | gap to noise curve [95% CI] | "
+             "gap WA16 / Gaussian / held-out | replicas | beats WA / Gaussian (95% CI of the difference above 0) | moonshot |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         b = r["baseline_gaps"]
-        gap = f"{r['gap_to_noise_curve']:+.2f}" + ("" if r["inside_noise_curve"] else " (outside)")
+        ci = r.get("gap_to_noise_curve_ci95")
+        gap = f"{r['gap_to_noise_curve']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "") + ("" if r["inside_noise_curve"] else " (outside)")
         lines.append(f"| {r['task']} | {r['zoo']} | {r['approach']} | {r['test_acc_mean']:.2f} | "
                      f"{r['originals_mean_test']:.2f} / {r['originals_best_test']:.2f} | {r['max_similarity_mean']:.3f} | {gap} | "
                      f"{b['weight_average']:+.2f} / {b['gaussian']:+.2f} / {b['heldout']:+.2f} | "
