@@ -182,3 +182,11 @@ def test_whole_network_generation_runs(tmp_path, task, size):
     # the gentle whole-network protocol: lr 0.01, one snapshot every 10 steps
     assert zoo.info["collect"]["lr"] == 0.01 and [s["step"] for s in zoo.snapshots[:3]] == [20, 30, 40]
     assert "token_size: 0" in (out / "config.yaml").read_text()  # automatic, resolved the same way on load
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, capfd):
+    """Bars in a log file are carriage-return noise: they are shown on a terminal only."""
+    assert main(["collect", "--task", "digits-cnn", "-k", "4", "--burn-in", "2", "--heldout", "0", "--epochs", "1",
+                 "--out", str(tmp_path / "z")]) == 0
+    err = capfd.readouterr().err
+    assert "\r" not in err and "it/s" not in err, err[-500:]

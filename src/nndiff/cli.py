@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nndiff", description="Generate neural network parameters with latent diffusion (p-diff) and evaluate them honestly.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (there are none when stderr is not a terminal)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="collect, train, generate and evaluate in one go", description=
@@ -198,7 +198,8 @@ def dispatch(args) -> None:
     from . import pipeline
     from .storage import load_json
 
-    progress = not args.quiet
+    # Bars only on a terminal: written to a file they would fill the log with carriage returns.
+    progress = not args.quiet and sys.stderr.isatty()
     if args.command == "inspect":
         from .params import describe
         from .tasks import get_task
@@ -222,7 +223,9 @@ def dispatch(args) -> None:
               f"(test accuracy {min(accs):.2f}..{max(accs):.2f}%)")
     elif args.command == "train":
         stats = pipeline.train_run(args.zoo, args.out, _train_config(args), progress, args.fresh)
-        if stats:  # rank 0 (or a single process) reports
+        if stats.get("reused"):
+            print(f"{args.out} already holds a generator trained on this zoo with these settings; nothing to do (--fresh retrains)")
+        elif stats:  # rank 0 (or a single process) reports
             print(f"trained {args.out}: autoencoder reconstruction MSE {stats['autoencoder']['reconstruction_mse']:.4f}, "
                   f"diffusion loss {stats['diffusion']['final_loss']:.4f} ({stats['processes']} process(es))")
     elif args.command == "generate":
