@@ -156,7 +156,7 @@ def test_checkpoint_state_round_trips_an_optimizer():
     assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
-def _kill_when(proc, path: Path, timeout: float = 120):
+def _kill_when(proc, path: Path, timeout: float = 600):
     """SIGKILL `proc` as soon as `path` exists (the stage has saved some progress)."""
     deadline = time.time() + timeout
     while not path.exists():
@@ -258,3 +258,48 @@ def test_structurally_wrong_manifests_give_only_our_error(tmp_path_factory, tiny
     m = json.loads((tiny_run / "zoo" / "manifest.json").read_text())
     m[key] = manifest
     _fuzz_zoo(tmp_path_factory, tiny_run, "manifest.json", json.dumps(m).encode())
+
+
+def _reordered_zoo(tiny_run, out: Path) -> Path:
+    """The tiny zoo with its snapshots in reverse order: the same count and layout, other contents."""
+    zoo = Zoo.load(tiny_run / "zoo")
+    zoo.params, zoo.snapshots = zoo.params.flip(0), zoo.snapshots[::-1]
+    zoo.save(out)
+    return out
+
+
+def test_training_progress_of_another_zoo_is_refused(tiny_run, tmp_path, capsys):
+    """Killed while training on zoo A, `train --zoo B` into the same directory must not resume from
+    A's autoencoder; the progress stays, and A resumes from it."""
+    out = tmp_path / "r"
+    args = ["train", "--ae-steps", "300", "--diffusion-steps", "600", "--out", str(out)]
+    proc = subprocess.Popen(NNDIFF + args + ["--zoo", str(tiny_run / "zoo")])
+    _kill_when(proc, out / ".progress" / "autoencoder.safetensors")
+    before = {p.name: p.read_bytes() for p in (out / ".progress").iterdir()}
+    code = main(["--quiet", *args, "--zoo", str(_reordered_zoo(tiny_run, tmp_path / "zoo_b"))])
+    err = capsys.readouterr().err
+    assert code == 2 and "another zoo" in err and "--fresh" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in (out / ".progress").iterdir()} == before  # nothing lost
+    assert main(["--quiet", *args, "--zoo", str(tiny_run / "zoo")]) == 0
+    assert json.loads((out / "train_stats.json").read_text())["autoencoder"]["resumed_at_step"] in (250, 300)
+
+
+def test_a_rerun_reuses_finished_stages_and_refuses_other_settings(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from .conftest import TINY_RUN
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    files = ("zoo/params.safetensors", "zoo/manifest.json", "autoencoder.safetensors", "denoiser.safetensors")
+    stamps = {f: (run / f).stat().st_mtime_ns for f in files}
+    assert main(TINY_RUN + ["--out", str(run)]) == 0  # the same command: nothing is collected or trained again
+    assert {f: (run / f).stat().st_mtime_ns for f in files} == stamps
+    capsys.readouterr()
+    for change, what in ((["--lr", "0.3"], "zoo collected with other settings"), (["--latent-noise", "0.2"], "trained on other settings")):
+        assert main(TINY_RUN + ["--out", str(run), *change]) == 2
+        err = capsys.readouterr().err
+        assert what in err and "--fresh" in err, err
+        assert {f: (run / f).stat().st_mtime_ns for f in files} == stamps
+    assert main(["--quiet", "train", "--zoo", str(_reordered_zoo(tiny_run, tmp_path / "zoo_b")), "--out", str(run)]) == 2
+    assert "trained on another zoo" in capsys.readouterr().err

@@ -31,7 +31,8 @@ from .report import write_report
 from .runtime import barrier, is_main, main_lock, resolve_device, world_size
 from .storage import load_json, load_state_dict, load_tensors, load_yaml, save_json, save_yaml
 from .train import fit
-from .zoo import CollectConfig, Zoo, collect
+from .tasks import get_task, resolve_task_spec
+from .zoo import CollectConfig, Zoo, collect, collection_settings
 
 
 def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: bool = True,
@@ -44,14 +45,27 @@ def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: boo
     out = Path(out)
     with main_lock(out):
         checkpoints = Progress(out)
+        base_state = load_state_dict(base) if base else None
+        if not fresh and (out / "manifest.json").is_file() and not checkpoints.dir.exists():
+            return _complete_zoo(out, task, config, base_state)
         if fresh and is_main():
             checkpoints.clear()
         barrier()  # under torchrun: no rank reads progress before rank 0 has cleared it
-        zoo = collect(task, config, progress, load_state_dict(base) if base else None, checkpoints)
+        zoo = collect(task, config, progress, base_state, checkpoints)
         if is_main():
             zoo.save(out)
             checkpoints.clear()
     barrier()  # the zoo is on disk before any rank moves on
+    return zoo
+
+
+def _complete_zoo(out: Path, task: str, config: CollectConfig, base_state) -> Zoo:
+    """The zoo already in `out`, when it was collected with these settings: a finished stage is not redone."""
+    zoo = Zoo.load(out)
+    wanted = collection_settings(get_task(task, config.data_root), config, base_state)
+    if zoo.task != resolve_task_spec(task) or zoo.info.get("settings") != wanted:
+        raise NndiffError(f"{out} holds a complete zoo collected with other settings (or for another task); "
+                          "pass --fresh to collect a new one in its place, or choose another --out")
     return zoo
 
 
@@ -72,6 +86,7 @@ def read_run_config(run_dir: str | Path) -> tuple[Path, TrainConfig]:
     data = dict(data)
     zoo = Path(data.pop("zoo"))
     data.pop("task", None)
+    data.pop("zoo_fingerprint", None)
     return (zoo if zoo.is_absolute() else run_dir / zoo), TrainConfig.from_dict(data)
 
 
@@ -81,9 +96,12 @@ def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, pro
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
     zoo = Zoo.load(zoo_dir)
     zoo.make_task()  # fail now, not after training, if the task is unknown
+    zoo_fp = fingerprint(zoo.params)
     # Under torchrun every rank trains (data-parallel); rank 0 alone holds the lock and writes.
     with main_lock(run_dir):
         checkpoints = Progress(run_dir)
+        if not fresh and (run_dir / "config.yaml").is_file() and not checkpoints.dir.exists():
+            return _complete_training(run_dir, zoo_fp, config)
         if fresh and is_main():
             checkpoints.clear()
         barrier()
@@ -94,10 +112,23 @@ def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, pro
             save_json(run_dir / "train_stats.json", stats)
             # Recorded relative to the run directory when possible, so a run and its zoo can move together.
             zoo_ref = os.path.relpath(zoo_dir.resolve(), run_dir.resolve())
-            save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, **config.to_dict()})
+            save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, "zoo_fingerprint": zoo_fp, **config.to_dict()})
             checkpoints.clear()
     barrier()
     return stats if is_main() else {}
+
+
+def _complete_training(run_dir: Path, zoo_fp: str, config: TrainConfig) -> dict:
+    """The generator already trained in `run_dir`, when it was trained on this zoo with these settings."""
+    saved = load_yaml(run_dir / "config.yaml")
+    _, saved_config = read_run_config(run_dir)
+    same = {**saved_config.to_dict(), "device": None} == {**config.to_dict(), "device": None}
+    if not isinstance(saved, dict) or saved.get("zoo_fingerprint") != zoo_fp or not same:
+        what = "another zoo" if isinstance(saved, dict) and saved.get("zoo_fingerprint") != zoo_fp else "other settings"
+        raise NndiffError(f"{run_dir} holds a generator trained on {what}; pass --fresh to train a new one in its place, "
+                          "or choose another --out")
+    stats = load_json(run_dir / "train_stats.json") if (run_dir / "train_stats.json").is_file() else {}
+    return {**stats, "reused": True} if is_main() else {}
 
 
 def _locked_run(fn):

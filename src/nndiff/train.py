@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .denoiser import Denoiser
 from .diffusion import make_scheduler, training_loss
 from .errors import NndiffError
-from .generate import ParamGenerator
+from .generate import ParamGenerator, fingerprint
 from .params import Normalizer
 from .runtime import all_gather, broadcast, is_main, rank, resolve_device, seed_everything, world_size
 from .zoo import Zoo
@@ -189,10 +189,13 @@ def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
     device = resolve_device(config.device)
     if checkpoints and is_main():
         saved = checkpoints.load("config")
-        current = {**config.to_dict(), "device": None, "zoo_size": len(zoo), "processes": world_size()}
+        current = {**config.to_dict(), "device": None, "zoo": fingerprint(zoo.params), "processes": world_size()}
+        if saved is not None and saved.get("zoo") != current["zoo"]:
+            raise NndiffError(f"{checkpoints.dir} holds progress of training on another zoo; rerun with that zoo to "
+                              "resume, or pass --fresh to start over on this one")
         if saved is not None and saved != current:
             raise NndiffError(f"{checkpoints.dir} holds progress of training with other settings (or another number "
-                              "of processes); use the same settings to resume, or delete that directory to start over")
+                              "of processes); rerun with the same settings to resume, or pass --fresh to start over")
         checkpoints.save("config", current)
     # Rank r draws its own batches and noise; rank 0 draws what a single process would.
     gen = seed_everything(config.seed + 7919 * rank())

@@ -285,6 +285,20 @@ def collect_run(trajectory: Trajectory, count: int, burn_in: int, every: int, na
     return torch.stack(snaps)
 
 
+def collection_settings(task, config: CollectConfig, base_state: dict[str, torch.Tensor] | None = None) -> dict:
+    """Everything a collection's result depends on (not where it runs): its progress is resumed,
+    and a complete zoo reused, only under the same settings."""
+    from .generate import fingerprint
+
+    settings = {**asdict(config), "select": list(config.select or task.default_select),
+                "lr": config.lr if config.lr is not None else task.collect_lr,
+                "every": config.every if config.every is not None else getattr(task, "collect_every", 1),
+                "data_root": getattr(task, "data_root", None),
+                "base": None if base_state is None else fingerprint(torch.cat([v.detach().reshape(-1).float() for v in base_state.values()]))}
+    settings.pop("device")  # resuming on another device is fine
+    return settings
+
+
 def _run_seed(config: CollectConfig, run: int) -> int:
     return config.seed * 1000 + run + 1
 
@@ -315,21 +329,18 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     if config.k < 1 or config.runs < 1 or config.k < config.runs or config.heldout < 0:
         raise NndiffError(f"need k >= runs >= 1 and heldout >= 0 (got k={config.k}, runs={config.runs}, heldout={config.heldout})")
     device = resolve_device(config.device)
-    select = config.select or task.default_select
-    lr = config.lr if config.lr is not None else task.collect_lr
-    every = config.every if config.every is not None else getattr(task, "collect_every", 1)
+    settings = collection_settings(task, config, base_state)
+    select, lr, every = settings["select"], settings["lr"], settings["every"]
     if every < 1:
         raise NndiffError(f"--every must be at least 1 (got {every})")
     t0 = time.perf_counter()
     given_base = base_state is not None
     if checkpoints:
         saved = checkpoints.load("config")
-        current = {**asdict(config), "select": list(select), "lr": lr, "every": every, "given_base": given_base, "processes": world_size()}
-        current.pop("device")  # resuming on another device is fine
-        current["data_root"] = getattr(task, "data_root", None)
+        current = {**settings, "processes": world_size()}
         if saved is not None and saved != current:
-            raise NndiffError(f"{checkpoints.dir} holds progress of a collection with other settings (or another number "
-                              "of processes); use the same settings to resume, or delete that directory to start over")
+            raise NndiffError(f"{checkpoints.dir} holds progress of a collection with other settings or another base model "
+                              "(or another number of processes); rerun with the same settings to resume, or pass --fresh to start over")
         if is_main():
             checkpoints.save("config", current)
     # Under torchrun rank 0 trains the base model and the other ranks start from its weights.
@@ -382,6 +393,7 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
         "data_root": getattr(task, "data_root", None),
         "mean_pairwise_iou_val": diversity,
         "collect": {**asdict(config), "select": list(select), "lr": lr, "every": every, "device": str(device)},
+        "settings": settings,  # what the zoo depends on: a rerun with the same settings reuses it
         "base": base_metrics,
         "seconds": round(time.perf_counter() - t0, 2),
         "resumed_at_steps": resumed_at,  # per run, the step collection resumed from after an interruption
