@@ -272,7 +272,7 @@ def test_training_progress_of_another_zoo_is_refused(tiny_run, tmp_path, capsys)
     """Killed while training on zoo A, `train --zoo B` into the same directory must not resume from
     A's autoencoder; the progress stays, and A resumes from it."""
     out = tmp_path / "r"
-    args = ["train", "--ae-steps", "300", "--diffusion-steps", "600", "--out", str(out)]
+    args = ["train", "--ae-steps", "300", "--diffusion-steps", "200", "--out", str(out)]
     proc = subprocess.Popen(NNDIFF + args + ["--zoo", str(tiny_run / "zoo")])
     _kill_when(proc, out / ".progress" / "autoencoder.safetensors")
     before = {p.name: p.read_bytes() for p in (out / ".progress").iterdir()}

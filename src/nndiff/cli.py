@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="novelty analysis against baselines, figures and report.md",
                        description="Compare the generated models with noise-added, weight-averaged, Gaussian and held-out "
-                                   "baselines on accuracy and similarity to the training snapshots; writes RUN/report/.")
+                                   "baselines on accuracy and similarity to the training snapshots, each number with its 95% "
+                                   "interval (paired bootstrap), and check whether the generator collapsed or copies; writes RUN/report/.")
     _run_option(p, "run directory holding generated/")
     p.add_argument("--seed", type=int, default=0, help="seed for the baselines' random draws (default: 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
