@@ -6,8 +6,8 @@ stay frozen at the base model's values, so every snapshot is evaluated with exac
 was trained as — train the selected parameters with SGD (momentum 0.9) at a high learning rate for
 `burn_in` steps, then save one snapshot every `every` steps (one per step by default; whole-network
 tasks use a gentler learning rate and space their snapshots out instead). A small learning rate gives near-copies; measured
-on mnist1d-cnn: lr 0.05 → mean pairwise IoU of wrong predictions 0.94, lr 0.5 → 0.70 at the same
-accuracy. Several runs (seeds) may be collected into one zoo.
+on mnist1d-cnn: lr 0.05 → mean pairwise IoU of wrong validation predictions 0.955, lr 0.5 → 0.835 at
+nearly the same accuracy (bench/collect_lr.py). Several runs (seeds) may be collected into one zoo.
 
 A zoo directory holds
     manifest.json        task, selection, layout, per-snapshot metadata (run, seed, step, accuracies),
