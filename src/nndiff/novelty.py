@@ -300,18 +300,15 @@ def verdict(result: dict) -> list[str]:
             text += f", {held['precision']:.2f} and {held['recall']:.2f} against the held-out ones"
         lines.append(text + ".")
         lines += [s[0].upper() + s[1:] + "." for s in flag_sentences(dist, groups["generated"]["replica_share"])]
-    held_cmp = next((c for c in result.get("comparisons", []) if c["a"] == "generated" and c["b"] == "heldout"), None)
-    if held_cmp is not None:
+    if "heldout" in groups and result.get("comparisons"):
         gen, held = groups["generated"], groups["heldout"]
-        diff = held_cmp["max_similarity_mean_difference"]
+        diff = difference(result, "generated", "heldout", "max_similarity_mean")
+        lo, hi = diff["ci95"]
         if excludes_zero(diff["ci95"]):
-            closer = "closer to" if diff["estimate"] > 0 else "further from"
-            how = f"difference {diff['estimate']:+.3f}, 95% CI {diff['ci95'][0]:+.3f} to {diff['ci95'][1]:+.3f}"
+            closer, than = ("closer to" if diff["estimate"] > 0 else "further from"), "than"
+            how = f"difference {diff['estimate']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}"
         else:
-            closer, how = "as close to", f"indistinguishable at this test-set size, ±{(diff['ci95'][1] - diff['ci95'][0]) / 2:.3f}"
+            closer, than, how = "as close to", "as", f"indistinguishable at this test-set size, ±{(hi - lo) / 2:.3f}"
         lines.append(f"Generated models are {closer} the training snapshots (mean max-similarity {gen['max_similarity_mean']:.3f}) "
-                     f"as fresh snapshots from a new seed are ({held['max_similarity_mean']:.3f}; {how})."
-                     if closer == "as close to" else
-                     f"Generated models are {closer} the training snapshots (mean max-similarity {gen['max_similarity_mean']:.3f}) "
-                     f"than fresh snapshots from a new seed are ({held['max_similarity_mean']:.3f}; {how}).")
+                     f"{than} fresh snapshots from a new seed are ({held['max_similarity_mean']:.3f}; {how}).")
     return lines
