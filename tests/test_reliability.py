@@ -140,6 +140,38 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["--debug", "evaluate", "--run", str(tmp_path / "nope")])
 
 
+def test_warnings_are_one_line_without_a_source_line(capsys, monkeypatch):
+    import warnings
+
+    import nndiff.cli
+
+    def warn(args):
+        warnings.warn("first line\nsecond \x1b[1mbold\x1b[0m", UserWarning)
+        warnings.warn("from a library", RuntimeWarning)
+
+    monkeypatch.setattr(nndiff.cli, "dispatch", warn)
+    assert main(["tasks"]) == 0
+    assert capsys.readouterr().err == ("nndiff: warning: first line second bold\n"
+                                       "nndiff: warning: RuntimeWarning: from a library\n")
+
+
+def test_a_generated_set_moved_aside_by_a_crash_is_recovered_and_no_old_copy_stays(tiny_run, tmp_path):
+    """exchange()'s fallback renames generated/ to generated.old for a moment; a crash there must not
+    lose the set nor leave the copy behind on the next generate."""
+    import shutil
+
+    from nndiff.generate import read_generated, write_generated
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    zoo = Zoo.load(run / "zoo")
+    (run / "generated").rename(run / "generated.old")  # the state between the fallback's two renames
+    new = zoo.params[:3]
+    write_generated(run, new, zoo.layout, 0, "ddim", 10)
+    assert not (run / "generated.old").exists() and not (run / ".generated.tmp").exists()
+    assert torch.equal(read_generated(run, zoo.layout), new)
+
+
 # ---------------------------------------------------------------- resume after SIGKILL
 
 def test_checkpoint_state_round_trips_an_optimizer():

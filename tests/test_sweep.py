@@ -28,3 +28,20 @@ def test_k_sweep_writes_a_table_with_one_run_per_row(tmp_path, capsys):
     table = (out / "sweep_k.md").read_text()
     assert "| K=1 | 1 |" in table and "| K=8 | 8 |" in table
     assert "sweep_k.md" in capsys.readouterr().out
+
+
+def test_sweep_collects_its_shared_zoo_from_the_given_base(tiny_run, tmp_path, monkeypatch):
+    """`sweep --base FILE` used to train a base of its own and ignore the file."""
+    from nndiff import pipeline
+    from nndiff.errors import NndiffError
+
+    seen = {}
+
+    def collect_zoo(task, out, config, progress=True, base=None, fresh=False):
+        seen["base"] = base
+        raise NndiffError("stop here")
+
+    monkeypatch.setattr(pipeline, "collect_zoo", collect_zoo)
+    base = tiny_run / "zoo" / "base.safetensors"
+    assert main(["--quiet", "sweep", "--ablation", "k", "--values", "1", "--out", str(tmp_path / "s"), "--base", str(base), *TINY]) == 2
+    assert seen["base"] == base

@@ -17,22 +17,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import bounded
+
 
 @dataclass
 class AutoencoderConfig:
-    channels: int = 32
-    depth: int = 4  # stride-2 stages: the latent is 2**depth times shorter than the token sequence
-    latent_channels: int = 4
+    channels: int = bounded(32, low=1, integer=True)
+    depth: int = bounded(4, low=0, high=16, integer=True)  # stride-2 stages: the latent is 2**depth times shorter than the tokens
+    latent_channels: int = bounded(4, low=1, integer=True)
     # Values per token: the convolutions run on D / token_size positions. 1 gives every value
     # weights of its own (small subsets); larger tokens share one embedding per token plus a
     # position embedding, which keeps time and memory linear for large subsets. 0 = automatic:
     # 1 up to 4,096 values, else the power of two that leaves about 1,024 tokens.
-    token_size: int = 0
-    input_noise: float = 0.001
-    latent_noise: float = 0.1
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
+    token_size: int = bounded(0, low=0, integer=True)
+    input_noise: float = bounded(0.001, low=0, flag="--input-noise")
+    latent_noise: float = bounded(0.1, low=0, flag="--latent-noise")
+    steps: int = bounded(1000, low=1, integer=True, flag="--ae-steps")
+    batch_size: int = bounded(64, low=1, integer=True)
+    lr: float = bounded(1e-3, low=0, low_open=True)
 
 
 class PerPositionIn(nn.Module):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import re
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import NndiffError
@@ -192,7 +194,7 @@ def _collect_config(args):
 
     return CollectConfig(select=args.select, k=args.k, runs=args.runs, seed=args.seed, lr=args.lr,
                          burn_in=args.burn_in, every=args.every, heldout=args.heldout, device=args.device, data_root=args.data_root,
-                         base_epochs=args.epochs, amp=args.amp)
+                         base_epochs=args.epochs, amp=args.amp).validate()
 
 
 def dispatch(args) -> None:
@@ -246,7 +248,7 @@ def dispatch(args) -> None:
         from .sweep import run_sweep, sweep_table
 
         results = run_sweep(args.task, args.ablation, args.out, _collect_config(args), _train_config(args), args.values,
-                            args.n, args.seed, args.sampler, args.steps, progress)
+                            args.n, args.seed, args.sampler, args.steps, progress, base=args.base)
         print()
         print(sweep_table(args.ablation, results))
         print(f"wrote {args.out / f'sweep_{args.ablation}.md'}")
@@ -265,6 +267,19 @@ def dispatch(args) -> None:
         print(f"wrote {out / 'metrics.json'}")
 
 
+def one_line(text: str) -> str:
+    """A message as one printable line: newlines become spaces, terminal control codes (colours
+    included, which some libraries put in their messages) are dropped."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # One line per warning, without the source line Python would quote (often a library's internals).
+    name = "" if category is UserWarning else f"{category.__name__}: "
+    print(f"nndiff: warning: {name}{one_line(str(message))}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -277,12 +292,14 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{', '.join(DISTRIBUTED)}")
             args.quiet = args.quiet or not is_main()
         quiet_rank = contextlib.nullcontext() if is_main() else contextlib.redirect_stdout(io.StringIO())
-        with quiet_rank:  # rank 0 alone prints results
+        with quiet_rank, warnings.catch_warnings():  # rank 0 alone prints results
+            if not args.debug:
+                warnings.showwarning = _show_warning
             dispatch(args)
     except NndiffError as e:
         if args.debug:
             raise
-        print(f"nndiff: error: {e}", file=sys.stderr)
+        print(f"nndiff: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nndiff: interrupted", file=sys.stderr)

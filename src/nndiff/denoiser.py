@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import bounded
+
 
 @dataclass
 class DenoiserConfig:
-    channels: int = 32
-    time_dim: int = 128
+    channels: int = bounded(32, low=8, integer=True)  # a multiple of 8 (GroupNorm with 8 groups)
+    time_dim: int = bounded(128, low=2, integer=True)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

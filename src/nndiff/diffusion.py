@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import bounded
 from .errors import NndiffError
 
 SAMPLERS = ("ddpm", "ddim", "dpm")
@@ -23,15 +24,15 @@ CONDITIONS = ("none", "val_acc")
 
 @dataclass
 class DiffusionConfig:
-    train_timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 2e-2
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
-    ema_decay: float = 0.999
+    train_timesteps: int = bounded(1000, low=2, integer=True)
+    beta_start: float = bounded(1e-4, low=0, high=1, low_open=True, high_open=True)
+    beta_end: float = bounded(2e-2, low=0, high=1, low_open=True, high_open=True)
+    steps: int = bounded(2000, low=1, integer=True, flag="--diffusion-steps")
+    batch_size: int = bounded(64, low=1, integer=True)
+    lr: float = bounded(1e-3, low=0, low_open=True)
+    ema_decay: float = bounded(0.999, low=0, high=1, high_open=True)
     condition: str = "none"  # "none", or "val_acc": condition on each snapshot's validation accuracy
-    condition_dropout: float = 0.1  # share of training samples that see no condition (for guidance)
+    condition_dropout: float = bounded(0.1, low=0, high=1, high_open=True) # share of training samples that see no condition (for guidance)
 
 
 def make_scheduler(config: DiffusionConfig, sampler: str = "ddpm"):

@@ -11,6 +11,7 @@ their model names, so a user needs no nndiff code to use one:
 
 from __future__ import annotations
 
+import math
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -52,22 +53,17 @@ class ParamGenerator:
         A conditional generator aims them at validation accuracy `target_acc` (percent), with
         classifier-free guidance of strength `guidance`; without a target it samples unconditionally.
         """
-        if n < 1:
-            raise NndiffError(f"-n must be at least 1 (got {n})")
+        check_generate_args(n, seed, sampler, steps, target_acc, guidance)
         cond = None
         if target_acc is not None:
             if self.condition is None:
                 raise NndiffError("this run's generator is unconditional, so --target-acc has nothing to steer; "
                                   "train one with --condition val_acc")
-            if not 0.0 <= target_acc <= 100.0:
-                raise NndiffError(f"--target-acc is a validation accuracy in percent (got {target_acc})")
             lo, hi = self.condition_range
             if not lo - 1e-4 <= target_acc <= hi + 1e-4:
                 warnings.warn(f"--target-acc {target_acc:g} lies outside the validation accuracies of the training snapshots "
                               f"({lo:.2f}..{hi:.2f}); the generator extrapolates and will likely fall short of it", stacklevel=2)
             cond = self.condition(torch.full((n, 1), float(target_acc)))
-        elif guidance != 1.0:
-            raise NndiffError("--guidance needs --target-acc (guidance pushes towards a requested accuracy)")
         scheduler = make_scheduler(self.config.diffusion, sampler)
         shape = self.autoencoder.latent_shape
         z = sample(self.denoiser, shape, scheduler, steps, list(range(seed, seed + n)), self.device, cond, guidance)
@@ -93,8 +89,7 @@ class ParamGenerator:
     @classmethod
     def load(cls, run_dir: str | Path, config: TrainConfig, device: torch.device | str = "cpu") -> "ParamGenerator":
         d = Path(run_dir)
-        layout = Layout.from_json(load_metadata(d / "normalizer.safetensors")["layout"])
-        norms = load_tensors(d / "normalizer.safetensors")
+        layout, norms = read_normalizers(d)
         ae = Autoencoder(layout.size, config.autoencoder)
         conditional = config.diffusion.condition != "none"
         if conditional and not {"condition.mean", "condition.range"} <= set(norms):
@@ -106,11 +101,42 @@ class ParamGenerator:
             except RuntimeError as e:
                 raise NndiffError(f"{d / (name + '.safetensors')} does not match config.yaml ({str(e).splitlines()[0]}); retrain the run") from None
             module.to(device).eval()
-        generator = cls(layout, config, Normalizer.from_state_dict(norms, "params."), Normalizer.from_state_dict(norms, "latent."), ae, den)
+        source = str(d / "normalizer.safetensors")
+        latent = Normalizer.from_state_dict(norms, "latent.", math.prod(ae.latent_shape), source)
+        generator = cls(layout, config, Normalizer.from_state_dict(norms, "params.", layout.size, source), latent, ae, den)
         if conditional:
-            generator.condition = Normalizer.from_state_dict(norms, "condition.")
-            generator.condition_range = tuple(norms["condition.range"].tolist())
+            generator.condition = Normalizer.from_state_dict(norms, "condition.", 1, source)
+            lo_hi = norms["condition.range"]
+            if lo_hi.shape != (2,) or not lo_hi.is_floating_point() or not torch.isfinite(lo_hi).all():
+                raise NndiffError(f"{source}: condition.range must be two finite numbers; retrain the run")
+            generator.condition_range = tuple(lo_hi.tolist())
         return generator
+
+
+def read_normalizers(run_dir: Path) -> tuple[Layout, dict[str, torch.Tensor]]:
+    """The run's layout (normalizer.safetensors' metadata) and its normalizer tensors."""
+    path = run_dir / "normalizer.safetensors"
+    meta = load_metadata(path)
+    if "layout" not in meta:
+        raise NndiffError(f"{path} lacks its layout metadata; retrain the run")
+    return Layout.from_json(meta["layout"]), load_tensors(path)
+
+
+def check_generate_args(n: int, seed: int, sampler: str, steps: int, target_acc: float | None = None,
+                        guidance: float = 1.0) -> None:
+    """The sampling options, checked before a generator is loaded (or, in `nndiff run`, trained)."""
+    from .checks import number, seed as check_seed
+    from .diffusion import SAMPLERS
+
+    number(n, "-n", low=1, integer=True)
+    check_seed(seed)
+    if sampler not in SAMPLERS:
+        raise NndiffError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    number(steps, "--steps", low=1, integer=True)
+    number(target_acc, "--target-acc", low=0, high=100, optional=True)
+    number(guidance, "--guidance", low=0)
+    if target_acc is None and guidance != 1.0:
+        raise NndiffError("--guidance needs --target-acc (guidance pushes towards a requested accuracy)")
 
 
 def write_generated(run_dir: str | Path, vectors: torch.Tensor, layout: Layout, seed: int, sampler: str, steps: int,
@@ -121,18 +147,31 @@ def write_generated(run_dir: str | Path, vectors: torch.Tensor, layout: Layout, 
     exchange, so there is never a moment without a complete generated/ (nor a mix of old and new).
     """
     d = Path(run_dir)
-    tmp = d / f".{GENERATED}.tmp"
+    tmp, final = d / f".{GENERATED}.tmp", d / GENERATED
+    _recover(final)
     shutil.rmtree(tmp, ignore_errors=True)
     for i, v in enumerate(vectors):
         meta = {"seed": seed + i, "sampler": sampler, "steps": steps, **(extra or {})}
         save_tensors(tmp / f"{i:06d}.safetensors", layout.unflatten(v.contiguous()), meta)
-    final = d / GENERATED
     if final.exists():
         exchange(tmp, final)  # tmp now holds the old set
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(final)
     return final
+
+
+def _old(path: Path) -> Path:
+    return path.with_name(path.name + ".old")
+
+
+def _recover(final: Path) -> None:
+    """Undo what a crash inside exchange()'s two-rename fallback can leave: generated/ moved aside
+    to generated.old. The old set goes back in place; a stale copy beside a complete set goes."""
+    old = _old(final)
+    if old.exists() and not final.exists():
+        old.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def exchange(a: Path, b: Path) -> None:
@@ -153,7 +192,7 @@ def exchange(a: Path, b: Path) -> None:
         errno = ctypes.get_errno()
         if errno not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot exchange
             raise OSError(errno, os.strerror(errno), str(b))
-    old = b.with_name(b.name + ".old")
+    old = _old(b)
     shutil.rmtree(old, ignore_errors=True)
     b.rename(old)
     a.rename(b)
@@ -170,17 +209,27 @@ def fingerprint(vectors: torch.Tensor) -> str:
 def read_generated(run_dir: str | Path, layout: Layout) -> torch.Tensor:
     """The [N, D] matrix of the generated models in run_dir/generated, checked against the layout."""
     d = Path(run_dir) / GENERATED
+    if d.is_symlink():
+        raise NndiffError(f"{d} is a link; generated/ must be a directory of the run itself (regenerate it)")
     files = sorted(d.glob("*.safetensors"))
     if not files:
         raise NndiffError(f"no generated models in {d}; run `nndiff generate --run {run_dir}` first")
-    rows = []
+    rows, names, inside = [], set(layout.names), d.resolve()
     for f in files:
+        if f.is_symlink() or f.resolve().parent != inside:
+            raise NndiffError(f"{f} is a link; generated/ must hold the generated files themselves (regenerate it)")
         state = load_tensors(f)
         missing = [e.name for e in layout.entries if e.name not in state]
         if missing:
             raise NndiffError(f"{f} lacks parameter(s) {', '.join(missing[:3])} of the run's layout; regenerate it")
+        extra = sorted(set(state) - names)
+        if extra:
+            raise NndiffError(f"{f} holds tensor(s) {', '.join(extra[:3])} that are not in the run's layout; regenerate it")
         for e in layout.entries:
-            if tuple(state[e.name].shape) != e.shape:
-                raise NndiffError(f"{f}: {e.name} has shape {list(state[e.name].shape)}, the layout says {list(e.shape)}")
-        rows.append(layout.flatten(state))
+            t = state[e.name]
+            if tuple(t.shape) != e.shape:
+                raise NndiffError(f"{f}: {e.name} has shape {list(t.shape)}, the layout says {list(e.shape)}")
+            if not t.is_floating_point():
+                raise NndiffError(f"{f}: {e.name} has dtype {str(t.dtype).removeprefix('torch.')}; parameters are floating point — regenerate it")
+        rows.append(layout.flatten(state).float())
     return torch.stack(rows)

@@ -159,5 +159,19 @@ class Normalizer:
         return {prefix + "mean": self.mean, prefix + "std": self.std}
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor], prefix: str = "") -> "Normalizer":
-        return cls(state[prefix + "mean"], state[prefix + "std"])
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], prefix: str = "", size: int | None = None,
+                        source: str = "normalizer") -> "Normalizer":
+        """Statistics as saved by state_dict(), checked: both present, 1-D floating point of one
+        length (`size` if given), finite, positive spread."""
+        mean, std = state.get(prefix + "mean"), state.get(prefix + "std")
+        if mean is None or std is None:
+            raise NndiffError(f"{source} lacks {prefix}mean or {prefix}std; retrain the run")
+        for name, t in ((prefix + "mean", mean), (prefix + "std", std)):
+            if not t.is_floating_point() or t.ndim != 1 or (size is not None and t.numel() != size) or t.shape != mean.shape:
+                raise NndiffError(f"{source}: {name} has dtype {t.dtype} and shape {list(t.shape)}, expected floating "
+                                  f"point of shape [{size if size is not None else mean.numel()}]; retrain the run")
+            if not torch.isfinite(t).all():
+                raise NndiffError(f"{source}: {name} holds NaN or Inf; retrain the run")
+        if not (std > 0).all():
+            raise NndiffError(f"{source}: {prefix}std must be positive; retrain the run")
+        return cls(mean.float(), std.float())

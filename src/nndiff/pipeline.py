@@ -20,16 +20,17 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Progress
+from .checks import seed as check_seed
 from .conditional import aim_targets, aimed_sets, calibrate
 from .config import TrainConfig
 from .errors import NndiffError
 from .evaluate import evaluate_models, format_table
-from .generate import GENERATED, ParamGenerator, fingerprint, read_generated, write_generated
+from .generate import GENERATED, ParamGenerator, check_generate_args, fingerprint, read_generated, read_normalizers, write_generated
 from .novelty import analyze
 from .params import Normalizer
 from .report import write_report
 from .runtime import barrier, is_main, main_lock, resolve_device, world_size
-from .storage import load_json, load_state_dict, load_tensors, load_yaml, save_json, save_yaml
+from .storage import load_json, load_state_dict, load_yaml, save_json, save_yaml
 from .train import fit
 from .tasks import get_task, resolve_task_spec
 from .zoo import CollectConfig, Zoo, collect, collection_settings
@@ -95,7 +96,8 @@ def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, pro
     """Train a generator on a zoo into `run_dir`, resuming from run_dir/.progress if it holds progress."""
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
     zoo = Zoo.load(zoo_dir)
-    zoo.make_task()  # fail now, not after training, if the task is unknown
+    config.validate()
+    zoo.model(zoo.make_task())  # fail now, not at evaluation, if the task is unknown or the zoo does not fit its model
     zoo_fp = fingerprint(zoo.params)
     # Under torchrun every rank trains (data-parallel); rank 0 alone holds the lock and writes.
     with main_lock(run_dir):
@@ -148,6 +150,7 @@ def generate_run(run_dir: str | Path, n: int = 100, seed: int = 0, sampler: str 
                  device: str = "auto", target_acc: float | None = None, guidance: float = 1.0) -> Path:
     """Sample n models into run_dir/generated (aimed at validation accuracy `target_acc` when the
     generator is conditional and a target is given)."""
+    check_generate_args(n, seed, sampler, steps, target_acc, guidance)
     run_dir = Path(run_dir)
     _, config = read_run_config(run_dir)
     generator = ParamGenerator.load(run_dir, config, resolve_device(device))
@@ -196,11 +199,13 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
 @_locked_run
 def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progress: bool = True) -> Path:
     """The novelty analysis and visual report of a run: writes run_dir/report/{novelty.json, *.png, report.md}."""
+    check_seed(seed)
     run_dir = Path(run_dir)
     zoo_dir, config = read_run_config(run_dir)
     zoo = Zoo.load(zoo_dir)
     task = zoo.make_task()
-    normalizer = Normalizer.from_state_dict(load_tensors(run_dir / "normalizer.safetensors"), "params.")
+    normalizer = Normalizer.from_state_dict(read_normalizers(run_dir)[1], "params.", zoo.layout.size,
+                                            str(run_dir / "normalizer.safetensors"))
     generated = read_generated(run_dir, zoo.layout)
     metrics = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else None
     if not isinstance(metrics, dict) or metrics.get("generated", {}).get("fingerprint") != fingerprint(generated):
@@ -229,6 +234,8 @@ def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_con
             target_acc: float | None = None, guidance: float = 1.0) -> dict:
     """Collect -> train -> generate -> evaluate (-> report) into `out` (the zoo goes to out/zoo)."""
     out = Path(out)
+    # every option is checked before anything is collected or trained
+    collect_config.validate(), train_config.validate(), check_generate_args(n, seed, sampler, steps, target_acc, guidance)
     t0 = time.perf_counter()
     log(f"[1/4] collecting {collect_config.k} snapshots of {task} into {out / 'zoo'}")
     zoo = collect_zoo(task, out / "zoo", collect_config, progress, base, fresh)

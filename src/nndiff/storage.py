@@ -127,13 +127,27 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler's refusals come as several exception types
-        raise NndiffError(f"{path}: refused to load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                          "only plain tensor state_dicts are accepted, never pickled code") from None
+        # torch's own message advises loading with weights_only=False, i.e. running the file's code: not quoted.
+        raise NndiffError(f"{path}: refused to load ({type(e).__name__}): it is not a plain tensor state_dict, or it is "
+                          "corrupt; nndiff never unpickles code — save the state_dict with safetensors instead") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise NndiffError(f"{path}: not a state_dict (a mapping from parameter names to tensors)")
     return state
+
+
+def make_directory(directory: str | Path) -> Path:
+    """Create an output directory (and its parents), or say in one line why it cannot be one."""
+    d = Path(directory)
+    for p in (d, *d.parents):
+        if p.exists() and not p.is_dir():
+            raise NndiffError(f"{p} is a file, not a directory; choose another output directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NndiffError(f"cannot create the directory {d} ({e.strerror})") from None
+    return d
 
 
 class DirectoryLock:
@@ -155,7 +169,7 @@ class DirectoryLock:
         if self.path in self._held:  # re-entrant: a stage may call another on the same directory
             self._held[self.path] += 1
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_directory(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

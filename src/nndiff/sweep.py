@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .errors import NndiffError
+from .generate import check_generate_args
 from .storage import load_json, save_json, write_bytes_atomic
 from .tasks import get_task
 from .zoo import CollectConfig, Zoo, collect
@@ -66,21 +67,23 @@ def plan_rows(ablation: str, task_name: str, values: list[int] | None) -> list[t
 
 def run_sweep(task: str, ablation: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig,
               values: list[int] | None = None, n: int = 100, seed: int = 0, sampler: str = "ddim", steps: int = 50,
-              progress: bool = True, log=print) -> list[dict]:
+              progress: bool = True, log=print, base: str | Path | None = None) -> list[dict]:
+    """One full run per row of the ablation, all from one shared zoo (collected from `base`, a
+    state_dict file, when given)."""
     from . import pipeline
+    from .checks import number
 
     out = Path(out)
+    collect_config.validate(), train_config.validate()
+    for v in values or []:
+        number(v, "--values", low=1, integer=True)
+    check_generate_args(n, seed, sampler, steps)
     rows = plan_rows(ablation, task, values)
     if ablation == "k":
         collect_config = replace(collect_config, k=max(max(r[1]["k"] for r in rows), collect_config.k))
     base_dir = out / "zoo"
-    if (base_dir / "manifest.json").is_file():
-        log(f"using the zoo in {base_dir}")
-        base_zoo = Zoo.load(base_dir)
-    else:
-        log(f"collecting the shared zoo into {base_dir}")
-        base_zoo = collect(task, collect_config, progress)
-        base_zoo.save(base_dir)
+    log(f"collecting the shared zoo into {base_dir}" + (f" from the base model {base}" if base else ""))
+    base_zoo = pipeline.collect_zoo(task, base_dir, collect_config, progress, base)  # a finished one is reused
     results = []
     for i, (name, change) in enumerate(rows, 1):
         row_dir = out / ablation / name.replace(" ", "_").replace("=", "").replace("+", "and")

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import SEED_MAX, bounded, check_fields
 from .errors import NndiffError
 from .evaluate import evaluate_sharded, mean_offdiagonal, pairwise_iou
 from .checkpoint import Progress, rng_state, set_rng_state
@@ -46,18 +47,27 @@ CHECKPOINT_EVERY = 50  # collection steps between progress checkpoints
 @dataclass
 class CollectConfig:
     select: list[str] | None = None  # glob patterns over named_parameters(); None: the task's default
-    k: int = 200  # snapshots in total, split evenly over runs
-    runs: int = 1
-    seed: int = 0
-    lr: float | None = None  # None: the task's collect_lr
-    momentum: float = 0.9
-    burn_in: int = 100
-    every: int | None = None  # SGD steps between snapshots; None: the task's collect_every
-    heldout: int = 100  # snapshots from one extra run (a new seed) that training never sees
+    k: int = bounded(200, low=1, integer=True, flag="-k")  # snapshots in total, split evenly over runs
+    runs: int = bounded(1, low=1, integer=True, flag="--runs")
+    seed: int = bounded(0, low=0, high=SEED_MAX, integer=True, flag="--seed")
+    lr: float | None = bounded(None, low=0, low_open=True, optional=True, flag="--lr")  # None: the task's collect_lr
+    momentum: float = bounded(0.9, low=0, high=1, high_open=True)
+    burn_in: int = bounded(100, low=0, integer=True, flag="--burn-in")
+    # SGD steps between snapshots; None: the task's collect_every
+    every: int | None = bounded(None, low=1, integer=True, optional=True, flag="--every")
+    heldout: int = bounded(100, low=0, integer=True, flag="--heldout")  # snapshots from one extra run (a new seed) that training never sees
     device: str = "auto"
     data_root: str | None = None  # vision tasks: where the dataset lies (default: $NNDIFF_DATA_ROOT)
-    base_epochs: int | None = None  # None: the task's
+    base_epochs: int | None = bounded(None, low=1, integer=True, optional=True, flag="--epochs")  # None: the task's
     amp: bool = False  # bf16 autocast in base training and collection (evaluation stays float32)
+
+    def validate(self) -> "CollectConfig":
+        check_fields(self)
+        if self.k < self.runs:
+            raise NndiffError(f"-k {self.k} snapshots cannot be split over --runs {self.runs}; need k >= runs")
+        if self.select is not None and (isinstance(self.select, str) or not all(isinstance(p, str) for p in self.select)):
+            raise NndiffError(f"select must be a list of glob patterns such as ['bn1.*'] (got {self.select!r})")
+        return self
 
 
 @dataclass
@@ -149,9 +159,22 @@ class Zoo:
             if not torch.isfinite(rows).all():
                 bad = int((~torch.isfinite(rows)).any(1).sum())
                 raise NndiffError(f"{d}: {bad} {name}(s) contain NaN or Inf; re-collect with a smaller learning rate")
+        for where, records in (("snapshots", snapshots), ("heldout", heldout_snapshots)):
+            _check_records(d / "manifest.json", where, records)
         skip = {"format", "version", "task", "files", "count", "dim", "layout", "snapshots", "heldout"}
         info = {k: v for k, v in m.items() if k not in skip}
         return cls(task, layout, params.float(), load_tensors(paths["base"]), snapshots, info, heldout.float(), heldout_snapshots)
+
+
+def _check_records(manifest: Path, where: str, records: list) -> None:
+    """Each snapshot's record carries the accuracies that evaluation and conditioning read."""
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise NndiffError(f"{manifest}: {where}[{i}] must be a mapping, got {type(r).__name__}; re-collect the zoo")
+        for key in ("val_acc", "test_acc"):
+            value = r.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+                raise NndiffError(f"{manifest}: {where}[{i}].{key} must be an accuracy in percent, got {value!r}; re-collect the zoo")
 
 
 def _inside(directory: Path, name) -> Path:
@@ -316,6 +339,7 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     returns the whole zoo. The result equals a single process's, run for run.
     """
     # The zoo records how to rebuild the task: a built-in name or a user task's file:function spec.
+    config.validate()
     task_ref = resolve_task_spec(task) if isinstance(task, str) else task.name
     task = get_task(task, config.data_root) if isinstance(task, str) else task
     if config.amp:
@@ -323,16 +347,10 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
             raise NndiffError("--amp needs a task built on nndiff.tasks.ClassificationTask")
         task.amp = True
     if config.base_epochs is not None:
-        if config.base_epochs < 1:
-            raise NndiffError(f"--epochs must be at least 1 (got {config.base_epochs})")
         task.base_epochs = config.base_epochs
-    if config.k < 1 or config.runs < 1 or config.k < config.runs or config.heldout < 0:
-        raise NndiffError(f"need k >= runs >= 1 and heldout >= 0 (got k={config.k}, runs={config.runs}, heldout={config.heldout})")
     device = resolve_device(config.device)
     settings = collection_settings(task, config, base_state)
     select, lr, every = settings["select"], settings["lr"], settings["every"]
-    if every < 1:
-        raise NndiffError(f"--every must be at least 1 (got {every})")
     t0 = time.perf_counter()
     given_base = base_state is not None
     if checkpoints:

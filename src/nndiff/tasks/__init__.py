@@ -65,22 +65,68 @@ def get_task(spec: str, data_root: str | None = None):
         if module is None:
             module_spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(module_spec)
+            try:
+                module_spec.loader.exec_module(module)
+            except Exception as e:  # the user's code: its error, named with the file (--debug shows the traceback)
+                raise NndiffError(f"task file {path} failed to load: {_user_error(e)}") from e
             sys.modules[module_name] = module
-            module_spec.loader.exec_module(module)
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
             raise NndiffError(f"cannot import module {target!r} for --task {spec}: {e}") from None
+        except Exception as e:
+            raise NndiffError(f"module {target!r} (from --task {spec}) failed to load: {_user_error(e)}") from e
     factory = getattr(module, func, None)
     if not callable(factory):
         raise NndiffError(f"{target} has no function {func!r} (from --task {spec})")
-    task = factory()
+    try:
+        task = factory()
+    except Exception as e:
+        raise NndiffError(f"{func}() in {target} raised {_user_error(e)}") from e
+    check_task(task, spec)
+    return task
+
+
+def _user_error(e: BaseException) -> str:
+    """An exception from a user's code as one line: its type, message and (for syntax errors) the line."""
+    if isinstance(e, SyntaxError):
+        return f"SyntaxError at line {e.lineno}: {e.msg}"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def check_task(task, spec: str) -> None:
+    """A user's task is checked like a zoo file: every attribute nndiff reads, with its type and range,
+    and what make_model() returns, so a mistake is named now instead of surfacing mid-run."""
+    from torch import nn
+
+    from ..checks import number
+
     missing = [a for a in REQUIRED if not hasattr(task, a)]
     if missing:
         raise NndiffError(f"the task from {spec} lacks {', '.join(missing)}; "
                           "build it with nndiff.tasks.ClassificationTask (see examples/)")
-    return task
+    where = f"the task from {spec}"
+    if not isinstance(task.name, str) or not task.name:
+        raise NndiffError(f"{where}: name must be a non-empty string (got {task.name!r})")
+    select = task.default_select
+    if isinstance(select, str) or not isinstance(select, (list, tuple)) or not select or not all(isinstance(p, str) for p in select):
+        raise NndiffError(f"{where}: default_select must be a list of glob patterns such as ['bn1.*'] (got {select!r})")
+    number(task.base_epochs, f"{where}: base_epochs", low=1, integer=True)
+    number(task.batch_size, f"{where}: batch_size", low=1, integer=True)
+    number(task.base_lr, f"{where}: base_lr", low=0, low_open=True)
+    number(task.collect_lr, f"{where}: collect_lr", low=0, low_open=True)
+    number(getattr(task, "collect_every", 1), f"{where}: collect_every", low=1, integer=True)
+    for name in ("make_model", "splits", "train_step", "evaluate"):
+        if not callable(getattr(task, name)):
+            raise NndiffError(f"{where}: {name} must be a method or function")
+    try:
+        model = task.make_model()
+    except Exception as e:
+        raise NndiffError(f"{where}: make_model() raised {_user_error(e)}") from e
+    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+        raise NndiffError(f"{where}: make_model() must return a torch.nn.Module with parameters (got {type(model).__name__})")
 
 
 __all__ = ["TASKS", "VISION_TASKS", "DEFAULT_TASK", "get_task", "resolve_task_spec", "ClassificationTask", "Evaluation", "Split"]

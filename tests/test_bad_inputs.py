@@ -1,0 +1,223 @@
+"""Every bad input a user can give, as a table: exit 2, one line on stderr that names what to fix,
+no traceback, and nothing that was there before changed (checksums of every file before and after).
+
+Each row runs on its own copy of the tiny run, after a setup that plants the bad file if the row
+needs one. The run's directory lock (.nndiff.lock, rewritten with the pid on every command) is
+the one file a refused command may touch.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from nndiff.cli import main
+
+TASK_FILE = "from nndiff.tasks.digits import digits_cnn\n\ndef make_task():\n    t = digits_cnn()\n{}\n    return t\n"
+
+
+def write(rel: str, text: str):
+    return lambda run, tmp: (tmp / rel).write_text(text)
+
+
+def task_file(body: str):
+    return write("task.py", TASK_FILE.format(body))
+
+
+def config(text: str):
+    return write("c.yaml", text)
+
+
+def manifest(change):
+    def setup(run, tmp):
+        path = run / "zoo" / "manifest.json"
+        m = json.loads(path.read_text())
+        change(m)
+        path.write_text(json.dumps(m))
+    return setup
+
+
+def generated(change):
+    def setup(run, tmp):
+        path = run / "generated" / "000000.safetensors"
+        state = load_file(path)
+        change(state)
+        save_file(state, path)
+    return setup
+
+
+def normalizer(change):
+    def setup(run, tmp):
+        from safetensors import safe_open
+
+        path = run / "normalizer.safetensors"
+        with safe_open(path, "pt") as f:
+            meta = f.metadata()
+        state = load_file(path)
+        meta = change(state, meta)
+        save_file(state, path, metadata=meta)
+    return setup
+
+
+def _link_outside(run, tmp):
+    target = tmp / "elsewhere.safetensors"
+    shutil.copy(run / "generated" / "000000.safetensors", target)
+    (run / "generated" / "000000.safetensors").unlink()
+    (run / "generated" / "000000.safetensors").symlink_to(target)
+
+
+def _pickle(run, tmp):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    torch.save({"w": torch.zeros(1), "x": Evil()}, tmp / "base.pt")
+
+
+def _reshaped_layout(m):
+    # bn1.weight [16] claimed as [4, 4]: the same number of values, so the tensors fit; the model does not
+    entry = next(e for e in m["layout"] if e["name"] == "bn1.weight")
+    entry["shape"] = [4, entry["shape"][0] // 4]
+
+
+def _val_acc(value):
+    def change(m):
+        m["snapshots"][0]["val_acc"] = value
+        if value is None:
+            del m["snapshots"][0]["val_acc"]
+    return change
+
+
+COLLECT = ["collect", "--task", "digits-cnn", "-k", "4", "--heldout", "2", "--out", "{tmp}/zoo"]
+TRAIN = ["train", "--zoo", "{run}/zoo", "--out", "{tmp}/r", "--ae-steps", "2", "--diffusion-steps", "2"]
+TRAIN_CONFIG = [*TRAIN, "--config", "{tmp}/c.yaml"]
+GENERATE = ["generate", "--run", "{run}", "-n", "2", "--steps", "2"]
+RUN = ["run", "--task", "digits-cnn", "-k", "4", "--heldout", "2", "--out", "{tmp}/o"]
+INSPECT = ["inspect", "--task", "{tmp}/task.py:make_task"]
+BIG = "123456789012345678901234"
+
+CASES = [
+    # numbers on the command line, checked before any work
+    ("k zero", [*COLLECT, "-k", "0"], None, "-k must be an integer >= 1"),
+    ("k negative", [*COLLECT, "-k", "-3"], None, "-k must be an integer >= 1"),
+    ("runs zero", [*COLLECT, "--runs", "0"], None, "--runs must be an integer >= 1"),
+    ("more runs than snapshots", [*COLLECT, "--runs", "5"], None, "need k >= runs"),
+    ("lr negative", [*COLLECT, "--lr", "-1"], None, "--lr must be a positive finite number"),
+    ("lr zero", [*COLLECT, "--lr", "0"], None, "--lr must be a positive"),
+    ("lr nan", [*COLLECT, "--lr", "nan"], None, "--lr must be"),
+    ("lr inf", [*COLLECT, "--lr", "inf"], None, "--lr must be"),
+    ("burn-in -5", [*COLLECT, "--burn-in", "-5"], None, "--burn-in must be an integer >= 0"),
+    ("burn-in -20", [*COLLECT, "--burn-in", "-20"], None, "--burn-in must be an integer >= 0"),
+    ("every zero", [*COLLECT, "--every", "0"], None, "--every must be an integer >= 1"),
+    ("heldout negative", [*COLLECT, "--heldout", "-1"], None, "--heldout must be an integer >= 0"),
+    ("epochs zero", [*COLLECT, "--epochs", "0"], None, "--epochs must be an integer >= 1"),
+    ("seed 24 digits", [*COLLECT, "--seed", BIG], None, "--seed must be an integer in [0, 4294967295]"),
+    ("seed negative", [*COLLECT, "--seed", "-1"], None, "--seed must be an integer in [0"),
+    ("latent noise nan", [*TRAIN, "--latent-noise", "nan"], None, "autoencoder.latent_noise (--latent-noise) must be"),
+    ("latent noise negative", [*TRAIN, "--latent-noise", "-0.1"], None, "--latent-noise) must be a finite number >= 0"),
+    ("input noise inf", [*TRAIN, "--input-noise", "inf"], None, "--input-noise) must be"),
+    ("ae steps zero", [*TRAIN, "--ae-steps", "0"], None, "autoencoder.steps (--ae-steps) must be an integer >= 1"),
+    ("diffusion steps negative", [*TRAIN, "--diffusion-steps", "-1"], None, "--diffusion-steps) must be"),
+    ("train seed 24 digits", [*TRAIN, "--seed", BIG], None, "--seed must be an integer in"),
+    ("guidance nan", [*GENERATE, "--guidance", "nan"], None, "--guidance must be a finite number >= 0"),
+    ("guidance inf", [*GENERATE, "--guidance", "inf", "--target-acc", "90"], None, "--guidance must be"),
+    ("guidance negative", [*GENERATE, "--guidance", "-1", "--target-acc", "90"], None, "--guidance must be"),
+    ("target-acc nan", [*GENERATE, "--target-acc", "nan"], None, "--target-acc must be a finite number in [0, 100]"),
+    ("target-acc above 100", [*GENERATE, "--target-acc", "150"], None, "--target-acc must be"),
+    ("n zero", [*GENERATE, "-n", "0"], None, "-n must be an integer >= 1"),
+    ("sampling steps zero", [*GENERATE, "--steps", "0"], None, "--steps must be an integer >= 1"),
+    ("sampling steps beyond the schedule", [*GENERATE, "--steps", "5000"], None, "--steps must be between 1 and 1000"),
+    ("generate seed negative", [*GENERATE, "--seed", "-1"], None, "--seed must be"),
+    ("report seed 24 digits", ["report", "--run", "{run}", "--seed", BIG], None, "--seed must be"),
+    ("sweep values zero", ["sweep", "--ablation", "k", "--values", "0", "--out", "{tmp}/s"], None, "--values must be an integer >= 1"),
+    # `nndiff run` refuses before it collects anything
+    ("run guidance nan", [*RUN, "--guidance", "nan", "--target-acc", "90"], None, "--guidance must be"),
+    ("run latent noise nan", [*RUN, "--latent-noise", "nan"], None, "--latent-noise) must be"),
+    ("run lr negative", [*RUN, "--lr", "-1"], None, "--lr must be"),
+    # config.yaml fields, in any YAML notation
+    ("yaml lr .nan", TRAIN_CONFIG, config("autoencoder:\n  lr: .nan\n"), "autoencoder.lr must be a positive finite number"),
+    ("yaml ema_decay 5", TRAIN_CONFIG, config("diffusion:\n  ema_decay: 5\n"), "diffusion.ema_decay must be a finite number in [0, 1)"),
+    ("yaml seed 24 digits", TRAIN_CONFIG, config(f"seed: {BIG}\n"), "--seed must be an integer in"),
+    ("yaml fractional steps", TRAIN_CONFIG, config("autoencoder:\n  steps: 10.5\n"), "config.autoencoder.steps must be an integer"),
+    ("yaml word for a number", TRAIN_CONFIG, config("autoencoder:\n  lr: fast\n"), "config.autoencoder.lr = 'fast' has the wrong type"),
+    ("yaml bool for a number", TRAIN_CONFIG, config("autoencoder:\n  steps: true\n"), "config.autoencoder.steps = True has the wrong type"),
+    ("yaml betas reversed", TRAIN_CONFIG, config("diffusion:\n  beta_start: 0.1\n  beta_end: 0.01\n"), "beta_start must be below"),
+    ("yaml channels not a multiple of 8", TRAIN_CONFIG, config("denoiser:\n  channels: 12\n"), "multiple of 8"),
+    ("yaml unknown key", TRAIN_CONFIG, config("autoencoder:\n  chanels: 3\n"), "unknown key(s) chanels"),
+    ("yaml syntax error", TRAIN_CONFIG, config("autoencoder: [1,\n"), "c.yaml"),
+    ("yaml list", TRAIN_CONFIG, config("- 1\n- 2\n"), "expected a mapping"),
+    # task files: the user's code fails, or returns the wrong thing
+    ("task syntax error", INSPECT, write("task.py", "def make_task(:\n"), "SyntaxError at line 1"),
+    ("task import fails", INSPECT, write("task.py", "import not_a_module_xyz\n"), "ModuleNotFoundError"),
+    ("task factory raises", INSPECT, write("task.py", "def make_task():\n    raise RuntimeError('boom')\n"), "raised RuntimeError: boom"),
+    ("make_model returns None", INSPECT, task_file("    t.make_model = lambda: None"), "make_model() must return a torch.nn.Module"),
+    ("make_model raises", INSPECT, task_file("    t.make_model = lambda: 1 / 0"), "make_model() raised ZeroDivisionError"),
+    ("default_select a string", INSPECT, task_file("    t.default_select = 'bn1.*'"), "default_select must be a list of glob patterns"),
+    ("task base_lr nan", INSPECT, task_file("    t.base_lr = float('nan')"), "base_lr must be"),
+    ("task batch_size zero", INSPECT, task_file("    t.batch_size = 0"), "batch_size must be an integer >= 1"),
+    ("task file in collect", [*COLLECT[:2], "{tmp}/task.py:make_task", *COLLECT[3:]], task_file("    t.collect_lr = -1"),
+     "collect_lr must be"),
+    # output directories that cannot be one
+    ("train out is a file", [*TRAIN[:4], "{tmp}/file", *TRAIN[5:]], write("file", "x"), "is a file, not a directory"),
+    ("collect out is a file", [*COLLECT[:-1], "{tmp}/file"], write("file", "x"), "is a file, not a directory"),
+    ("run out under a file", [*RUN[:-1], "{tmp}/file/sub"], write("file", "x"), "is a file, not a directory"),
+    # files we read: keys, types, shapes, links
+    ("snapshot without val_acc", ["evaluate", "--run", "{run}"], manifest(_val_acc(None)), "snapshots[0].val_acc must be an accuracy"),
+    ("snapshot val_acc a string", ["evaluate", "--run", "{run}"], manifest(_val_acc("high")), "snapshots[0].val_acc must be an accuracy"),
+    ("layout of another shape", TRAIN, manifest(_reshaped_layout), "bn1.weight' has shape [4, 4]"),
+    ("normalizer without metadata", GENERATE, normalizer(lambda s, m: {}), "lacks its layout metadata"),
+    ("normalizer without a key", GENERATE, normalizer(lambda s, m: (s.pop("params.std"), m)[1]), "lacks params.mean or params.std"),
+    ("normalizer nan", GENERATE, normalizer(lambda s, m: (s["latent.std"].fill_(float("nan")), m)[1]), "latent.std holds NaN"),
+    ("pickled base", [*COLLECT, "--base", "{tmp}/base.pt"], _pickle, "never unpickles code"),
+    ("generated int dtype", ["evaluate", "--run", "{run}"], generated(lambda s: s.update({"bn1.weight": s["bn1.weight"].int()})),
+     "bn1.weight has dtype int32"),
+    ("generated bool dtype", ["evaluate", "--run", "{run}"], generated(lambda s: s.update({"bn1.bias": s["bn1.bias"] > 0})),
+     "bn1.bias has dtype bool"),
+    ("generated extra key", ["evaluate", "--run", "{run}"], generated(lambda s: s.update({"fc.weight": torch.zeros(2)})),
+     "fc.weight that are not in the run's layout"),
+    ("generated link outside the run", ["evaluate", "--run", "{run}"], _link_outside, "is a link"),
+]
+
+
+def _checksums(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink() and p.name != ".nndiff.lock"}
+
+
+def test_the_table_is_large_and_unique():
+    assert len(CASES) >= 40
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("name,args,setup,needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(name, args, setup, needle, tiny_run, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    if setup:
+        setup(run, tmp_path)
+    monkeypatch.chdir(tmp_path)  # a pickle that ran would leave ./pwned here
+    before = _checksums(tmp_path)
+    code = main(["--quiet", *(a.format(run=run, tmp=tmp_path) for a in args)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("nndiff: error: ") and err.count("\n") == 1, err
+    assert needle in err, err
+    for never in ("Traceback", "weights_only", "\x1b"):
+        assert never not in err, err
+    assert _checksums(tmp_path) == before  # nothing lost, nothing half-written
+
+
+def test_yaml_numbers_in_any_notation_are_read(tmp_path):
+    """PyYAML reads `1e-3` as a string; it is a number like any other here."""
+    from nndiff.config import TrainConfig
+    from nndiff.storage import load_yaml
+
+    (tmp_path / "c.yaml").write_text("autoencoder:\n  lr: 1e-3\n  steps: 1e3\ndiffusion:\n  lr: 2.5E-4\n  ema_decay: '0.99'\n")
+    config = TrainConfig.from_dict(load_yaml(tmp_path / "c.yaml"))
+    assert (config.autoencoder.lr, config.autoencoder.steps, config.diffusion.lr) == (1e-3, 1000, 2.5e-4)
+    assert config.diffusion.ema_decay == 0.99 and isinstance(config.autoencoder.steps, int)
