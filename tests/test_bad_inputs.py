@@ -139,6 +139,7 @@ CASES = [
     ("run guidance nan", [*RUN, "--guidance", "nan", "--target-acc", "90"], None, "--guidance must be"),
     ("run latent noise nan", [*RUN, "--latent-noise", "nan"], None, "--latent-noise) must be"),
     ("run lr negative", [*RUN, "--lr", "-1"], None, "--lr must be"),
+    ("run target-acc without a condition", [*RUN, "--target-acc", "90"], None, "add --condition val_acc"),
     # config.yaml fields, in any YAML notation
     ("yaml lr .nan", TRAIN_CONFIG, config("autoencoder:\n  lr: .nan\n"), "autoencoder.lr must be a positive finite number"),
     ("yaml ema_decay 5", TRAIN_CONFIG, config("diffusion:\n  ema_decay: 5\n"), "diffusion.ema_decay must be a finite number in [0, 1)"),

@@ -138,6 +138,8 @@ def test_unknown_option_values_exit_with_a_usage_error(capsys):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(NndiffError):
         main(["--debug", "evaluate", "--run", str(tmp_path / "nope")])
+    with pytest.raises(NndiffError):  # after the command name too, as the README lists it
+        main(["evaluate", "--run", str(tmp_path / "nope"), "--debug"])
 
 
 def test_warnings_are_one_line_without_a_source_line(capsys, monkeypatch):
@@ -148,6 +150,7 @@ def test_warnings_are_one_line_without_a_source_line(capsys, monkeypatch):
     def warn(args):
         warnings.warn("first line\nsecond \x1b[1mbold\x1b[0m", UserWarning)
         warnings.warn("from a library", RuntimeWarning)
+        return 0
 
     monkeypatch.setattr(nndiff.cli, "dispatch", warn)
     assert main(["tasks"]) == 0

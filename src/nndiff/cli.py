@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the baselines' random draws (default: 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
+    p = sub.add_parser("doctor", help="health check of a zoo or a run: pass / warn / fail, each with its fix",
+                       description="Check a zoo (diversity, accuracy against the base model) or a run (also: the "
+                                   "autoencoder's reconstructions, the generated models' spread, replicas, NaN share and "
+                                   "accuracy), on validation data only. Exit code 1 when a check fails.")
+    _run_option(p, "run directory written by `nndiff train`, or a zoo directory written by `nndiff collect`")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
     p = sub.add_parser("sweep", help="the paper's ablations: number of snapshots, noise augmentation, generated layers",
                        description="Train one run per row of an ablation from a shared zoo (OUT/zoo) and write the table "
                                    "OUT/sweep_<ablation>.md (+ .json); every row is a full run directory with its report.")
@@ -165,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="vision tasks: the dataset directory (only ImageFolder needs it, for its class count)")
 
     sub.add_parser("tasks", help="list the built-in tasks")
+    for command in sub.choices.values():  # also accepted after the command name: `nndiff run --quiet`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks for errors")
+        command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     return parser
 
 
@@ -197,7 +207,8 @@ def _collect_config(args):
                          base_epochs=args.epochs, amp=args.amp).validate()
 
 
-def dispatch(args) -> None:
+def dispatch(args) -> int:
+    """Run one command; its exit code (0, or 1 when `doctor` finds a failing check)."""
     from . import pipeline
     from .storage import load_json
 
@@ -244,6 +255,13 @@ def dispatch(args) -> None:
         path = pipeline.report_run(args.run, args.device, args.seed, progress)
         print("\n".join(load_json(path.parent / "novelty.json")["verdict"]))
         print(f"\nwrote {path}")
+    elif args.command == "doctor":
+        from .doctor import format_checks
+
+        checks = pipeline.doctor_run(args.run, args.device)
+        print(format_checks(checks))
+        if any(c.status == "fail" for c in checks):
+            return 1
     elif args.command == "sweep":
         from .sweep import run_sweep, sweep_table
 
@@ -265,6 +283,7 @@ def dispatch(args) -> None:
             print("\n" + "\n".join(load_json(out / "report" / "novelty.json")["verdict"]))
             print(f"wrote {out / 'report' / 'report.md'}")
         print(f"wrote {out / 'metrics.json'}")
+    return 0
 
 
 def one_line(text: str) -> str:
@@ -295,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         with quiet_rank, warnings.catch_warnings():  # rank 0 alone prints results
             if not args.debug:
                 warnings.showwarning = _show_warning
-            dispatch(args)
+            code = dispatch(args)
     except NndiffError as e:
         if args.debug:
             raise
@@ -309,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

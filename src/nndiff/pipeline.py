@@ -21,6 +21,7 @@ import torch
 
 from .checkpoint import Progress
 from .checks import seed as check_seed
+from .doctor import Check, autoencoder_check, generator_checks, to_json, zoo_checks
 from .conditional import aim_targets, aimed_sets, calibrate
 from .config import TrainConfig
 from .errors import NndiffError
@@ -222,10 +223,34 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     novelty, per_model = analyze(task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed, extra=extra,
                                  nonfinite=nonfinite)
     novelty["fingerprint"] = metrics["generated"]["fingerprint"]
+    novelty["health"] = to_json(doctor_run(run_dir, device))
     if calibration is not None:
         novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, aim_targets(zoo)
     save_json(run_dir / "report" / "novelty.json", novelty)
     return write_report(run_dir / "report", metrics, novelty, per_model)
+
+
+def doctor_run(path: str | Path, device: str = "auto") -> list[Check]:
+    """The health checks of a run directory, or of a zoo directory alone (its two zoo checks)."""
+    path = Path(path)
+    dev = resolve_device(device)
+    is_zoo = (path / "manifest.json").is_file()
+    zoo_dir, config = (path, None) if is_zoo else read_run_config(path)
+    zoo = Zoo.load(zoo_dir)
+    task = zoo.make_task()
+    model = zoo.model(task).to(dev)
+    splits = {"val": task.splits()["val"].to(dev)}
+    checks = zoo_checks(zoo, task, model, splits)
+    if is_zoo:
+        return checks
+    generator = ParamGenerator.load(path, config, dev)
+    checks.append(autoencoder_check(zoo, task, model, generator, splits, config.autoencoder.steps))
+    if (path / GENERATED).is_dir():
+        generated = read_generated(path, zoo.layout)
+        checks += generator_checks(zoo, task, model, generated, generator.normalizer, splits, config.diffusion.steps)
+    else:
+        checks.append(Check("generator", "skip", "no generated models yet", f"nndiff generate --run {path}"))
+    return checks
 
 
 def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig, n: int = 100,
@@ -236,6 +261,8 @@ def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_con
     out = Path(out)
     # every option is checked before anything is collected or trained
     collect_config.validate(), train_config.validate(), check_generate_args(n, seed, sampler, steps, target_acc, guidance)
+    if target_acc is not None and train_config.diffusion.condition == "none":
+        raise NndiffError("--target-acc needs a conditional generator: add --condition val_acc")
     t0 = time.perf_counter()
     log(f"[1/4] collecting {collect_config.k} snapshots of {task} into {out / 'zoo'}")
     zoo = collect_zoo(task, out / "zoo", collect_config, progress, base, fresh)
@@ -261,4 +288,4 @@ def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_con
     return metrics
 
 
-__all__ = ["collect_zoo", "train_run", "generate_run", "evaluate_run", "report_run", "run_all", "read_run_config", "format_table"]
+__all__ = ["collect_zoo", "train_run", "generate_run", "evaluate_run", "report_run", "doctor_run", "run_all", "read_run_config", "format_table"]

@@ -207,6 +207,12 @@ def markdown(metrics: dict, novelty: dict) -> str:
     o, g, e = metrics["originals"], metrics["generated"], metrics["weight_average"]
     means = (metrics.get("comparisons") or {}).get("test_acc_mean", {})
     lines = [f"# nndiff report: {metrics['task']}", ""]
+    if novelty.get("health"):
+        lines += ["## Health check", "", "On validation data and in parameter space (as `nndiff doctor` prints it).", ""]
+        lines += _table(["", "check", "measured", "fix"], [[c["status"].upper(), c["check"], c["measured"],
+                                                           c["fix"] if c["status"] in ("warn", "fail") else ""]
+                                                          for c in novelty["health"]])
+        lines += [""]
     lines += ["## Accuracy", "", "Test accuracy (%). *best* is the maximum on the test set (an oracle, shown to compare "
               "with the paper); *val-selected* is the test accuracy of the model with the best validation accuracy. "
               "Brackets: 95% intervals (paired bootstrap over test samples and models).", ""]

@@ -1,0 +1,141 @@
+"""The health check (`nndiff doctor`): is the zoo worth learning, did the autoencoder learn it, did
+the generator? Each check is pass / warn / fail with what was measured and the one setting that
+fixes it.
+
+Everything here is measured on validation data or in parameter space: a warning that looked at
+the test set would be a way of tuning on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .autoencoder import AutoencoderConfig
+from .diffusion import DiffusionConfig
+from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
+from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
+from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
+
+# Thresholds, in the units each check reports.
+COPIES_IOU = (0.98, 0.995)  # snapshots' mean pairwise IoU of wrong validation predictions: warn, fail
+DRIFT = (2.0, 5.0)  # points of validation accuracy the snapshots lose against the base model
+RECONSTRUCTION_GAP = (0.5, 2.0)  # points of validation accuracy the autoencoder's reconstructions lose
+UNEXPLAINED = (0.05, 0.25)  # share of the snapshots' variance (normalized space) the reconstructions miss
+GENERATED_GAP = (1.0, 5.0)  # points of validation accuracy the generated models lose against the originals
+SPREAD = (0.3, COLLAPSED_SPREAD)  # generated spread / originals' spread (median over dimensions)
+REPLICAS = (0.1, COPIES_SHARE)  # share of generated models closer to a snapshot than 0.1 of the snapshots' spacing
+NONFINITE = (0.0, 0.1)  # share of generated models with NaN/Inf
+RECONSTRUCTED = 64  # snapshots the autoencoder check reconstructs
+
+
+@dataclass
+class Check:
+    check: str
+    status: str  # "pass", "warn", "fail" or "skip"
+    measured: str
+    fix: str = ""
+
+
+def _grade(value: float, warn: float, fail: float, higher_is_worse: bool = True) -> str:
+    if value != value:  # NaN: nothing could be measured
+        return "fail"
+    bad = (lambda t: value > t) if higher_is_worse else (lambda t: value < t)
+    return "fail" if bad(fail) else "warn" if bad(warn) else "pass"
+
+
+def zoo_checks(zoo, task, model, splits: dict) -> list[Check]:
+    """Are the snapshots diverse, and still as accurate as the base model they started from?"""
+    val = splits["val"]
+    iou = zoo.info.get("mean_pairwise_iou_val")
+    if iou is None:
+        preds = evaluate_params(task, model, zoo.layout, zoo.params, {"val": val}, progress=False)["val"].predictions
+        iou = mean_offdiagonal(pairwise_iou(preds, val.y.cpu()))
+    lr = zoo.info.get("settings", {}).get("lr")
+    factor = 10 if iou >= 0.999 else 3  # identical mistakes everywhere: the lr is far too small
+    raise_lr = f"collect again with a larger --lr (e.g. {factor * lr:g} instead of {lr:g})" if lr else "collect again with a larger --lr"
+    diversity = Check("zoo diversity", _grade(iou, *COPIES_IOU), f"mean pairwise IoU of wrong validation predictions {iou:.3f}",
+                      f"the snapshots are near-copies: {raise_lr}, or more --runs")
+    base = zoo.info.get("base", {}).get("val_acc")
+    snaps = sum(s["val_acc"] for s in zoo.snapshots) / len(zoo.snapshots)
+    if base is None:
+        drift = Check("snapshot accuracy", "skip", f"snapshots' mean validation accuracy {snaps:.2f}% (base model unknown)")
+    else:
+        lower = f"collect again with a smaller --lr (e.g. {lr / 3:g})" if lr else "collect again with a smaller --lr"
+        drift = Check("snapshot accuracy", _grade(base - snaps, *DRIFT),
+                      f"snapshots' mean validation accuracy {snaps:.2f}% vs the base model's {base:.2f}%",
+                      f"collection drifts away from the base model: {lower}")
+    return [diversity, drift]
+
+
+@torch.no_grad()
+def autoencoder_check(zoo, task, model, generator, splits: dict, steps: int) -> Check:
+    """How much of the snapshots' variation the autoencoder reproduces (in normalized parameter
+    space), and the validation accuracy its reconstructions lose. The first catches under-fitting
+    the second cannot: on a subset whose mean model is as good as any snapshot (BatchNorm layers),
+    reconstructions that all collapse to the mean keep the accuracy."""
+    rows = torch.linspace(0, len(zoo) - 1, min(RECONSTRUCTED, len(zoo))).round().long().unique()
+    ae, norm = generator.autoencoder, generator.normalizer
+    ae.eval()
+    x = norm(zoo.params[rows])
+    recon_n = ae.decode(ae.encode(x.to(generator.device))).cpu()
+    spread = float(((x - x.mean(0)) ** 2).sum())
+    unexplained = float(((recon_n - x) ** 2).sum()) / spread if spread > 0 else 0.0
+    recon = norm.inverse(recon_n)
+    orig = float(torch.tensor([zoo.snapshots[int(i)]["val_acc"] for i in rows]).double().mean())
+    rec = evaluate_params(task, model, zoo.layout, recon, {"val": splits["val"]}, progress=False)["val"].accuracy
+    gap = orig - float(rec.mean()) if torch.isfinite(recon).all() else float("nan")
+    grades = [_grade(unexplained, *UNEXPLAINED), _grade(gap, *RECONSTRUCTION_GAP)]
+    status = "fail" if "fail" in grades else "warn" if "warn" in grades else "pass"
+    return Check("autoencoder", status,
+                 f"{100 * unexplained:.1f}% of the snapshots' variation not reproduced; reconstructions' mean validation "
+                 f"accuracy {float(rec.mean()):.2f}% vs the snapshots' {orig:.2f}%",
+                 f"the autoencoder under-fits: train it longer, --ae-steps {max(2 * steps, AutoencoderConfig().steps)}")
+
+
+def generator_checks(zoo, task, model, generated: torch.Tensor, normalizer, splits: dict, diffusion_steps: int) -> list[Check]:
+    """Non-finite models, spread, replicas and validation accuracy of the generated models."""
+    finite = torch.isfinite(generated).all(1)
+    share = 1.0 - float(finite.double().mean())
+    checks = [Check("non-finite models", _grade(share, *NONFINITE), f"{100 * share:.0f}% of {len(generated)} contain NaN or Inf",
+                    "the generator diverged: retrain with --fresh and a smaller learning rate in config.yaml (diffusion.lr)")]
+    gen = generated[finite]
+    if len(gen) < 2:
+        return checks + [Check("generator", "fail", f"{len(gen)} finite generated model(s)", "generate more models (-n)")]
+    orig_n, gen_n = normalizer(zoo.params), normalizer(gen)
+    spread = spread_ratio(gen_n, orig_n)["median"]
+    if spread > 1 / SPREAD[0]:
+        grade, fix = "warn", "wider than the zoo: train the diffusion model longer (--diffusion-steps)"
+    else:
+        grade = _grade(spread, *SPREAD, higher_is_worse=False)
+        fix = "the generator collapsed: train the autoencoder longer (--ae-steps) and keep its --latent-noise"
+    checks.append(Check("generator spread", grade, f"generated spread {spread:.2f}x the snapshots' (median over dimensions)", fix))
+    if len(orig_n) > 1:
+        spacing = float(nearest_distances(orig_n, orig_n, exclude_self=True).median())
+        replicas = float((nearest_distances(gen_n, orig_n) / spacing < REPLICA_RELATIVE_DISTANCE).double().mean())
+        checks.append(Check("replicas", _grade(replicas, *REPLICAS), f"{100 * replicas:.0f}% of the generated models copy a snapshot",
+                            "the generator memorized the zoo: collect a more varied one (a larger --lr, more --runs, more -k)"))
+    ev = evaluate_params(task, model, zoo.layout, gen, {"val": splits["val"]}, progress=False)["val"].accuracy
+    orig = sum(s["val_acc"] for s in zoo.snapshots) / len(zoo.snapshots)
+    # NaN models count as failures, as everywhere else
+    mean = float(ev.sum()) / len(generated)
+    checks.append(Check("generated accuracy", _grade(orig - mean, *GENERATED_GAP),
+                        f"generated models' mean validation accuracy {mean:.2f}% vs the snapshots' {orig:.2f}%",
+                        f"if the autoencoder passes, train the diffusion model longer: "
+                        f"--diffusion-steps {max(2 * diffusion_steps, DiffusionConfig().steps)}"))
+    return checks
+
+
+def format_checks(checks: list[Check]) -> str:
+    width = max(len(c.check) for c in checks)
+    lines = []
+    for c in checks:
+        lines.append(f"{c.status.upper():4s}  {c.check:{width}s}  {c.measured}")
+        if c.status in ("warn", "fail") and c.fix:
+            lines.append(f"{'':4s}  {'':{width}s}  fix: {c.fix}")
+    return "\n".join(lines)
+
+
+def to_json(checks: list[Check]) -> list[dict]:
+    return [asdict(c) for c in checks]

@@ -1,0 +1,53 @@
+"""`nndiff doctor`: copies in the zoo and an under-fit autoencoder are failed with their fix; a
+generator that learned its zoo is not."""
+
+import json
+
+from nndiff.cli import main
+from nndiff.doctor import _grade
+
+
+def doctor(capsys, path):
+    code = main(["--quiet", "doctor", "--run", str(path)])
+    return code, capsys.readouterr().out
+
+
+def status(out: str, check: str) -> str:
+    return next(line.split()[0] for line in out.splitlines() if f"  {check}  " in line)
+
+
+def test_grades():
+    assert [_grade(v, 1, 2) for v in (0.5, 1.5, 2.5, float("nan"))] == ["pass", "warn", "fail", "fail"]
+    assert [_grade(v, 0.3, 0.1, higher_is_worse=False) for v in (1.0, 0.2, 0.05)] == ["pass", "warn", "fail"]
+
+
+def test_a_zoo_of_copies_fails_with_a_larger_lr_as_its_fix(tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    assert main(["--quiet", "collect", "--task", "digits-cnn", "-k", "12", "--burn-in", "10", "--heldout", "4",
+                 "--lr", "1e-4", "--out", str(zoo)]) == 0
+    code, out = doctor(capsys, zoo)
+    assert code == 1
+    assert status(out, "zoo diversity") == "FAIL"
+    assert "near-copies" in out and "larger --lr (e.g. 0.001 instead of 0.0001)" in out
+
+
+def test_an_underfit_autoencoder_fails_with_more_steps_as_its_fix(tiny_run, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["--quiet", "train", "--zoo", str(tiny_run / "zoo"), "--out", str(run), "--ae-steps", "10",
+                 "--diffusion-steps", "10"]) == 0
+    assert main(["--quiet", "generate", "--run", str(run), "-n", "4", "--steps", "5"]) == 0
+    code, out = doctor(capsys, run)
+    assert code == 1
+    assert status(out, "autoencoder") == "FAIL" and "--ae-steps 1000" in out
+    assert status(out, "generator spread") == "FAIL"  # it collapsed onto the mean: the fix is the autoencoder again
+    assert status(out, "zoo diversity") == "PASS"  # the zoo itself is fine
+
+
+def test_a_trained_run_has_no_failing_check_and_the_report_carries_them(trained_run, capsys):
+    code, out = doctor(capsys, trained_run)
+    assert code == 0, out
+    for check in ("autoencoder", "generator spread", "replicas", "non-finite models", "generated accuracy"):
+        assert status(out, check) == "PASS", out
+    health = json.loads((trained_run / "report" / "novelty.json").read_text())["health"]
+    assert {c["check"]: c["status"] for c in health}["autoencoder"] == "pass"
+    assert "## Health check" in (trained_run / "report" / "report.md").read_text()
