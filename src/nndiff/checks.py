@@ -28,9 +28,13 @@ class Range:
     low_open: bool = False
     high_open: bool = False
     optional: bool = False
+    words: tuple[str, ...] = ()  # strings accepted as they are (e.g. "auto")
     flag: str | None = None  # the command-line option that sets it, named in the message
 
     def describe(self) -> str:
+        if self.words:
+            return " or ".join([Range(self.low, self.high, self.integer, self.low_open, self.high_open).describe(),
+                                *(repr(w) for w in self.words)])
         kind = "an integer" if self.integer else "a finite number"
         if self.low is not None and self.high is not None:
             lo, hi = ("(" if self.low_open else "["), (")" if self.high_open else "]")
@@ -44,7 +48,7 @@ class Range:
         return kind
 
     def check(self, value: Any, name: str) -> Any:
-        if value is None and self.optional:
+        if value is None and self.optional or isinstance(value, str) and value in self.words:
             return value
         # a top-level field is what its option sets (--lr); a nested one is named as in config.yaml, with its option
         label = name if not self.flag or self.flag == name else self.flag if "." not in name else f"{name} ({self.flag})"

@@ -27,6 +27,15 @@ EPILOG = """examples:
 """
 
 
+def _lr(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _collect_options(p: argparse.ArgumentParser) -> None:
     from .tasks import DEFAULT_TASK
 
@@ -36,7 +45,9 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
                    help="glob patterns over the model's parameter names to generate (default: the task's, e.g. 'bn3.*' 'bn4.*')")
     p.add_argument("-k", type=int, default=200, help="number of snapshots to collect (default: 200)")
     p.add_argument("--runs", type=int, default=1, help="independent collection runs (seeds) the k snapshots are split over (default: 1)")
-    p.add_argument("--lr", type=float, default=None, help="collection learning rate (default: the task's; too small gives copies)")
+    p.add_argument("--lr", type=_lr, default=None, help="collection learning rate, or 'auto': a short probe from the base "
+                   "model picks the rate whose snapshots differ most while keeping its validation accuracy "
+                   "(default: the task's; too small gives copies)")
     p.add_argument("--burn-in", type=int, default=100, help="SGD steps before the first snapshot of each run (default: 100)")
     p.add_argument("--every", type=int, help="SGD steps between snapshots (default: the task's, 1 for a few layers; "
                    "whole-network tasks take a gentler --lr and space snapshots out)")
@@ -233,6 +244,10 @@ def dispatch(args) -> int:
     elif args.command == "collect":
         zoo = pipeline.collect_zoo(args.task, args.out, _collect_config(args), progress, args.base, args.fresh)
         accs = [s["test_acc"] for s in zoo.snapshots]
+        from .lr_probe import summary_lines
+
+        for line in summary_lines(zoo.info.get("lr_probe")):
+            print(line)
         print(f"wrote {len(zoo)} snapshots of {zoo.layout.size} parameters to {args.out} "
               f"(test accuracy {min(accs):.2f}..{max(accs):.2f}%)")
     elif args.command == "train":

@@ -52,7 +52,7 @@ def zoo_checks(zoo, task, model, splits: dict) -> list[Check]:
     if iou is None:
         preds = evaluate_params(task, model, zoo.layout, zoo.params, {"val": val}, progress=False)["val"].predictions
         iou = mean_offdiagonal(pairwise_iou(preds, val.y.cpu()))
-    lr = zoo.info.get("settings", {}).get("lr")
+    lr = zoo.info.get("collect", {}).get("lr")  # the rate used (what --lr auto chose)
     factor = 10 if iou >= 0.999 else 3  # identical mistakes everywhere: the lr is far too small
     raise_lr = f"collect again with a larger --lr (e.g. {factor * lr:g} instead of {lr:g})" if lr else "collect again with a larger --lr"
     diversity = Check("zoo diversity", _grade(iou, *COPIES_IOU), f"mean pairwise IoU of wrong validation predictions {iou:.3f}",

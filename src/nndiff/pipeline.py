@@ -28,6 +28,7 @@ from .errors import NndiffError
 from .evaluate import evaluate_models, format_table
 from .generate import GENERATED, ParamGenerator, check_generate_args, fingerprint, read_generated, read_normalizers, write_generated
 from .novelty import analyze
+from .lr_probe import summary_lines
 from .params import Normalizer
 from .report import write_report
 from .runtime import barrier, is_main, main_lock, resolve_device, world_size
@@ -268,6 +269,8 @@ def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_con
     zoo = collect_zoo(task, out / "zoo", collect_config, progress, base, fresh)
     log(f"      base model test accuracy {zoo.info['base']['test_acc']:.2f}%, {zoo.layout.size} parameters selected "
         f"({', '.join(zoo.layout.names)})")
+    for line in summary_lines(zoo.info.get("lr_probe")):
+        log(line)
     log("[2/4] training the autoencoder and the latent diffusion model")
     train_run(out / "zoo", out, train_config, progress, fresh)
     log(f"[3/4] generating {n} models ({sampler}, {steps} steps, seed {seed})")

@@ -50,7 +50,8 @@ class CollectConfig:
     k: int = bounded(200, low=1, integer=True, flag="-k")  # snapshots in total, split evenly over runs
     runs: int = bounded(1, low=1, integer=True, flag="--runs")
     seed: int = bounded(0, low=0, high=SEED_MAX, integer=True, flag="--seed")
-    lr: float | None = bounded(None, low=0, low_open=True, optional=True, flag="--lr")  # None: the task's collect_lr
+    # None: the task's collect_lr; "auto": found by a short probe from the base model (lr_probe.py)
+    lr: float | str | None = bounded(None, low=0, low_open=True, optional=True, words=("auto",), flag="--lr")
     momentum: float = bounded(0.9, low=0, high=1, high_open=True)
     burn_in: int = bounded(100, low=0, integer=True, flag="--burn-in")
     # SGD steps between snapshots; None: the task's collect_every
@@ -322,6 +323,20 @@ def collection_settings(task, config: CollectConfig, base_state: dict[str, torch
     return settings
 
 
+def _probe_lr(task, base, layout, val, config: CollectConfig, every: int, device, checkpoints: Progress | None) -> dict:
+    """The --lr auto probe (rank 0 runs it, every rank gets its answer; a resumed collection reuses it)."""
+    from .lr_probe import probe
+
+    found = checkpoints.load("probe") if checkpoints else None
+    if found is None:
+        found = probe(task, base, layout, val, task.collect_lr, every, config.momentum, _run_seed(config, 999), device,
+                      config.burn_in) if is_main() else None
+        found = broadcast(found)
+        if checkpoints and is_main():
+            checkpoints.save("probe", found)
+    return found
+
+
 def _run_seed(config: CollectConfig, run: int) -> int:
     return config.seed * 1000 + run + 1
 
@@ -377,6 +392,11 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
     val, test = splits["val"].to(device), splits["test"].to(device)
     base_metrics = {"val_acc": task.evaluate(base, val).accuracy, "test_acc": task.evaluate(base, test).accuracy}
 
+    probe = None
+    if lr == "auto":
+        probe = _probe_lr(task, base, layout, val, config, every, device, checkpoints)
+        lr = probe["lr"]
+
     per_run = [config.k // config.runs + (r < config.k % config.runs) for r in range(config.runs)]
     if config.heldout:
         per_run.append(config.heldout)  # the last run is held out
@@ -416,5 +436,7 @@ def collect(task: ClassificationTask | str, config: CollectConfig = CollectConfi
         "seconds": round(time.perf_counter() - t0, 2),
         "resumed_at_steps": resumed_at,  # per run, the step collection resumed from after an interruption
     }
+    if probe is not None:
+        info["lr_probe"] = probe
     base_state = {name: v.cpu() for name, v in base.state_dict().items()}
     return Zoo(task_ref, layout, params[:k], base_state, snapshots[:k], info, params[k:], snapshots[k:])

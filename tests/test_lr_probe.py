@@ -1,0 +1,42 @@
+"""`--lr auto`: the probe's choice rule, and a collection that uses what it found."""
+
+import json
+
+from nndiff.cli import main
+from nndiff.lr_probe import choose, tolerance
+
+
+def row(lr, acc, iou, move=1e-2, diverged=False):
+    return {"lr": lr, "val_acc": acc, "iou": iou, "move": move, "diverged": diverged}
+
+
+def test_the_rung_whose_snapshots_lie_furthest_apart_while_keeping_accuracy_is_chosen():
+    rows = [row(0.01, 98.0, 0.99, 1e-3), row(0.1, 97.9, 0.90, 3e-3), row(1.0, 90.0, 0.50, 9e-3), row(10.0, 0, 0, diverged=True)]
+    assert choose(rows, 98.0, 1.0)["lr"] == 0.1  # lr 1 moves further but lost 8 points
+    # past the point where SGD bounces in a valley the spacing falls again: the larger rate loses
+    assert choose([row(2.0, 97.7, 0.96, 7e-3), row(6.3, 97.7, 1.0, 6e-3)], 98.0, 1.0)["lr"] == 2.0
+    # snapshots that make the same mistakes are copies: another rung is preferred, even one that moves less
+    assert choose([row(0.5, 98.0, 1.0, 5e-3), row(1.0, 98.0, 0.93, 4e-3)], 98.0, 1.0)["lr"] == 1.0
+    assert choose([row(0.5, 98.0, 1.0, 5e-3)], 98.0, 1.0)["lr"] == 0.5  # ... but copies are better than nothing
+    assert choose([row(0.1, 98.0, 0.5, move=0.0)], 98.0, 1.0) is None  # snapshots that do not move are copies
+    assert choose([row(0.1, 90.0, 0.5)], 98.0, 1.0) is None
+
+
+def test_tolerance_is_a_quarter_point_or_one_validation_sample():
+    assert tolerance(5000) == 0.25
+    assert abs(tolerance(300) - 1 / 3) < 1e-12
+
+
+def test_auto_lr_gives_a_zoo_that_is_not_copies_and_records_its_table(tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    assert main(["--quiet", "collect", "--task", "digits-cnn", "-k", "16", "--heldout", "4", "--burn-in", "20",
+                 "--lr", "auto", "--out", str(zoo)]) == 0
+    out = capsys.readouterr().out
+    m = json.loads((zoo / "manifest.json").read_text())
+    probe = m["lr_probe"]
+    assert probe["lr"] in [r["lr"] for r in probe["table"]] and len(probe["table"]) >= 5
+    assert m["collect"]["lr"] == probe["lr"] and m["settings"]["lr"] == "auto"
+    assert "--lr auto chose" in out
+    assert m["mean_pairwise_iou_val"] < 0.995
+    chosen = next(r for r in probe["table"] if r["lr"] == probe["lr"])
+    assert chosen["val_acc"] >= probe["base_val_acc"] - probe["tolerance"]
