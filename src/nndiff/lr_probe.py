@@ -32,7 +32,7 @@ RUNGS = 2  # rungs on each side of the hint
 EXTEND = 6  # more rungs allowed beyond an end the choice sits at (up to 1000x the hint)
 BURN_IN = 100  # at most this many probe steps before its first snapshot (the collection's --burn-in if fewer)
 SNAPSHOTS = 8  # snapshots per rung
-SPACING = 8  # collection intervals (--every) between two probe snapshots
+SPACING = 8  # steps between two probe snapshots, at least (--every if that is more)
 MIN_MOVE = 1e-4  # relative distance between consecutive snapshots below which they are copies
 COPIES_IOU = 0.995  # probe snapshots whose wrong validation predictions agree this much are copies
 REFINE = 3  # rungs added between a rung of copies and the first one that loses accuracy
@@ -53,7 +53,7 @@ def measure_rung(task, base, layout, val, lr: float, every: int, momentum: float
     trajectory = Trajectory(task, base, layout, seed, lr, momentum, device)
     snaps = []
     try:
-        gap = SPACING * every
+        gap = max(SPACING, every)
         for step in range(1, burn_in + SNAPSHOTS * gap + 1):
             trajectory.step()
             if step > burn_in and (step - burn_in) % gap == 0:
