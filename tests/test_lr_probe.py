@@ -40,3 +40,19 @@ def test_auto_lr_gives_a_zoo_that_is_not_copies_and_records_its_table(tmp_path, 
     assert m["mean_pairwise_iou_val"] < 0.995
     chosen = next(r for r in probe["table"] if r["lr"] == probe["lr"])
     assert chosen["val_acc"] >= probe["base_val_acc"] - probe["tolerance"]
+
+
+def test_a_resumed_collection_reuses_the_probe_instead_of_running_it_again(tmp_path, monkeypatch):
+    import pytest
+
+    from nndiff import lr_probe
+    from nndiff.checkpoint import Progress
+    from nndiff.zoo import CollectConfig, collect
+
+    progress = Progress(tmp_path)
+    config = CollectConfig(k=4, heldout=0, burn_in=5, lr="auto")
+    first = collect("digits-cnn", config, False, checkpoints=progress)  # leaves its progress, as a killed run would
+    monkeypatch.setattr(lr_probe, "probe", lambda *a, **k: pytest.fail("the probe ran again"))
+    second = collect("digits-cnn", config, False, checkpoints=progress)
+    assert second.info["lr_probe"] == first.info["lr_probe"]
+    assert second.info["collect"]["lr"] == first.info["lr_probe"]["lr"]
