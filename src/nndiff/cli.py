@@ -21,6 +21,8 @@ EPILOG = """examples:
   nndiff generate --run runs/d -n 100 --sampler ddim --steps 50 --seed 0
   nndiff evaluate --run runs/d
   nndiff report --run runs/d                       # are the generated models new? runs/d/report/report.md
+  nndiff doctor --run runs/d                       # health check: pass / warn / fail, each with its fix
+  nndiff collect --task my_task.py:make_task --lr auto --out runs/u/zoo   # probe for the collection lr
   nndiff train --zoo runs/d/zoo --out runs/c --condition val_acc
   nndiff generate --run runs/c --target-acc 98.5 --guidance 1   # models aimed at 98.5% validation accuracy
   nndiff sweep --ablation k --out runs/sweep-k      # the paper's K ablation: K = 1, 10, 50, 200
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="health check of a zoo or a run: pass / warn / fail, each with its fix",
                        description="Check a zoo (diversity, accuracy against the base model) or a run (also: the "
                                    "autoencoder's reconstructions, the generated models' spread, replicas, NaN share and "
-                                   "accuracy), on validation data only. Exit code 1 when a check fails.")
+                                   "accuracy), on validation data and in parameter space, never the test set. Exit code 1 when a check fails.")
     _run_option(p, "run directory written by `nndiff train`, or a zoo directory written by `nndiff collect`")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
