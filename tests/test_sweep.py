@@ -31,17 +31,18 @@ def test_k_sweep_writes_a_table_with_one_run_per_row(tmp_path, capsys):
 
 
 def test_sweep_collects_its_shared_zoo_from_the_given_base(tiny_run, tmp_path, monkeypatch):
-    """`sweep --base FILE` used to train a base of its own and ignore the file."""
+    """`sweep --base FILE` used to train a base of its own and ignore the file; `--fresh` reaches the
+    shared zoo too (a finished one is reused only with the same settings)."""
     from nndiff import pipeline
     from nndiff.errors import NndiffError
 
     seen = {}
 
     def collect_zoo(task, out, config, progress=True, base=None, fresh=False):
-        seen["base"] = base
+        seen["base"], seen["fresh"] = base, fresh
         raise NndiffError("stop here")
 
     monkeypatch.setattr(pipeline, "collect_zoo", collect_zoo)
     base = tiny_run / "zoo" / "base.safetensors"
-    assert main(["--quiet", "sweep", "--ablation", "k", "--values", "1", "--out", str(tmp_path / "s"), "--base", str(base), *TINY]) == 2
-    assert seen["base"] == base
+    assert main(["--quiet", "sweep", "--ablation", "k", "--values", "1", "--out", str(tmp_path / "s"), "--base", str(base), "--fresh", *TINY]) == 2
+    assert seen == {"base": base, "fresh": True}

@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "layers: the last 1, 2, 3 normalization layers")
     p.add_argument("--values", type=int, nargs="+", help="the K values (k) or layer counts (layers) to try")
     p.add_argument("--out", type=Path, required=True, help="sweep directory")
+    _resume_option(p)
     _collect_options(p)
     _train_options(p)
     _generate_options(p, aim=False)
@@ -283,7 +284,7 @@ def dispatch(args) -> int:
         from .sweep import run_sweep, sweep_table
 
         results = run_sweep(args.task, args.ablation, args.out, _collect_config(args), _train_config(args), args.values,
-                            args.n, args.seed, args.sampler, args.steps, progress, base=args.base)
+                            args.n, args.seed, args.sampler, args.steps, progress, base=args.base, fresh=args.fresh)
         print()
         print(sweep_table(args.ablation, results))
         print(f"wrote {args.out / f'sweep_{args.ablation}.md'}")

@@ -67,9 +67,10 @@ def plan_rows(ablation: str, task_name: str, values: list[int] | None) -> list[t
 
 def run_sweep(task: str, ablation: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig,
               values: list[int] | None = None, n: int = 100, seed: int = 0, sampler: str = "ddim", steps: int = 50,
-              progress: bool = True, log=print, base: str | Path | None = None) -> list[dict]:
+              progress: bool = True, log=print, base: str | Path | None = None, fresh: bool = False) -> list[dict]:
     """One full run per row of the ablation, all from one shared zoo (collected from `base`, a
-    state_dict file, when given)."""
+    state_dict file, when given). A finished shared zoo and finished rows are reused when their
+    settings match; `fresh` collects and trains them anew."""
     from . import pipeline
     from .checks import number
 
@@ -83,7 +84,7 @@ def run_sweep(task: str, ablation: str, out: str | Path, collect_config: Collect
         collect_config = replace(collect_config, k=max(max(r[1]["k"] for r in rows), collect_config.k))
     base_dir = out / "zoo"
     log(f"collecting the shared zoo into {base_dir}" + (f" from the base model {base}" if base else ""))
-    base_zoo = pipeline.collect_zoo(task, base_dir, collect_config, progress, base)  # a finished one is reused
+    base_zoo = pipeline.collect_zoo(task, base_dir, collect_config, progress, base, fresh)  # a finished one is reused
     results = []
     for i, (name, change) in enumerate(rows, 1):
         row_dir = out / ablation / name.replace(" ", "_").replace("=", "").replace("+", "and")
@@ -97,7 +98,7 @@ def run_sweep(task: str, ablation: str, out: str | Path, collect_config: Collect
         else:
             base_zoo.save(row_dir / "zoo")
             config.autoencoder.input_noise, config.autoencoder.latent_noise = change["noise"]
-        pipeline.train_run(row_dir / "zoo", row_dir, config, progress)
+        pipeline.train_run(row_dir / "zoo", row_dir, config, progress, fresh)
         pipeline.generate_run(row_dir, n, seed, sampler, steps, config.device)
         metrics = pipeline.evaluate_run(row_dir, config.device, progress)
         pipeline.report_run(row_dir, config.device, seed, progress)
