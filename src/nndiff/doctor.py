@@ -17,10 +17,12 @@ from .diffusion import DiffusionConfig
 from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
+from .uncertainty import Bootstrap, estimate, mean_accuracy
 
 # Thresholds, in the units each check reports.
 COPIES_IOU = (0.98, 0.995)  # snapshots' mean pairwise IoU of wrong validation predictions: warn above either
 COPIES_SPREAD = (1e-3, 1e-4)  # snapshots' per-dimension std (median) over the subset's RMS: warn, fail below
+# Accuracy losses are graded by the lower end of their 95% interval.
 DRIFT = (2.0, 5.0)  # points of validation accuracy the snapshots lose against the base model
 RECONSTRUCTION_GAP = (0.5, 2.0)  # points of validation accuracy the autoencoder's reconstructions lose
 UNEXPLAINED = (0.05, 0.25)  # share of the snapshots' variance (normalized space) the reconstructions miss
@@ -39,6 +41,27 @@ class Check:
     fix: str = ""
 
 
+def _loss(val, reference: torch.Tensor, other: torch.Tensor) -> dict:
+    """Points of validation accuracy `other` loses against `reference` (both [N, n] predictions; a
+    row of -1 is a model that could not be evaluated), with its 95% interval (paired bootstrap over
+    validation samples and models)."""
+    labels = val.y.cpu()
+    boot = Bootstrap(len(labels))
+    (ref, ref_reps), (oth, oth_reps) = mean_accuracy(boot, reference == labels), mean_accuracy(boot, other == labels)
+    return estimate(ref - oth, ref_reps - oth_reps)
+
+
+def _graded_loss(loss: dict, warn: float, fail: float) -> str:
+    """A loss counts only where its whole interval lies beyond the threshold: a few validation samples
+    must not fail a check."""
+    return _grade(loss["ci95"][0], warn, fail)
+
+
+def _says(loss: dict) -> str:
+    lo, hi = loss["ci95"]
+    return f"{loss['estimate']:+.2f} points (95% CI {lo:+.2f} to {hi:+.2f})"
+
+
 def _grade(value: float, warn: float, fail: float, higher_is_worse: bool = True) -> str:
     if value != value:  # NaN: nothing could be measured
         return "fail"
@@ -46,13 +69,10 @@ def _grade(value: float, warn: float, fail: float, higher_is_worse: bool = True)
     return "fail" if bad(fail) else "warn" if bad(warn) else "pass"
 
 
-def zoo_checks(zoo, task, model, splits: dict) -> list[Check]:
-    """Are the snapshots diverse, and still as accurate as the base model they started from?"""
-    val = splits["val"]
-    iou = zoo.info.get("mean_pairwise_iou_val")
-    if iou is None:
-        preds = evaluate_params(task, model, zoo.layout, zoo.params, {"val": val}, progress=False)["val"].predictions
-        iou = mean_offdiagonal(pairwise_iou(preds, val.y.cpu()))
+def zoo_checks(zoo, task, model, val, snapshots: torch.Tensor) -> list[Check]:
+    """Are the snapshots diverse, and still as accurate as the base model they started from?
+    `snapshots`: their [K, n] validation predictions."""
+    iou = mean_offdiagonal(pairwise_iou(snapshots, val.y.cpu()))
     # In parameter space: the snapshots' per-dimension spread (median) relative to the subset's scale.
     spread = float(zoo.params.double().std(0).median() / zoo.params.double().pow(2).mean().sqrt().clamp_min(1e-12))
     lr = zoo.info.get("collect", {}).get("lr")  # the rate used (what --lr auto chose)
@@ -65,20 +85,14 @@ def zoo_checks(zoo, task, model, splits: dict) -> list[Check]:
     status = "fail" if grades[0] == "fail" else "warn" if "warn" in grades or "fail" in grades else "pass"
     diversity = Check("zoo diversity", status, f"parameter spread {spread:.1e} of their scale; mean pairwise IoU of "
                       f"wrong validation predictions {iou:.3f}", f"the snapshots are near-copies: {raise_lr}, or more --runs")
-    base = zoo.info.get("base", {}).get("val_acc")
-    snaps = sum(s["val_acc"] for s in zoo.snapshots) / len(zoo.snapshots)
-    if base is None:
-        drift = Check("snapshot accuracy", "skip", f"snapshots' mean validation accuracy {snaps:.2f}% (base model unknown)")
-    else:
-        lower = f"collect again with a smaller --lr (e.g. {lr / 3:g})" if lr else "collect again with a smaller --lr"
-        drift = Check("snapshot accuracy", _grade(base - snaps, *DRIFT),
-                      f"snapshots' mean validation accuracy {snaps:.2f}% vs the base model's {base:.2f}%",
-                      f"collection drifts away from the base model: {lower}")
+    loss = _loss(val, task.evaluate(model, val).predictions[None].cpu(), snapshots)
+    lower = f"collect again with a smaller --lr (e.g. {lr / 3:g})" if lr else "collect again with a smaller --lr"
+    drift = Check("snapshot accuracy", _graded_loss(loss, *DRIFT), f"validation accuracy the snapshots lose against the base model: {_says(loss)}", f"collection drifts away from the base model: {lower}")
     return [diversity, drift]
 
 
 @torch.no_grad()
-def autoencoder_check(zoo, task, model, generator, splits: dict, steps: int) -> Check:
+def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor, steps: int) -> Check:
     """How much of the snapshots' variation the autoencoder reproduces (in normalized parameter
     space), and the validation accuracy its reconstructions lose. The first catches under-fitting
     the second cannot: on a subset whose mean model is as good as any snapshot (BatchNorm layers),
@@ -91,18 +105,20 @@ def autoencoder_check(zoo, task, model, generator, splits: dict, steps: int) -> 
     spread = float(((x - x.mean(0)) ** 2).sum())
     unexplained = float(((recon_n - x) ** 2).sum()) / spread if spread > 0 else 0.0
     recon = norm.inverse(recon_n)
-    orig = float(torch.tensor([zoo.snapshots[int(i)]["val_acc"] for i in rows]).double().mean())
-    rec = evaluate_params(task, model, zoo.layout, recon, {"val": splits["val"]}, progress=False)["val"].accuracy
-    gap = orig - float(rec.mean()) if torch.isfinite(recon).all() else float("nan")
-    grades = [_grade(unexplained, *UNEXPLAINED), _grade(gap, *RECONSTRUCTION_GAP)]
+    if torch.isfinite(recon).all():
+        loss = _loss(val, snapshots[rows], evaluate_params(task, model, zoo.layout, recon, {"val": val}, progress=False)["val"].predictions)
+        grades, says = [_grade(unexplained, *UNEXPLAINED), _graded_loss(loss, *RECONSTRUCTION_GAP)], _says(loss)
+    else:
+        grades, says = ["fail"], "NaN or Inf reconstructions"
     status = "fail" if "fail" in grades else "warn" if "warn" in grades else "pass"
     return Check("autoencoder", status,
-                 f"{100 * unexplained:.1f}% of the snapshots' variation not reproduced; reconstructions' mean validation "
-                 f"accuracy {float(rec.mean()):.2f}% vs the snapshots' {orig:.2f}%",
+                 f"{100 * unexplained:.1f}% of the snapshots' variation not reproduced; validation accuracy the "
+                 f"reconstructions lose against the snapshots: {says}",
                  f"the autoencoder under-fits: train it longer, --ae-steps {max(2 * steps, AutoencoderConfig().steps)}")
 
 
-def generator_checks(zoo, task, model, generated: torch.Tensor, normalizer, splits: dict, diffusion_steps: int) -> list[Check]:
+def generator_checks(zoo, task, model, generated: torch.Tensor, normalizer, val, snapshots: torch.Tensor,
+                     diffusion_steps: int) -> list[Check]:
     """Non-finite models, spread, replicas and validation accuracy of the generated models."""
     finite = torch.isfinite(generated).all(1)
     share = 1.0 - float(finite.double().mean())
@@ -124,12 +140,11 @@ def generator_checks(zoo, task, model, generated: torch.Tensor, normalizer, spli
         replicas = float((nearest_distances(gen_n, orig_n) / spacing < REPLICA_RELATIVE_DISTANCE).double().mean())
         checks.append(Check("replicas", _grade(replicas, *REPLICAS), f"{100 * replicas:.0f}% of the generated models copy a snapshot",
                             "the generator memorized the zoo: collect a more varied one (a larger --lr, more --runs, more -k)"))
-    ev = evaluate_params(task, model, zoo.layout, gen, {"val": splits["val"]}, progress=False)["val"].accuracy
-    orig = sum(s["val_acc"] for s in zoo.snapshots) / len(zoo.snapshots)
-    # NaN models count as failures, as everywhere else
-    mean = float(ev.sum()) / len(generated)
-    checks.append(Check("generated accuracy", _grade(orig - mean, *GENERATED_GAP),
-                        f"generated models' mean validation accuracy {mean:.2f}% vs the snapshots' {orig:.2f}%",
+    preds = torch.full((len(generated), len(val)), -1, dtype=torch.long)  # NaN models count as failures, as everywhere else
+    preds[finite] = evaluate_params(task, model, zoo.layout, gen, {"val": val}, progress=False)["val"].predictions
+    loss = _loss(val, snapshots, preds)
+    checks.append(Check("generated accuracy", _graded_loss(loss, *GENERATED_GAP),
+                        f"validation accuracy the generated models lose against the snapshots: {_says(loss)}",
                         f"if the autoencoder passes, train the diffusion model longer: "
                         f"--diffusion-steps {max(2 * diffusion_steps, DiffusionConfig().steps)}"))
     return checks

@@ -25,7 +25,7 @@ from .doctor import Check, autoencoder_check, generator_checks, to_json, zoo_che
 from .conditional import aim_targets, aimed_sets, calibrate
 from .config import TrainConfig
 from .errors import NndiffError
-from .evaluate import evaluate_models, format_table
+from .evaluate import evaluate_models, evaluate_params, format_table
 from .generate import GENERATED, ParamGenerator, check_generate_args, fingerprint, read_generated, read_normalizers, write_generated
 from .novelty import analyze
 from .lr_probe import summary_lines
@@ -240,15 +240,16 @@ def doctor_run(path: str | Path, device: str = "auto") -> list[Check]:
     zoo = Zoo.load(zoo_dir)
     task = zoo.make_task()
     model = zoo.model(task).to(dev)
-    splits = {"val": task.splits()["val"].to(dev)}
-    checks = zoo_checks(zoo, task, model, splits)
+    val = task.splits()["val"].to(dev)
+    snapshots = evaluate_params(task, model, zoo.layout, zoo.params, {"val": val}, progress=False)["val"].predictions
+    checks = zoo_checks(zoo, task, model, val, snapshots)
     if is_zoo:
         return checks
     generator = ParamGenerator.load(path, config, dev)
-    checks.append(autoencoder_check(zoo, task, model, generator, splits, config.autoencoder.steps))
+    checks.append(autoencoder_check(zoo, task, model, generator, val, snapshots, config.autoencoder.steps))
     if (path / GENERATED).is_dir():
         generated = read_generated(path, zoo.layout)
-        checks += generator_checks(zoo, task, model, generated, generator.normalizer, splits, config.diffusion.steps)
+        checks += generator_checks(zoo, task, model, generated, generator.normalizer, val, snapshots, config.diffusion.steps)
     else:
         checks.append(Check("generator", "skip", "no generated models yet", f"nndiff generate --run {path}"))
     return checks
