@@ -174,13 +174,14 @@ def test_whole_network_generation_runs(tmp_path, task, size):
     """The whole-network tasks generate every parameter; the automatic token size makes that affordable."""
     out = tmp_path / task
     assert main(["--quiet", "run", "--task", task, "--out", str(out), "-k", "16", "--heldout", "4", "--burn-in", "10",
-                 "--ae-steps", "20", "--diffusion-steps", "20", "-n", "4", "--steps", "5", "--no-report"]) == 0
+                 "--lr", str(get_task(task).collect_lr), "--ae-steps", "20", "--diffusion-steps", "20", "-n", "4", "--steps", "5",
+                 "--no-report"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     zoo = Zoo.load(out / "zoo")
     assert zoo.layout.size == sum(p.numel() for p in get_task(task).make_model().parameters()) == size
     assert m["generated"]["count"] == 4 and m["originals"]["test_acc"]["mean"] > 50
-    # the gentle whole-network protocol: lr 0.01, one snapshot every 10 steps
-    assert zoo.info["collect"]["lr"] == 0.01 and [s["step"] for s in zoo.snapshots[:3]] == [20, 30, 40]
+    # the gentle whole-network protocol: lr 0.01 (the probe's starting point), one snapshot every 10 steps
+    assert get_task(task).collect_lr == 0.01 and [s["step"] for s in zoo.snapshots[:3]] == [20, 30, 40]
     assert "token_size: 0" in (out / "config.yaml").read_text()  # automatic, resolved the same way on load
 
 

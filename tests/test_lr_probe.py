@@ -56,3 +56,21 @@ def test_a_resumed_collection_reuses_the_probe_instead_of_running_it_again(tmp_p
     second = collect("digits-cnn", config, False, checkpoints=progress)
     assert second.info["lr_probe"] == first.info["lr_probe"]
     assert second.info["collect"]["lr"] == first.info["lr_probe"]["lr"]
+
+
+def test_a_probe_that_finds_no_rate_falls_back_to_the_tasks_hint_with_a_warning(monkeypatch):
+    """--lr auto is the default, so a model where every rate loses accuracy must still be collected
+    (at the task's collect_lr), with a warning that names the fix."""
+    import pytest
+
+    from nndiff import lr_probe
+
+    class Task:
+        def evaluate(self, model, split):
+            return type("E", (), {"accuracy": 98.0})()
+
+    monkeypatch.setattr(lr_probe, "measure_rung", lambda task, base, layout, val, lr, *a: row(lr, 50.0, 0.5))
+    with pytest.warns(UserWarning, match="give a rate with --lr"):
+        found = lr_probe.probe(Task(), None, None, [0] * 400, 0.3, 1, 0.9, 0, "cpu")
+    assert found["lr"] == 0.3 and found["fallback"]
+    assert "fell back" in lr_probe.summary_lines(found)[0]

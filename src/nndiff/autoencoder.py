@@ -32,7 +32,9 @@ class AutoencoderConfig:
     token_size: int = bounded(0, low=0, integer=True)
     input_noise: float = bounded(0.001, low=0, flag="--input-noise")
     latent_noise: float = bounded(0.1, low=0, flag="--latent-noise")
-    steps: int = bounded(1000, low=1, integer=True, flag="--ae-steps")
+    steps: int | str = bounded("auto", low=1, integer=True, words=("auto",), flag="--ae-steps")  # "auto": chosen by validation (budget.py)
+    max_steps: int = bounded(3000, low=1, integer=True)  # the most steps "auto" trains
+    check_every: int = bounded(250, low=1, integer=True)  # steps between validation checks
     batch_size: int = bounded(64, low=1, integer=True)
     lr: float = bounded(1e-3, low=0, low_open=True)
 

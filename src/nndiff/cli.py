@@ -29,13 +29,18 @@ EPILOG = """examples:
 """
 
 
-def _lr(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+def _or_auto(convert):
+    """An option's type that takes a number (`convert`) or the word 'auto'."""
+
+    def parse(text: str):
+        if text == "auto":
+            return text
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'} or 'auto', got {text!r}") from None
+
+    return parse
 
 
 def _collect_options(p: argparse.ArgumentParser) -> None:
@@ -47,9 +52,9 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
                    help="glob patterns over the model's parameter names to generate (default: the task's, e.g. 'bn3.*' 'bn4.*')")
     p.add_argument("-k", type=int, default=200, help="number of snapshots to collect (default: 200)")
     p.add_argument("--runs", type=int, default=1, help="independent collection runs (seeds) the k snapshots are split over (default: 1)")
-    p.add_argument("--lr", type=_lr, default=None, help="collection learning rate, or 'auto': a short probe from the base "
-                   "model picks the rate whose snapshots differ most while keeping its validation accuracy "
-                   "(default: the task's; too small gives copies)")
+    p.add_argument("--lr", type=_or_auto(float), default="auto", help="collection learning rate, or 'auto': a short probe "
+                   "from the base model picks the rate whose snapshots differ most while keeping its validation accuracy "
+                   "(default: auto; too small a rate gives copies, too large loses accuracy)")
     p.add_argument("--burn-in", type=int, default=100, help="SGD steps before the first snapshot of each run (default: 100)")
     p.add_argument("--every", type=int, help="SGD steps between snapshots (default: the task's, 1 for a few layers; "
                    "whole-network tasks take a gentler --lr and space snapshots out)")
@@ -69,8 +74,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--config", type=Path, help="YAML file with training settings (see config.yaml of any run)")
     p.add_argument("--normalization", choices=("element", "layer"), help="parameter standardization (default: element)")
-    p.add_argument("--ae-steps", type=int, help="autoencoder training steps (default: 1000)")
-    p.add_argument("--diffusion-steps", type=int, help="diffusion training steps (default: 2000)")
+    p.add_argument("--ae-steps", type=_or_auto(int), help="autoencoder training steps, or 'auto': until its reconstructions of "
+                   "held-back snapshots keep their validation accuracy, at most autoencoder.max_steps (default: auto, up to 3000)")
+    p.add_argument("--diffusion-steps", type=_or_auto(int), help="diffusion training steps, or 'auto': until a small generated "
+                   "batch stops improving on validation, at most diffusion.max_steps (default: auto, up to 4000)")
     p.add_argument("--input-noise", type=float, help="autoencoder input noise augmentation (default: 0.001)")
     p.add_argument("--latent-noise", type=float, help="autoencoder latent noise augmentation (default: 0.1)")
     p.add_argument("--condition", choices=CONDITIONS,
@@ -254,12 +261,16 @@ def dispatch(args) -> int:
         print(f"wrote {len(zoo)} snapshots of {zoo.layout.size} parameters to {args.out} "
               f"(test accuracy {min(accs):.2f}..{max(accs):.2f}%)")
     elif args.command == "train":
+        from .budget import summary_lines
+
         stats = pipeline.train_run(args.zoo, args.out, _train_config(args), progress, args.fresh)
         if stats.get("reused"):
             print(f"{args.out} already holds a generator trained on this zoo with these settings; nothing to do (--fresh retrains)")
         elif stats:  # rank 0 (or a single process) reports
             print(f"trained {args.out}: autoencoder reconstruction MSE {stats['autoencoder']['reconstruction_mse']:.4f}, "
                   f"diffusion loss {stats['diffusion']['final_loss']:.4f} ({stats['processes']} process(es))")
+            for line in summary_lines(stats):
+                print(f"      {line}")
     elif args.command == "generate":
         out = pipeline.generate_run(args.run, args.n, args.seed, args.sampler, args.steps, args.device,
                                     args.target_acc, args.guidance)

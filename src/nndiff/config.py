@@ -55,8 +55,13 @@ def _build(cls, data: Any, where: str):
     kwargs = {}
     for name, value in data.items():
         default = getattr(cls(), name)
+        allowed = fields[name].metadata.get("range")
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif allowed and allowed.words and value in allowed.words:
+            kwargs[name] = value  # e.g. steps: auto
+        elif allowed and allowed.words:
+            kwargs[name] = from_yaml(value, 0 if allowed.integer else 0.0, f"{where}.{name}")  # a number where a word may stand
         else:
             kwargs[name] = from_yaml(value, default, f"{where}.{name}")
     return cls(**kwargs)

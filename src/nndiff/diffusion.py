@@ -27,7 +27,9 @@ class DiffusionConfig:
     train_timesteps: int = bounded(1000, low=2, integer=True)
     beta_start: float = bounded(1e-4, low=0, high=1, low_open=True, high_open=True)
     beta_end: float = bounded(2e-2, low=0, high=1, low_open=True, high_open=True)
-    steps: int = bounded(2000, low=1, integer=True, flag="--diffusion-steps")
+    steps: int | str = bounded("auto", low=1, integer=True, words=("auto",), flag="--diffusion-steps")  # "auto": chosen by validation (budget.py)
+    max_steps: int = bounded(4000, low=1, integer=True)  # the most steps "auto" trains
+    check_every: int = bounded(250, low=1, integer=True)  # steps between validation checks
     batch_size: int = bounded(64, low=1, integer=True)
     lr: float = bounded(1e-3, low=0, low_open=True)
     ema_decay: float = bounded(0.999, low=0, high=1, high_open=True)

@@ -28,6 +28,7 @@ from .errors import NndiffError
 from .evaluate import evaluate_models, evaluate_params, format_table
 from .generate import GENERATED, ParamGenerator, check_generate_args, fingerprint, read_generated, read_normalizers, write_generated
 from .novelty import analyze
+from .budget import summary_lines as budget_lines
 from .lr_probe import summary_lines
 from .params import Normalizer
 from .report import write_report
@@ -228,7 +229,8 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     if calibration is not None:
         novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, aim_targets(zoo)
     save_json(run_dir / "report" / "novelty.json", novelty)
-    return write_report(run_dir / "report", metrics, novelty, per_model)
+    training = load_json(run_dir / "train_stats.json") if (run_dir / "train_stats.json").is_file() else {}
+    return write_report(run_dir / "report", metrics, novelty, per_model, training if isinstance(training, dict) else {})
 
 
 def doctor_run(path: str | Path, device: str = "auto") -> list[Check]:
@@ -246,10 +248,18 @@ def doctor_run(path: str | Path, device: str = "auto") -> list[Check]:
     if is_zoo:
         return checks
     generator = ParamGenerator.load(path, config, dev)
-    checks.append(autoencoder_check(zoo, task, model, generator, val, snapshots, config.autoencoder.steps))
+    stats = load_json(path / "train_stats.json") if (path / "train_stats.json").is_file() else {}
+
+    def trained(loop: str) -> int:  # the steps a loop ran (an automatic budget's choice), for the fixes' advice
+        cfg = getattr(config, loop)
+        fallback = cfg.max_steps if cfg.steps == "auto" else cfg.steps
+        steps = stats.get(loop, {}).get("steps", fallback) if isinstance(stats, dict) else fallback
+        return steps if isinstance(steps, int) and steps > 0 else fallback
+
+    checks.append(autoencoder_check(zoo, task, model, generator, val, snapshots, trained("autoencoder")))
     if (path / GENERATED).is_dir():
         generated = read_generated(path, zoo.layout)
-        checks += generator_checks(zoo, task, model, generated, generator.normalizer, val, snapshots, config.diffusion.steps)
+        checks += generator_checks(zoo, task, model, generated, generator.normalizer, val, snapshots, trained("diffusion"))
     else:
         checks.append(Check("generator", "skip", "no generated models yet", f"nndiff generate --run {path}"))
     return checks
@@ -273,7 +283,8 @@ def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_con
     for line in summary_lines(zoo.info.get("lr_probe")):
         log(line)
     log("[2/4] training the autoencoder and the latent diffusion model")
-    train_run(out / "zoo", out, train_config, progress, fresh)
+    for line in budget_lines(train_run(out / "zoo", out, train_config, progress, fresh)):
+        log(f"      {line}")
     log(f"[3/4] generating {n} models ({sampler}, {steps} steps, seed {seed})")
     if is_main():  # under torchrun: sampling is cheap, rank 0 does it alone
         generate_run(out, n, seed, sampler, steps, train_config.device, target_acc, guidance)

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .budget import summary_lines  # noqa: E402
 from .conditional import AIMS, GUIDANCES, aim_name  # noqa: E402
 from .distribution import flag_sentences  # noqa: E402
 from .evaluate import comparison_lines  # noqa: E402
@@ -164,6 +165,32 @@ def calibration_plot(rows: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+def training_plot(training: dict, path: Path) -> None:
+    """Each training loop's loss and, under an automatic budget, its validation checks, against the step."""
+    loops = [(name, training[name]) for name in ("autoencoder", "diffusion") if training.get(name, {}).get("curve")]
+    fig, axes = plt.subplots(1, len(loops), figsize=(5.5 * len(loops), 4), squeeze=False)
+    for ax, (name, stats) in zip(axes[0], loops):
+        curve = stats["curve"]
+        steps = [p["step"] for p in curve]
+        ax.plot(steps, [p["loss"] for p in curve], "-o", ms=3, color="tab:gray", label="training loss")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        title = f"{name}: {stats['steps']} steps ({'chosen by validation' if stats.get('budget') == 'validation' else 'fixed'})"
+        ax.set_title(title, fontsize=9)
+        if "val_acc" in curve[0]:
+            twin = ax.twinx()
+            label = "held-back reconstructions" if name == "autoencoder" else "generated batch"
+            twin.plot(steps, [p["val_acc"] for p in curve], "-s", ms=3, color="tab:red", label=f"{label}: val. acc.")
+            if name == "autoencoder" and "gap" in curve[0]:
+                twin.axhline(curve[0]["val_acc"] + curve[0]["gap"], color="tab:blue", ls=":", lw=1, label="their snapshots' val. acc.")
+            twin.set_ylabel("validation accuracy (%)")
+            twin.legend(fontsize=7, loc="lower right")
+        ax.axvline(stats["steps"], color="black", lw=1, ls="--")
+        ax.legend(fontsize=7, loc="upper right")
+    _save(fig, path)
+
+
 FIGURES = {
     "accuracy.png": "Test accuracy",
     "novelty_plane.png": "Accuracy vs similarity to the training snapshots",
@@ -173,8 +200,12 @@ FIGURES = {
 }
 
 
-def write_report(out_dir: str | Path, metrics: dict, novelty: dict, per_model: dict) -> Path:
+def write_report(out_dir: str | Path, metrics: dict, novelty: dict, per_model: dict, training: dict | None = None) -> Path:
+    """`training`: the run's train_stats.json (its budgets and curves), if there is one."""
     out = Path(out_dir)
+    training = training or {}
+    if any(training.get(name, {}).get("curve") for name in ("autoencoder", "diffusion")):
+        training_plot(training, out / "training.png")
     accuracy_histogram(per_model, out / "accuracy.png")
     novelty_plane(per_model, novelty, out / "novelty_plane.png")
     gap_plot(novelty, out / "gaps.png")
@@ -183,7 +214,7 @@ def write_report(out_dir: str | Path, metrics: dict, novelty: dict, per_model: d
     if novelty.get("calibration"):
         calibration_plot(novelty["calibration"], out / "calibration.png")
     path = out / "report.md"
-    write_bytes_atomic(path, markdown(metrics, novelty).encode())
+    write_bytes_atomic(path, markdown(metrics, novelty, training).encode())
     return path
 
 
@@ -203,7 +234,7 @@ def _label(name: str) -> str:
     return STYLE[name][0] if name in STYLE else f"originals + noise {name.split('_')[1]}"
 
 
-def markdown(metrics: dict, novelty: dict) -> str:
+def markdown(metrics: dict, novelty: dict, training: dict | None = None) -> str:
     o, g, e = metrics["originals"], metrics["generated"], metrics["weight_average"]
     means = (metrics.get("comparisons") or {}).get("test_acc_mean", {})
     lines = [f"# nndiff report: {metrics['task']}", ""]
@@ -213,6 +244,9 @@ def markdown(metrics: dict, novelty: dict) -> str:
                                                            c["fix"] if c["status"] in ("warn", "fail") else ""]
                                                           for c in novelty["health"]])
         lines += [""]
+    budgets = [f"- {line}" for line in summary_lines(training or {})]
+    if budgets:
+        lines += ["## Training budgets", ""] + budgets + [""]
     lines += ["## Accuracy", "", "Test accuracy (%). *best* is the maximum on the test set (an oracle, shown to compare "
               "with the paper); *val-selected* is the test accuracy of the model with the best validation accuracy. "
               "Brackets: 95% intervals (paired bootstrap over test samples and models).", ""]
@@ -281,7 +315,9 @@ def markdown(metrics: dict, novelty: dict) -> str:
                         [[f"{r['guidance']:g}", f"{r['requested_val_acc']:.2f}", f"{r['val_acc_mean']:.2f} ± {r['val_acc_std']:.2f}",
                           f"{r['error_val']:+.2f}", f"{r['test_acc_mean']:.2f}"] for r in novelty["calibration"]])
     lines += ["", "## Figures", ""]
-    figures = {**FIGURES, **({"calibration.png": "Calibration of conditional generation"} if novelty.get("calibration") else {})}
+    figures = {**FIGURES, **({"calibration.png": "Calibration of conditional generation"} if novelty.get("calibration") else {}),
+               **({"training.png": "Training: loss and validation checks by step"}
+                  if any((training or {}).get(name, {}).get("curve") for name in ("autoencoder", "diffusion")) else {})}
     for file, title in figures.items():
         lines += [f"### {title}", "", f"![{title}]({file})", ""]
     lines += ["## Definitions", ""]

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .autoencoder import Autoencoder
+from .budget import Judge, autoencoder_done, diffusion_done, held_back
 from .checkpoint import Progress, rng_state, set_rng_state
 from .config import TrainConfig
 from .denoiser import Denoiser
@@ -41,21 +42,35 @@ def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
 
 
 def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool,
-                      checkpoints: Progress | None = None) -> tuple[Autoencoder, dict]:
-    """x: [K, D] normalized parameters, on the training device."""
+                      checkpoints: Progress | None = None, judge: Judge | None = None,
+                      normalizer: Normalizer | None = None) -> tuple[Autoencoder, dict]:
+    """x: [K, D] normalized parameters, on the training device. With `steps: auto`, a held-back
+    tenth of them is not trained on: `judge` measures its reconstructions (budget.py)."""
     cfg = config.autoencoder
+    auto = cfg.steps == "auto"
+    total = cfg.max_steps if auto else cfg.steps
+    rows = held_back(len(x)) if auto else torch.zeros(0, dtype=torch.long)
+    keep = torch.ones(len(x), dtype=torch.bool)
+    keep[rows] = False
+    train_x = x[keep.to(x.device)]
+    check_rows = rows if len(rows) else torch.arange(len(x))
     ae = Autoencoder(x.shape[1], cfg).to(x.device)
     net = _data_parallel(ae)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    batch = _per_rank_batch(cfg.batch_size, len(x))
-    start, loss_value = _resume(checkpoints, "autoencoder", ae, opt, gen)
+    batch = _per_rank_batch(cfg.batch_size, len(train_x))
+    start, loss_value, curve = _resume(checkpoints, "autoencoder", ae, opt, gen)
     ae.train()  # enables the input and latent noise augmentation
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="autoencoder", disable=not progress, leave=False)
-    for step in bar:
+
+    def check() -> dict:
+        return judge.reconstruction(ae, normalizer, check_rows, x.device)
+
+    stopped = auto and bool(curve) and autoencoder_done(curve[-1])
+    bar = tqdm(range(start, total), initial=start, total=total, desc="autoencoder", disable=not progress or stopped, leave=False)
+    for step in ([] if stopped else bar):
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
-        idx = torch.randint(len(x), (batch,), generator=gen).to(x.device)
-        loss = F.mse_loss(net(x[idx]), x[idx])
+            group["lr"] = cosine_lr(step, total, cfg.lr)
+        idx = torch.randint(len(train_x), (batch,), generator=gen).to(x.device)
+        loss = F.mse_loss(net(train_x[idx]), train_x[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
@@ -63,30 +78,42 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
         loss_value = loss.item()
         if step % 50 == 0:
             bar.set_postfix(mse=f"{loss_value:.4f}")
-        _checkpoint(checkpoints, "autoencoder", step + 1, cfg.steps, ae, opt, gen, loss_value)
+        point = _check_point(step + 1, total, cfg.check_every, loss_value, check if auto else None, curve)
+        stopped = point is not None and auto and autoencoder_done(point)
+        _checkpoint(checkpoints, "autoencoder", step + 1, total, ae, opt, gen, loss_value, curve, force=stopped)
+        if stopped:
+            break
+    bar.close()
     ae.eval()
     with torch.no_grad():
         recon = F.mse_loss(ae.decode(ae.encode(x)), x).item()
-    return ae, {"final_loss": loss_value, "reconstruction_mse": recon, "resumed_at_step": start}
+    trained = curve[-1]["step"] if curve else start
+    return ae, {"final_loss": loss_value, "reconstruction_mse": recon, "resumed_at_step": start,
+                **_budget(cfg, trained, stopped, curve, len(rows))}
 
 
 def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool,
-                    checkpoints: Progress | None = None, cond: torch.Tensor | None = None) -> tuple[Denoiser, dict]:
+                    checkpoints: Progress | None = None, cond: torch.Tensor | None = None,
+                    check_batch=None) -> tuple[Denoiser, dict]:
     """z: [K, C, L] standardized latents; cond: [K, c] standardized conditions (None: unconditional).
+    With `steps: auto`, `check_batch(ema)` measures a small generated batch (budget.py).
     Returns the EMA denoiser."""
     cfg = config.diffusion
+    auto = cfg.steps == "auto"
+    total = cfg.max_steps if auto else cfg.steps
     model = Denoiser(tuple(z.shape[1:]), config.denoiser, 0 if cond is None else cond.shape[1]).to(z.device)
     net = _data_parallel(model)  # broadcasts rank 0's initial weights, so every EMA starts equal
     ema = copy.deepcopy(model).requires_grad_(False)
     scheduler = make_scheduler(cfg, "ddpm")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(z))
-    start, running = _resume(checkpoints, "diffusion", model, opt, gen, ema)
+    start, running, curve = _resume(checkpoints, "diffusion", model, opt, gen, ema)
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="diffusion", disable=not progress, leave=False)
-    for step in bar:
+    stopped = auto and diffusion_done(curve)
+    bar = tqdm(range(start, total), initial=start, total=total, desc="diffusion", disable=not progress or stopped, leave=False)
+    for step in ([] if stopped else bar):
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+            group["lr"] = cosine_lr(step, total, cfg.lr)
         idx = torch.randint(len(z), (batch,), generator=gen).to(z.device)
         loss = training_loss(net, z[idx], scheduler, gen, None if cond is None else cond[idx], cfg.condition_dropout)
         opt.zero_grad(set_to_none=True)
@@ -98,8 +125,42 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
-        _checkpoint(checkpoints, "diffusion", step + 1, cfg.steps, model, opt, gen, running, ema)
-    return ema.eval(), {"final_loss": running, "resumed_at_step": start}
+        point = _check_point(step + 1, total, cfg.check_every, running, (lambda: check_batch(ema)) if auto else None, curve)
+        stopped = point is not None and auto and diffusion_done(curve)
+        _checkpoint(checkpoints, "diffusion", step + 1, total, model, opt, gen, running, curve, ema, force=stopped)
+        if stopped:
+            break
+    bar.close()
+    trained = curve[-1]["step"] if curve else start
+    return ema.eval(), {"final_loss": running, "resumed_at_step": start, **_budget(cfg, trained, stopped, curve)}
+
+
+def _check_point(step: int, total: int, every: int, loss: float, check, curve: list[dict]) -> dict | None:
+    """Every `every` steps and at the last: the curve's next point (the training loss, and with an
+    automatic budget what `check` measures on validation). Rank 0 measures, every rank gets the point
+    (so all stop together); the measurement draws from none of the training loop's random streams."""
+    if step % every and step != total:
+        return None
+    point = {"step": step, "loss": loss}
+    if check is not None:
+        if is_main():
+            with torch.random.fork_rng(devices=[]):
+                measured = check()
+        point.update(broadcast(measured if is_main() else None))
+    curve.append(point)
+    return point
+
+
+def _budget(cfg, trained: int, stopped: bool, curve: list[dict], held_back: int | None = None) -> dict:
+    """What train_stats.json says of a loop's budget."""
+    auto = cfg.steps == "auto"
+    out = {"steps": trained, "budget": "validation" if auto else "fixed",
+           "stopped_early": bool(auto and stopped and trained < cfg.max_steps), "curve": curve}
+    if auto:
+        out["max_steps"] = cfg.max_steps
+    if held_back is not None and auto:
+        out["held_back_snapshots"] = held_back
+    return out
 
 
 def check_ranks_agree(*modules: nn.Module) -> None:
@@ -131,35 +192,35 @@ def _per_rank_batch(batch: int, n: int) -> int:
     return max(1, min(batch, n) // world_size())
 
 
-def _checkpoint(checkpoints, name, step, total, model, opt, gen, loss, ema=None) -> None:
-    """Save the loop's whole state every CHECKPOINT_EVERY steps and at the end.
+def _checkpoint(checkpoints, name, step, total, model, opt, gen, loss, curve, ema=None, force=False) -> None:
+    """Save the loop's whole state every CHECKPOINT_EVERY steps, at the end, and where it stops early (`force`).
 
     Under torchrun the weights are the same on every rank but the random streams are not: rank 0
     gathers every rank's RNG state and writes one checkpoint.
     """
-    if checkpoints is None or (step % CHECKPOINT_EVERY and step != total):
+    if checkpoints is None or (step % CHECKPOINT_EVERY and step != total and not force):
         return
     rngs = all_gather(rng_state(gen))
     if not is_main():
         return
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rngs, "step": step, "loss": loss}
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rngs, "step": step, "loss": loss, "curve": curve}
     if ema is not None:
         state["ema"] = ema.state_dict()
     checkpoints.save(name, state)
 
 
-def _resume(checkpoints, name, model, opt, gen, ema=None) -> tuple[int, float | None]:
+def _resume(checkpoints, name, model, opt, gen, ema=None) -> tuple[int, float | None, list[dict]]:
     """Restore a loop's state from its checkpoint (rank 0 reads it and hands it to the other ranks);
-    returns (first step to run, last loss)."""
+    returns (first step to run, last loss, the curve so far)."""
     saved = broadcast(checkpoints.load(name) if checkpoints and is_main() else None)
     if saved is None:
-        return 0, None
+        return 0, None, []
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
     if ema is not None:
         ema.load_state_dict(saved["ema"])
     set_rng_state(gen, saved["rng"][rank()])
-    return saved["step"], saved["loss"]
+    return saved["step"], saved["loss"], list(saved.get("curve", []))
 
 
 def conditions(zoo: Zoo, condition: str) -> tuple[torch.Tensor | None, Normalizer | None]:
@@ -202,16 +263,24 @@ def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
     normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)
     x = normalizer(zoo.params).to(device)
 
+    auto = "auto" in (config.autoencoder.steps, config.diffusion.steps)
+    judge = Judge.of_zoo(zoo, device) if auto and is_main() else None  # budgets chosen on validation (budget.py)
+
     t0 = time.perf_counter()
-    ae, ae_stats = train_autoencoder(x, config, gen, progress, checkpoints)
+    ae, ae_stats = train_autoencoder(x, config, gen, progress, checkpoints, judge, normalizer)
     t1 = time.perf_counter()
     with torch.no_grad():
         z = ae.encode(x)
     latent_normalizer = Normalizer.fit(z.flatten(1).cpu(), None, "element")
     z = latent_normalizer(z.flatten(1).cpu()).view(z.shape).to(device)
     cond, cond_normalizer = conditions(zoo, config.diffusion.condition)
+
+    def check_batch(ema: Denoiser) -> dict:
+        candidate = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, ema, cond_normalizer)
+        return judge.generated(candidate, normalizer)
+
     denoiser, diff_stats = train_diffusion(z, config, gen, progress, checkpoints,
-                                           None if cond is None else cond_normalizer(cond).to(device))
+                                           None if cond is None else cond_normalizer(cond).to(device), check_batch)
     t2 = time.perf_counter()
 
     check_ranks_agree(ae, denoiser)

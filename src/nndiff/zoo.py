@@ -50,8 +50,8 @@ class CollectConfig:
     k: int = bounded(200, low=1, integer=True, flag="-k")  # snapshots in total, split evenly over runs
     runs: int = bounded(1, low=1, integer=True, flag="--runs")
     seed: int = bounded(0, low=0, high=SEED_MAX, integer=True, flag="--seed")
-    # None: the task's collect_lr; "auto": found by a short probe from the base model (lr_probe.py)
-    lr: float | str | None = bounded(None, low=0, low_open=True, optional=True, words=("auto",), flag="--lr")
+    # "auto": found by a short probe from the base model (lr_probe.py); None: the task's collect_lr as it is
+    lr: float | str | None = bounded("auto", low=0, low_open=True, optional=True, words=("auto",), flag="--lr")
     momentum: float = bounded(0.9, low=0, high=1, high_open=True)
     burn_in: int = bounded(100, low=0, integer=True, flag="--burn-in")
     # SGD steps between snapshots; None: the task's collect_every

@@ -1,0 +1,166 @@
+"""Training budgets chosen by validation (budget.py): when each loop stops, what it trains on, and
+that a stopped or interrupted loop resumes to the same result."""
+
+import json
+
+import pytest
+import torch
+
+from nndiff.budget import MIN_GAIN, PATIENCE, RECONSTRUCTION_GAP, UNEXPLAINED, autoencoder_done, diffusion_done, held_back
+from nndiff.checkpoint import Progress
+from nndiff.cli import main
+from nndiff.config import TrainConfig
+from nndiff.train import train_autoencoder, train_diffusion
+
+
+def point(acc, spread=1.0):
+    return {"val_acc": acc, "spread": spread}
+
+
+def test_diffusion_stops_only_after_patience_checks_without_improvement():
+    rising = [point(50 + 5 * i) for i in range(6)]
+    assert not diffusion_done(rising)
+    flat = [point(70), point(80), *[point(80 + MIN_GAIN / 2) for _ in range(PATIENCE)]]
+    assert diffusion_done(flat)
+    assert not diffusion_done(flat[:-1])  # one check without gain is not yet a plateau
+    # the accuracy is flat but the spread still approaches the snapshots': not done
+    narrowing = [point(80, 3.0), point(80, 2.0), point(80, 1.5), point(80, 1.2)]
+    assert not diffusion_done(narrowing)
+    # a spread that overshoots below 1 is as far off as one above: |log ratio| is what counts
+    assert diffusion_done([point(80, 1.0), point(80, 1.0), point(80, 1.05), point(80, 0.95)])
+
+
+def test_autoencoder_stops_when_both_accuracy_and_variation_are_reproduced():
+    assert autoencoder_done({"gap": RECONSTRUCTION_GAP, "unexplained": UNEXPLAINED})
+    assert not autoencoder_done({"gap": RECONSTRUCTION_GAP + 0.01, "unexplained": 0.0})
+    # accuracy kept by reconstructions that all collapse to the mean is not enough
+    assert not autoencoder_done({"gap": -0.2, "unexplained": 0.5})
+
+
+def test_held_back_snapshots_are_a_tenth_spread_over_the_zoo():
+    rows = held_back(200)
+    assert len(rows) == 20 and len(set(rows.tolist())) == 20 and 0 < int(rows.min()) and int(rows.max()) < 199
+    assert len(held_back(5000)) == 32  # capped, so checks stay cheap on large zoos
+    assert len(held_back(9)) == 0
+
+
+class ScriptedJudge:
+    """Answers the autoencoder's checks from a script; records what it was asked about."""
+
+    def __init__(self, gaps):
+        self.gaps, self.calls = list(gaps), []
+
+    def reconstruction(self, ae, normalizer, rows, device):
+        self.calls.append(rows.clone())
+        return {"val_acc": 90.0, "gap": self.gaps.pop(0), "unexplained": 0.01}
+
+
+def ae_config(**kw):
+    config = TrainConfig()
+    config.autoencoder.max_steps, config.autoencoder.check_every = kw.get("max_steps", 200), 20
+    return config
+
+
+def test_the_autoencoder_stops_at_the_first_check_within_tolerance_and_never_trains_on_held_back_rows():
+    x = torch.randn(40, 24)
+    rows = held_back(40)
+    x[rows] = float("nan")  # a held-back row in a training batch would make every later loss NaN
+    judge = ScriptedJudge([3.0, 1.0, 0.4, 0.1, 0.1])
+    _, stats = train_autoencoder(x, ae_config(), torch.Generator().manual_seed(0), False, judge=judge, normalizer=None)
+    assert stats["steps"] == 60 and stats["stopped_early"] and stats["budget"] == "validation"
+    assert [p["step"] for p in stats["curve"]] == [20, 40, 60]
+    assert all(torch.isfinite(torch.tensor(p["loss"])) for p in stats["curve"])
+    assert all(torch.equal(c, rows) for c in judge.calls) and stats["held_back_snapshots"] == len(rows)
+
+
+def test_a_fixed_budget_trains_every_step_and_asks_no_judge():
+    config = ae_config()
+    config.autoencoder.steps = 50
+    _, stats = train_autoencoder(torch.randn(40, 24), config, torch.Generator().manual_seed(0), False, judge=None)
+    assert stats["steps"] == 50 and stats["budget"] == "fixed" and not stats["stopped_early"]
+    assert [p["step"] for p in stats["curve"]] == [20, 40, 50] and "val_acc" not in stats["curve"][0]
+
+
+def test_a_budget_check_does_not_change_what_training_draws():
+    """The check runs on validation only; it must not consume the loops' random streams, or a run with
+    checks would train on other batches than the same run without them."""
+    x = torch.randn(40, 24)
+    config = ae_config(max_steps=60)
+
+    class NoisyJudge(ScriptedJudge):
+        def reconstruction(self, *args):
+            torch.randn(1000)  # draws from the global stream, as sampling and dropout would
+            return super().reconstruction(*args)
+
+    torch.manual_seed(0)  # the autoencoder's initialization and its noise augmentation draw from the global stream
+    quiet, _ = train_autoencoder(x, config, torch.Generator().manual_seed(0), False, judge=ScriptedJudge([9.0] * 3))
+    torch.manual_seed(0)
+    noisy, _ = train_autoencoder(x, config, torch.Generator().manual_seed(0), False, judge=NoisyJudge([9.0] * 3))
+    for a, b in zip(quiet.state_dict().values(), noisy.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_an_interrupted_diffusion_loop_resumes_to_the_same_stop(tmp_path, monkeypatch):
+    """Stopping is decided from the curve, which the checkpoint keeps: a loop killed after a check
+    and restarted stops at the same step with the same weights as one that ran through."""
+    monkeypatch.setattr("nndiff.train.CHECKPOINT_EVERY", 100)
+    z = torch.randn(24, 4, 8)
+    config = TrainConfig()
+    config.diffusion.max_steps, config.diffusion.check_every = 300, 50
+    script = [60.0, 70.0, 70.0, 70.0, 70.0, 70.0]
+
+    def checker():
+        answers = iter(script)
+        return lambda ema: {"val_acc": next(answers), "spread": 1.0}
+
+    torch.manual_seed(0)  # the denoiser's initialization draws from the global stream
+    through, stats = train_diffusion(z, config, torch.Generator().manual_seed(0), False, check_batch=checker())
+    assert stats["steps"] == 50 * (2 + PATIENCE) and stats["stopped_early"]
+
+    class Interrupt(Exception):
+        pass
+
+    checkpoints = Progress(tmp_path)
+    answers = checker()
+    calls = []
+
+    def dies_after_two(ema):
+        calls.append(1)
+        if len(calls) > 2:
+            raise Interrupt
+        return answers(ema)
+
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        train_diffusion(z, config, torch.Generator().manual_seed(0), False, checkpoints, check_batch=dies_after_two)
+    saved = checkpoints.load("diffusion")
+    assert saved is not None and len(saved["curve"]) == 2  # the checkpoint at step 100 holds the two checks
+    resumed, again = train_diffusion(z, config, torch.Generator().manual_seed(99), False, checkpoints, check_batch=answers)
+    assert again["steps"] == stats["steps"] and again["resumed_at_step"] == 100
+    assert [p["val_acc"] for p in again["curve"]] == [p["val_acc"] for p in stats["curve"]]
+    for a, b in zip(through.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    # the loop saved its state where it stopped: a rerun trains and checks nothing more
+    finished, last = train_diffusion(z, config, torch.Generator().manual_seed(5), False, checkpoints, check_batch=None)
+    assert last["steps"] == stats["steps"] and last["resumed_at_step"] == stats["steps"]
+    for a, b in zip(through.state_dict().values(), finished.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_automatic_budgets_end_to_end_record_their_curves_and_plot_them(tiny_run, tmp_path):
+    """`nndiff train` with the default budgets on a real zoo: both loops are judged on validation, the
+    choice lands in train_stats.json and the report shows it."""
+    run = tmp_path / "auto"
+    config = tmp_path / "c.yaml"
+    config.write_text("autoencoder:\n  max_steps: 100\n  check_every: 50\ndiffusion:\n  max_steps: 200\n  check_every: 50\n")
+    assert main(["--quiet", "train", "--zoo", str(tiny_run / "zoo"), "--out", str(run), "--config", str(config)]) == 0
+    stats = json.loads((run / "train_stats.json").read_text())
+    for loop in ("autoencoder", "diffusion"):
+        assert stats[loop]["budget"] == "validation" and stats[loop]["curve"]
+        assert all(0 <= p["val_acc"] <= 100 for p in stats[loop]["curve"])
+    assert stats["autoencoder"]["held_back_snapshots"] == len(held_back(24))
+    assert main(["--quiet", "generate", "--run", str(run), "-n", "6", "--steps", "5"]) == 0
+    assert main(["--quiet", "report", "--run", str(run)]) == 0
+    report = (run / "report" / "report.md").read_text()
+    assert "## Training budgets" in report and "chosen by validation" in report
+    assert (run / "report" / "training.png").stat().st_size > 1000
