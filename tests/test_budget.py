@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from nndiff.budget import MIN_GAIN, PATIENCE, RECONSTRUCTION_GAP, UNEXPLAINED, autoencoder_done, diffusion_done, held_back
+from nndiff.budget import MIN_GAIN, MIN_RELATIVE_GAIN, PATIENCE, RECONSTRUCTION_GAP, UNEXPLAINED, autoencoder_done, diffusion_done, held_back
 from nndiff.checkpoint import Progress
 from nndiff.cli import main
 from nndiff.config import TrainConfig
@@ -30,11 +30,18 @@ def test_diffusion_stops_only_after_patience_checks_without_improvement():
     assert diffusion_done([point(80, 1.0), point(80, 1.0), point(80, 1.05), point(80, 0.95)])
 
 
-def test_autoencoder_stops_when_both_accuracy_and_variation_are_reproduced():
-    assert autoencoder_done({"gap": RECONSTRUCTION_GAP, "unexplained": UNEXPLAINED})
-    assert not autoencoder_done({"gap": RECONSTRUCTION_GAP + 0.01, "unexplained": 0.0})
-    # accuracy kept by reconstructions that all collapse to the mean is not enough
-    assert not autoencoder_done({"gap": -0.2, "unexplained": 0.5})
+def test_autoencoder_stops_when_accuracy_is_kept_and_the_variation_reproduced_or_no_longer_improving():
+    def ae(gap, unexplained):
+        return {"gap": gap, "unexplained": unexplained}
+
+    assert autoencoder_done([ae(RECONSTRUCTION_GAP, UNEXPLAINED)])
+    assert not autoencoder_done([ae(RECONSTRUCTION_GAP + 0.01, 0.0)])
+    # accuracy kept by reconstructions that all collapse to the mean is not enough ...
+    assert not autoencoder_done([ae(-0.2, 0.5)])
+    assert not autoencoder_done([ae(-0.2, 0.9), ae(-0.2, 0.5)])  # ... while they still get better at the variation
+    assert autoencoder_done([ae(-0.2, 0.5), ae(-0.2, (1 - MIN_RELATIVE_GAIN / 2) * 0.5)])  # a plateau
+    assert not autoencoder_done([ae(-0.2, 0.5), ae(1.0, 0.5)])  # a plateau that loses accuracy is not done
+    assert not autoencoder_done([])
 
 
 def test_held_back_snapshots_are_a_tenth_spread_over_the_zoo():
@@ -164,3 +171,18 @@ def test_automatic_budgets_end_to_end_record_their_curves_and_plot_them(tiny_run
     report = (run / "report" / "report.md").read_text()
     assert "## Training budgets" in report and "chosen by validation" in report
     assert (run / "report" / "training.png").stat().st_size > 1000
+
+
+def test_steps_take_a_number_or_auto_from_yaml_and_the_command_line(tmp_path, capsys):
+    from nndiff.errors import NndiffError
+
+    config = TrainConfig.from_dict({"autoencoder": {"steps": "auto"}, "diffusion": {"steps": "1e3"}})
+    assert (config.autoencoder.steps, config.diffusion.steps) == ("auto", 1000)
+    assert TrainConfig().autoencoder.steps == TrainConfig().diffusion.steps == "auto"  # the default
+    with pytest.raises(NndiffError, match="or 'auto'"):
+        TrainConfig.from_dict({"autoencoder": {"steps": 0}})
+    with pytest.raises(NndiffError, match="wrong type"):
+        TrainConfig.from_dict({"autoencoder": {"steps": "soon"}})
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--zoo", str(tmp_path), "--ae-steps", "soon"])
+    assert exit_.value.code == 2 and "expected an integer or 'auto'" in capsys.readouterr().err

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .budget import summary_lines  # noqa: E402
+from .budget import UNEXPLAINED, summary_lines  # noqa: E402
 from .conditional import AIMS, GUIDANCES, aim_name  # noqa: E402
 from .distribution import flag_sentences  # noqa: E402
 from .evaluate import comparison_lines  # noqa: E402
@@ -166,28 +166,49 @@ def calibration_plot(rows: list[dict], path: Path) -> None:
 
 
 def training_plot(training: dict, path: Path) -> None:
-    """Each training loop's loss and, under an automatic budget, its validation checks, against the step."""
+    """One column per training loop: its loss, then (under an automatic budget) the validation checks
+    its budget was chosen by, against the step; the dashed line is where it stopped."""
     loops = [(name, training[name]) for name in ("autoencoder", "diffusion") if training.get(name, {}).get("curve")]
-    fig, axes = plt.subplots(1, len(loops), figsize=(5.5 * len(loops), 4), squeeze=False)
-    for ax, (name, stats) in zip(axes[0], loops):
+    checked = any("val_acc" in stats["curve"][0] for _, stats in loops)
+    rows = 3 if checked else 1
+    fig, axes = plt.subplots(rows, len(loops), figsize=(5.5 * len(loops), 2.6 * rows), squeeze=False, sharex="col")
+    for col, (name, stats) in enumerate(loops):
         curve = stats["curve"]
         steps = [p["step"] for p in curve]
-        ax.plot(steps, [p["loss"] for p in curve], "-o", ms=3, color="tab:gray", label="training loss")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-        title = f"{name}: {stats['steps']} steps ({'chosen by validation' if stats.get('budget') == 'validation' else 'fixed'})"
-        ax.set_title(title, fontsize=9)
-        if "val_acc" in curve[0]:
-            twin = ax.twinx()
-            label = "held-back reconstructions" if name == "autoencoder" else "generated batch"
-            twin.plot(steps, [p["val_acc"] for p in curve], "-s", ms=3, color="tab:red", label=f"{label}: val. acc.")
-            if name == "autoencoder" and "gap" in curve[0]:
-                twin.axhline(curve[0]["val_acc"] + curve[0]["gap"], color="tab:blue", ls=":", lw=1, label="their snapshots' val. acc.")
-            twin.set_ylabel("validation accuracy (%)")
-            twin.legend(fontsize=7, loc="lower right")
-        ax.axvline(stats["steps"], color="black", lw=1, ls="--")
-        ax.legend(fontsize=7, loc="upper right")
+        how = "chosen by validation" if stats.get("budget") == "validation" else "fixed"
+        axes[0][col].set_title(f"{name}: {stats['steps']} steps ({how})", fontsize=9)
+        axes[0][col].plot(steps, [p["loss"] for p in curve], "-o", ms=3, color="tab:gray")
+        axes[0][col].set_yscale("log")
+        axes[0][col].set_ylabel("training loss")
+        if checked and "val_acc" in curve[0]:
+            acc, ref = [p["val_acc"] for p in curve], curve[-1].get("snapshots_val_acc")
+            what = "held-back reconstructions" if name == "autoencoder" else "generated batch"
+            ax = axes[1][col]
+            ax.plot(steps, acc, "-s", ms=3, color="tab:red", label=what)
+            if ref is not None:
+                ax.axhline(ref, color="tab:blue", ls=":", lw=1.2, label="their snapshots" if name == "autoencoder" else "snapshots")
+                low, high = min(acc + [ref]), max(acc + [ref])
+                pad = max(0.5, 0.1 * (high - low))  # a few hundredths of a point must not look like a cliff
+                ax.set_ylim(low - pad, high + pad)
+            ax.set_ylabel("val. accuracy (%)")
+            ax.legend(fontsize=7)
+            ax = axes[2][col]
+            if name == "autoencoder":
+                ax.plot(steps, [100 * p["unexplained"] for p in curve], "-s", ms=3, color="tab:purple")
+                ax.axhline(100 * UNEXPLAINED, color="black", ls=":", lw=1)
+                ax.set_ylabel("variation missed (%)")
+            else:
+                ax.plot(steps, [p["spread"] for p in curve], "-s", ms=3, color="tab:purple")
+                ax.axhline(1.0, color="black", ls=":", lw=1)
+                ax.set_yscale("log")
+                ax.set_ylabel("spread / snapshots'")
+        elif checked:
+            axes[1][col].axis("off")
+            axes[2][col].axis("off")
+        for row in range(rows):
+            axes[row][col].axvline(stats["steps"], color="black", lw=1, ls="--")
+        axes[rows - 1][col].set_xlabel("step")
+    fig.tight_layout()
     _save(fig, path)
 
 

@@ -64,7 +64,7 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
     def check() -> dict:
         return judge.reconstruction(ae, normalizer, check_rows, x.device)
 
-    stopped = auto and bool(curve) and autoencoder_done(curve[-1])
+    stopped = auto and autoencoder_done(curve)
     bar = tqdm(range(start, total), initial=start, total=total, desc="autoencoder", disable=not progress or stopped, leave=False)
     for step in ([] if stopped else bar):
         for group in opt.param_groups:
@@ -79,7 +79,7 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
         if step % 50 == 0:
             bar.set_postfix(mse=f"{loss_value:.4f}")
         point = _check_point(step + 1, total, cfg.check_every, loss_value, check if auto else None, curve)
-        stopped = point is not None and auto and autoencoder_done(point)
+        stopped = point is not None and auto and autoencoder_done(curve)
         _checkpoint(checkpoints, "autoencoder", step + 1, total, ae, opt, gen, loss_value, curve, force=stopped)
         if stopped:
             break
