@@ -28,6 +28,13 @@ def test_diffusion_stops_only_after_patience_checks_without_improvement():
     assert not diffusion_done(narrowing)
     # a spread that overshoots below 1 is as far off as one above: |log ratio| is what counts
     assert diffusion_done([point(80, 1.0), point(80, 1.0), point(80, 1.05), point(80, 0.95)])
+    # accuracy bought by narrowing past the snapshots' is no improvement: the spread decides
+    def near(acc, spread):
+        return {**point(acc, spread), "snapshots_val_acc": 76.0}
+
+    narrowing_past = [near(74.0, 2.0), near(75.6, 1.0), near(75.8, 0.8), near(76.0, 0.7)]
+    assert diffusion_done(narrowing_past)
+    assert not diffusion_done([near(73.0, 1.0), near(74.0, 1.0), near(74.5, 1.0), near(75.0, 1.0)])  # still learning
 
 
 def test_autoencoder_stops_when_accuracy_is_kept_and_the_variation_reproduced_or_no_longer_improving():
