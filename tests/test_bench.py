@@ -50,3 +50,30 @@ def test_vs_sgd_on_a_tiny_run(bench, tiny_run):
                                                        "peak_rss_mib": 1, "samplers": [], "vs_sgd": out,
                                                        "evaluation": {"models": 1, "samples": 1, "batched_s": 1, "loop_s": 1,
                                                                       "speedup": 1, "identical_predictions": True}})
+
+
+def test_the_defaults_table_reads_a_finished_run_and_names_a_failed_one(tiny_run):
+    """bench/defaults.py on a run already on disk (its `nndiff run` replaced by a no-op): one row with
+    the probe's lr, both budgets, the difference with its interval and the time against fixed budgets."""
+    import json
+    import subprocess
+
+    spec = importlib.util.spec_from_file_location("nndiff_defaults", BENCH.parent / "defaults.py")
+    defaults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(defaults)
+    ok = type("Done", (), {"returncode": 0, "stderr": ""})
+    failed = type("Done", (), {"returncode": 2, "stderr": "error: something clear\n"})
+    real = subprocess.run
+    try:
+        subprocess.run = lambda *a, **k: ok
+        row = defaults.run("digits-cnn", tiny_run)
+        subprocess.run = lambda *a, **k: failed
+        bad = defaults.run("x.py:make_task", tiny_run)
+    finally:
+        subprocess.run = real
+    manifest = json.loads((tiny_run / "zoo" / "manifest.json").read_text())
+    assert row["lr"] == manifest["collect"]["lr"] and row["ae_steps"] == 40 and row["diffusion_steps"] == 40
+    # fixed budgets of 1,000 and 2,000 steps cost far more than this run's 40 and 40
+    assert row["fixed_budgets_estimate_s"] > row["pipeline_s"]
+    table = defaults.markdown([row, bad])
+    assert "| digits-cnn |" in table and "failed: error: something clear" in table and "40 / 40" in table
