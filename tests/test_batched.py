@@ -150,3 +150,48 @@ def test_a_batched_path_that_disagrees_falls_back_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="batched evaluation disagrees"):
         ev = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
     assert torch.equal(ev.predictions, right.predictions)
+
+
+class EncoderNet(nn.Module):
+    """torch.nn's TransformerEncoderLayer is one leaf call in an fx trace: its LayerNorm is generated
+    from inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.encoder = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)).mean(1))
+
+
+def test_a_parameter_inside_a_module_fx_keeps_whole_is_evaluated_like_the_model():
+    torch.manual_seed(0)
+    model = EncoderNet().eval()
+    layout = Layout.select(model, ["encoder.norm2.*", "head.*"])
+    task = ClassificationTask("enc", "", EncoderNet, lambda: {}, ["head.*"])
+    params = _spread_params(model, layout, 5, 0.3)
+    g = torch.Generator().manual_seed(1)
+    split = Split(torch.randn(64, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g))
+    fast = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=True)["s"]
+    slow = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=False)["s"]
+    assert torch.equal(fast.predictions, slow.predictions)
+
+
+def test_a_head_vmap_cannot_run_falls_back_to_the_loop(monkeypatch):
+    import nndiff.evaluate as evaluate
+
+    def unbatchable(*args, **kwargs):
+        raise RuntimeError("no batching rule")
+
+    monkeypatch.setattr(evaluate, "predict_batched", unbatchable)
+    torch.manual_seed(0)
+    model = EncoderNet().eval()
+    layout = Layout.select(model, ["head.*"])
+    task = ClassificationTask("enc", "", EncoderNet, lambda: {}, ["head.*"])
+    params = _spread_params(model, layout, 3, 0.3)
+    split = Split(torch.randn(16, 8, 8), torch.randint(0, 10, (16,)))
+    got = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
+    want = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=False)["s"]
+    assert torch.equal(got.predictions, want.predictions)

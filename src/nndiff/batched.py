@@ -9,6 +9,7 @@ Models that fx cannot trace fall back to one forward pass per parameter set.
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator
 
 import torch
@@ -40,7 +41,10 @@ class SplitModel:
         owners = {name.rsplit(".", 1)[0] if "." in name else "" for name in selected}
         live: set[fx.Node] = set()
         for node in gm.graph.nodes:
-            reads_param = (node.op == "get_attr" and node.target in selected) or (node.op == "call_module" and node.target in owners)
+            # fx keeps torch.nn's own modules whole (a TransformerEncoderLayer is one call): a call of a
+            # module that contains a generated parameter's owner reads that parameter too
+            reads_param = (node.op == "get_attr" and node.target in selected) or (
+                node.op == "call_module" and any(o == node.target or o.startswith(f"{node.target}.") for o in owners))
             if reads_param or any(a in live for a in node.all_input_nodes):
                 live.add(node)
         output = next(n for n in gm.graph.nodes if n.op == "output")
@@ -124,7 +128,9 @@ def predict_batched(split: SplitModel, layout: Layout, params: torch.Tensor, x: 
         cols = []
         for ms in _chunks(len(params), model_batch):
             stacked = {e.name: params[ms, e.offset : e.offset + e.numel].reshape(-1, *e.shape) for e in layout.entries}
-            logits = vmap(split.head_for, in_dims=(0, None))(stacked, boundary)
+            with warnings.catch_warnings():  # ops without a batching rule run one model at a time inside vmap: still right
+                warnings.filterwarnings("ignore", message="There is a performance drop")
+                logits = vmap(split.head_for, in_dims=(0, None))(stacked, boundary)
             cols.append(logits.argmax(-1))
         outputs.append(torch.cat(cols))
     return torch.cat(outputs, dim=1)

@@ -55,9 +55,12 @@ def evaluate_params(task, model: nn.Module, layout: Layout, params: torch.Tensor
     split_model = try_split(model, layout) if batched and len(params) and batchable(task) else None
     if split_model is not None:
         out = {}
-        for name, split in splits.items():
-            preds = predict_batched(split_model, layout, params.to(device), split.x).cpu()
-            out[name] = GroupEvaluation(_accuracy(preds, split.y.cpu()), preds)
+        try:
+            for name, split in splits.items():
+                preds = predict_batched(split_model, layout, params.to(device), split.x).cpu()
+                out[name] = GroupEvaluation(_accuracy(preds, split.y.cpu()), preds)
+        except Exception:  # a traced head that vmap cannot run (an op without a batching rule): the plain loop
+            return _plain(task, model, layout, params, splits, progress)
         check = _plain(task, model, layout, params[:1], splits, progress=False)
         if all(torch.equal(check[name].predictions[0], out[name].predictions[0]) for name in splits):
             return out
