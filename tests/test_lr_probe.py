@@ -20,6 +20,8 @@ def test_the_rung_whose_snapshots_lie_furthest_apart_while_keeping_accuracy_is_c
     assert choose([row(0.5, 98.0, 1.0, 5e-3)], 98.0, 1.0)["lr"] == 0.5  # ... but copies are better than nothing
     assert choose([row(0.1, 98.0, 0.5, move=0.0)], 98.0, 1.0) is None  # snapshots that do not move are copies
     assert choose([row(0.1, 90.0, 0.5)], 98.0, 1.0) is None
+    # parameters that run away (a linear head whose logits just grow) keep accuracy but are no zoo
+    assert choose([row(1.5, 83.0, 0.59, 0.56), row(5000.0, 79.4, 0.40, 2.3e3)], 79.0, 0.33)["lr"] == 1.5
 
 
 def test_tolerance_is_a_quarter_point_or_one_validation_sample():

@@ -8,7 +8,8 @@ measures the snapshots' mean validation accuracy, how far apart consecutive snap
 to the subset's own scale, and the mean pairwise IoU of their wrong validation predictions.
 
 It picks, among the rungs whose snapshots keep the base model's validation accuracy within
-`tolerance`, the one whose snapshots lie furthest apart — preferring rungs whose snapshots do not
+`tolerance` and do not run away (consecutive ones at most the subset's own scale apart), the one
+whose snapshots lie furthest apart — preferring rungs whose snapshots do not
 all make the same validation mistakes (copies by their predictions). The spacing grows with the
 learning rate until SGD starts bouncing in a valley, where it falls again (digits-cnn: 7.1e-3 at
 lr 2, 6.4e-3 at lr 6.3, whose 200 snapshots then all make the same validation mistakes). When the
@@ -36,6 +37,9 @@ SNAPSHOTS = 8  # snapshots per rung
 SPACING = 8  # collection intervals (--every) between two probe snapshots: whole networks, whose early snapshots
 # dip below the base before SGD settles, are judged over 640 steps (at 80 steps mnist1d-convnet got 0.001 instead of 0.01)
 MIN_MOVE = 1e-4  # relative distance between consecutive snapshots below which they are copies
+MAX_MOVE = 1.0  # ... above which the parameters run away (a GRU's linear head kept its accuracy up to lr 5000
+# while its snapshots moved 2,300x its scale apart: the logits only grew); the chosen rungs of the
+# built-in tasks move 0.006 to 0.08
 COPIES_IOU = 0.995  # probe snapshots whose wrong validation predictions agree this much are copies
 REFINE = 3  # rungs added between a rung of copies and the first one that loses accuracy
 
@@ -76,7 +80,7 @@ def measure_rung(task, base, layout, val, lr: float, every: int, momentum: float
 def choose(rows: list[dict], base_acc: float, tol: float) -> dict | None:
     """Among rungs that keep accuracy and move, those that are not copies by their predictions
     first, the one whose snapshots lie furthest apart."""
-    ok = [r for r in rows if not r["diverged"] and r["val_acc"] >= base_acc - tol and r["move"] >= MIN_MOVE]
+    ok = [r for r in rows if not r["diverged"] and r["val_acc"] >= base_acc - tol and MIN_MOVE <= r["move"] <= MAX_MOVE]
     distinct = [r for r in ok if r["iou"] < COPIES_IOU]
     return max(distinct or ok, key=lambda r: r["move"]) if ok else None
 
@@ -96,7 +100,7 @@ def probe(task, base, layout, val, hint: float, every: int, momentum: float, see
                 log(format_row(rows[lr]))
 
     def keeps(r: dict) -> bool:
-        return not r["diverged"] and r["val_acc"] >= base_acc - tol
+        return not r["diverged"] and r["val_acc"] >= base_acc - tol and r["move"] <= MAX_MOVE
 
     for j in range(-RUNGS, RUNGS + 1):
         at(hint * STEP**j)
