@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .budget import unexplained_share
 from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
@@ -101,8 +102,7 @@ def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor,
     ae.eval()
     x = norm(zoo.params[rows])
     recon_n = ae.decode(ae.encode(x.to(generator.device))).cpu()
-    spread = float(((x - x.mean(0)) ** 2).sum())
-    unexplained = float(((recon_n - x) ** 2).sum()) / spread if spread > 0 else 0.0
+    unexplained = unexplained_share(x, recon_n)
     recon = norm.inverse(recon_n)
     if torch.isfinite(recon).all():
         loss = _loss(val, snapshots[rows], evaluate_params(task, model, zoo.layout, recon, {"val": val}, progress=False)["val"].predictions)
