@@ -25,7 +25,8 @@ from nndiff.generate import ParamGenerator
 from nndiff.pipeline import read_run_config, run_all
 from nndiff.runtime import resolve_device
 from nndiff.uncertainty import Bootstrap, compare, estimate, format_ci, interval, mean_accuracy
-from nndiff.zoo import CollectConfig, Zoo, snapshot_trajectory
+from nndiff.collect import CollectConfig, Trajectory, snapshots
+from nndiff.zoo import Zoo
 
 SAMPLERS = [("ddpm", 1000), ("ddpm", 100), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100), ("dpm", 10), ("dpm", 20), ("dpm", 50)]
 
@@ -116,15 +117,17 @@ def bench_vs_sgd(gen: ParamGenerator, task, zoo, model, splits: dict, target_cou
         return hold(lambda: gen.sample(100, seed=next(seeds), sampler=sampler, steps=steps))
 
     def by_sgd_trajectory():
-        trajectory = snapshot_trajectory(task, model, zoo.layout, 10**9, 777, cfg["lr"], cfg["momentum"], cfg["burn_in"], device,
-                                         cfg.get("every", 1))
+        run = Trajectory(task, model, zoo.layout, 777, cfg["lr"], cfg["momentum"], device)
+        trajectory = snapshots(run, 10**9, cfg["burn_in"], cfg.get("every", 1))
         return hold(lambda: torch.stack(list(itertools.islice(trajectory, 100))))
 
     def by_sgd_runs():
         seeds = itertools.count(5000)
-        return hold(lambda: torch.stack([next(snapshot_trajectory(task, model, zoo.layout, 1, next(seeds), cfg["lr"], cfg["momentum"],
-                                                                   cfg["burn_in"], device, cfg.get("every", 1)))
-                                         for _ in range(25)]))
+        def one_run() -> torch.Tensor:
+            run = Trajectory(task, model, zoo.layout, next(seeds), cfg["lr"], cfg["momentum"], device)
+            return next(snapshots(run, 1, cfg["burn_in"], cfg.get("every", 1)))
+
+        return hold(lambda: torch.stack([one_run() for _ in range(25)]))
 
     methods = {"generation_ddim50": lambda: by_generation("ddim", 50), "generation_ddim10": lambda: by_generation("ddim", 10),
                "sgd_one_trajectory": by_sgd_trajectory, "sgd_independent_runs": by_sgd_runs}

@@ -15,7 +15,7 @@ import json
 import statistics
 from dataclasses import replace
 
-from nndiff.zoo import CollectConfig, collect
+from nndiff.collect import CollectConfig, collect
 
 
 def ladder(task: str, lrs: list[float], k: int, seed: int = 0) -> list[dict]:

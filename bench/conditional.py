@@ -31,7 +31,8 @@ from nndiff.novelty import analyze, difference
 from nndiff.params import Normalizer
 from nndiff.pipeline import collect_zoo, read_run_config, train_run
 from nndiff.storage import load_tensors
-from nndiff.zoo import CollectConfig, Zoo
+from nndiff.collect import CollectConfig
+from nndiff.zoo import Zoo
 
 N = 100  # models per approach
 POOL = 500  # models drawn before validation filtering keeps the best N

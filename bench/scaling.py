@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import subprocess
 import sys
-import time
 
 SIZES = (10_000, 100_000, 1_000_000)
 TOKEN = 64

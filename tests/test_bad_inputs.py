@@ -2,7 +2,7 @@
 no traceback, and nothing that was there before changed (checksums of every file before and after).
 
 Each row runs on its own copy of the tiny run, after a setup that plants the bad file if the row
-needs one. The run's directory lock (.nndiff.lock, rewritten with the pid on every command) is
+needs one. The run's directory lock (.nndiff.lock, which filelock opens on every command) is
 the one file a refused command may touch.
 """
 
@@ -144,12 +144,12 @@ CASES = [
     ("yaml lr .nan", TRAIN_CONFIG, config("autoencoder:\n  lr: .nan\n"), "autoencoder.lr must be a positive finite number"),
     ("yaml ema_decay 5", TRAIN_CONFIG, config("diffusion:\n  ema_decay: 5\n"), "diffusion.ema_decay must be a finite number in [0, 1)"),
     ("yaml seed 24 digits", TRAIN_CONFIG, config(f"seed: {BIG}\n"), "--seed must be an integer in"),
-    ("yaml fractional steps", TRAIN_CONFIG, config("autoencoder:\n  steps: 10.5\n"), "config.autoencoder.steps must be an integer"),
-    ("yaml word for a number", TRAIN_CONFIG, config("autoencoder:\n  lr: fast\n"), "config.autoencoder.lr = 'fast' has the wrong type"),
-    ("yaml bool for a number", TRAIN_CONFIG, config("autoencoder:\n  steps: true\n"), "config.autoencoder.steps = True has the wrong type"),
+    ("yaml fractional steps", TRAIN_CONFIG, config("autoencoder:\n  steps: 10.5\n"), "--autoencoder.steps: expected an integer or 'auto', got 10.5"),
+    ("yaml word for a number", TRAIN_CONFIG, config("autoencoder:\n  lr: fast\n"), "--autoencoder.lr: expected a number, got 'fast'"),
+    ("yaml bool for a number", TRAIN_CONFIG, config("autoencoder:\n  steps: true\n"), "--autoencoder.steps: expected an integer or 'auto', got True"),
     ("yaml betas reversed", TRAIN_CONFIG, config("diffusion:\n  beta_start: 0.1\n  beta_end: 0.01\n"), "beta_start must be below"),
     ("yaml channels not a multiple of 8", TRAIN_CONFIG, config("denoiser:\n  channels: 12\n"), "multiple of 8"),
-    ("yaml unknown key", TRAIN_CONFIG, config("autoencoder:\n  chanels: 3\n"), "unknown key(s) chanels"),
+    ("yaml unknown key", TRAIN_CONFIG, config("autoencoder:\n  chanels: 3\n"), "unknown setting autoencoder.chanels"),
     ("yaml syntax error", TRAIN_CONFIG, config("autoencoder: [1,\n"), "c.yaml"),
     ("yaml list", TRAIN_CONFIG, config("- 1\n- 2\n"), "expected a mapping"),
     # task files: the user's code fails, or returns the wrong thing

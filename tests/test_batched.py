@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nndiff.batched import try_split
+from nndiff.batched import trunk_and_head
 from nndiff.evaluate import evaluate_params
 from nndiff.params import Layout
 from nndiff.tasks import ClassificationTask, Split, get_task
@@ -34,7 +34,7 @@ def test_batched_equals_loop(task_name, shape, select):
     params = _spread_params(model, layout, 13, 0.3)
     g = torch.Generator().manual_seed(1)
     split = Split(torch.randn(300, *shape, generator=g), torch.randint(0, 10, (300,), generator=g))
-    assert try_split(model, layout) is not None
+    assert trunk_and_head(model, layout) is not None
     fast = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=True)["s"]
     slow = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=False)["s"]
     assert torch.equal(fast.predictions, slow.predictions)
@@ -67,7 +67,7 @@ def test_no_parameter_sets_give_empty_results(batched):
 def test_untraceable_model_falls_back_to_the_loop():
     model = Untraceable()
     layout = Layout.select(model, ["fc.bias"])
-    assert try_split(model, layout) is None
+    assert trunk_and_head(model, layout) is None
     task = ClassificationTask("toy", "", Untraceable, lambda: {}, ["fc.bias"])
     split = Split(torch.randn(20, 4), torch.randint(0, 3, (20,)))
     params = torch.randn(5, 3)

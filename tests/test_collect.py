@@ -1,7 +1,7 @@
 import torch
 
 from nndiff.evaluate import mean_offdiagonal, pairwise_iou
-from nndiff.zoo import CollectConfig, collect
+from nndiff.collect import CollectConfig, collect
 
 
 def test_pairwise_iou_by_hand():

@@ -31,7 +31,7 @@ def test_the_condition_steers_generated_parameters_towards_the_request():
     config = TrainConfig()
     config.autoencoder.steps, config.diffusion.steps, config.diffusion.condition = 300, 800, "val_acc"
     gen, _ = fit(zoo, config, progress=False)
-    assert gen.condition is not None and gen.condition_range[0] < gen.condition_range[1]
+    assert gen.condition_normalizer is not None and gen.condition_range[0] < gen.condition_range[1]
     direction = torch.linspace(-1.0, 1.0, 16)
     decoded = {a: (gen.sample(40, seed=0, target_acc=a) @ direction / (direction @ direction)).mean().item() + 94.0
                for a in (91.0, 94.0, 97.0)}

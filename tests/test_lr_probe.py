@@ -48,14 +48,14 @@ def test_a_resumed_collection_reuses_the_probe_instead_of_running_it_again(tmp_p
     import pytest
 
     from nndiff import lr_probe
-    from nndiff.checkpoint import Progress
-    from nndiff.zoo import CollectConfig, collect
+    from nndiff.collect import CollectConfig, collect
+    from nndiff.stage import Stage
 
-    progress = Progress(tmp_path)
+    progress = Stage(tmp_path)
     config = CollectConfig(k=4, heldout=0, burn_in=5, lr="auto")
-    first = collect("digits-cnn", config, False, checkpoints=progress)  # leaves its progress, as a killed run would
+    first = collect("digits-cnn", config, False, stage=progress)  # leaves its progress, as a killed run would
     monkeypatch.setattr(lr_probe, "probe", lambda *a, **k: pytest.fail("the probe ran again"))
-    second = collect("digits-cnn", config, False, checkpoints=progress)
+    second = collect("digits-cnn", config, False, stage=progress)
     assert second.info["lr_probe"] == first.info["lr_probe"]
     assert second.info["collect"]["lr"] == first.info["lr_probe"]["lr"]
 

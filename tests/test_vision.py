@@ -109,7 +109,7 @@ def test_a_zoo_from_another_architecture_is_refused(roots, tmp_path, capsys):
 def test_batched_evaluation_matches_the_loop(task_name, roots):
     import torch
 
-    from nndiff.batched import try_split
+    from nndiff.batched import trunk_and_head
     from nndiff.evaluate import evaluate_params
     from nndiff.params import Layout
     from nndiff.tasks import get_task
@@ -118,7 +118,7 @@ def test_batched_evaluation_matches_the_loop(task_name, roots):
     torch.manual_seed(0)
     model = task.make_model().eval()
     layout = Layout.select(model, task.default_select)
-    assert try_split(model, layout) is not None  # torchvision and timm models trace
+    assert trunk_and_head(model, layout) is not None  # torchvision and timm models trace
     params = layout.flatten(dict(model.named_parameters())) + 0.5 * torch.randn(4, layout.size)
     test = task.splits()["test"]
     fast = evaluate_params(task, model, layout, params, {"t": test}, progress=False, batched=True)["t"]

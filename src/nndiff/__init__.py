@@ -1,20 +1,21 @@
 """nndiff: generate neural network parameters with latent diffusion (p-diff), and evaluate them honestly.
 
-    zoo = nndiff.collect("mnist1d-cnn", nndiff.CollectConfig(k=200))
-    gen, stats = nndiff.fit(zoo, nndiff.TrainConfig())
-    params = gen.sample(100, seed=0)                     # [100, D] parameter vectors
-    metrics = nndiff.evaluate(nndiff.get_task("mnist1d-cnn"), zoo, params)
+zoo = nndiff.collect("mnist1d-cnn", nndiff.CollectConfig(k=200))
+gen, stats = nndiff.fit(zoo, nndiff.TrainConfig())
+params = gen.sample(100, seed=0)                     # [100, D] parameter vectors
+metrics = nndiff.evaluate(nndiff.get_task("mnist1d-cnn"), zoo, params)
 """
 
 from .config import TrainConfig
 from .errors import NndiffError
-from .evaluate import evaluate_models
+from .evaluate import compute_metrics
 from .generate import ParamGenerator
 from .params import Layout, Normalizer
 from .runtime import resolve_device
 from .tasks import TASKS, get_task
 from .train import fit
-from .zoo import CollectConfig, Zoo, collect
+from .collect import CollectConfig, collect
+from .zoo import Zoo
 
 __version__ = "0.1.0"
 
@@ -22,8 +23,20 @@ __version__ = "0.1.0"
 def evaluate(task, zoo: Zoo, params, device: str = "auto", progress: bool = True) -> dict:
     """Metrics of generated parameter vectors [N, D] against the zoo's originals and weight average."""
     task = get_task(task) if isinstance(task, str) else task
-    return evaluate_models(task, zoo, params, resolve_device(device), progress)
+    return compute_metrics(task, zoo, params, resolve_device(device), progress)
 
 
-__all__ = ["collect", "CollectConfig", "Zoo", "fit", "TrainConfig", "ParamGenerator", "evaluate", "get_task",
-           "TASKS", "Layout", "Normalizer", "NndiffError"]
+__all__ = [
+    "collect",
+    "CollectConfig",
+    "Zoo",
+    "fit",
+    "TrainConfig",
+    "ParamGenerator",
+    "evaluate",
+    "get_task",
+    "TASKS",
+    "Layout",
+    "Normalizer",
+    "NndiffError",
+]

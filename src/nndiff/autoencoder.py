@@ -17,26 +17,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import bounded
+from .checks import setting
 
 
 @dataclass
 class AutoencoderConfig:
-    channels: int = bounded(32, low=1, integer=True)
-    depth: int = bounded(4, low=0, high=16, integer=True)  # stride-2 stages: the latent is 2**depth times shorter than the tokens
-    latent_channels: int = bounded(4, low=1, integer=True)
-    # Values per token: the convolutions run on D / token_size positions. 1 gives every value
-    # weights of its own (small subsets); larger tokens share one embedding per token plus a
-    # position embedding, which keeps time and memory linear for large subsets. 0 = automatic:
-    # 1 up to 4,096 values, else the power of two that leaves about 1,024 tokens.
-    token_size: int = bounded(0, low=0, integer=True)
-    input_noise: float = bounded(0.001, low=0, flag="--input-noise")
-    latent_noise: float = bounded(0.1, low=0, flag="--latent-noise")
-    steps: int | str = bounded("auto", low=1, integer=True, words=("auto",), flag="--ae-steps")  # "auto": chosen by validation (budget.py)
-    max_steps: int = bounded(3000, low=1, integer=True)  # the most steps "auto" trains
-    check_every: int = bounded(250, low=1, integer=True)  # steps between validation checks
-    batch_size: int = bounded(64, low=1, integer=True)
-    lr: float = bounded(1e-3, low=0, low_open=True)
+    channels: int = setting(32, "autoencoder channels", low=1, integer=True)
+    depth: int = setting(
+        4, "stride-2 stages: the latent is 2**depth times shorter than the tokens", low=0, high=16, integer=True
+    )
+    latent_channels: int = setting(4, "channels of the latent", low=1, integer=True)
+    # The convolutions run on D / token_size positions. 1 gives every value weights of its own
+    # (small subsets); larger tokens share one embedding per token plus a position embedding, which
+    # keeps time and memory linear for large subsets.
+    token_size: int = setting(
+        0,
+        "values per token; 0: automatic (1 up to 4,096 values, else the power of two that leaves about 1,024 tokens)",
+        low=0,
+        integer=True,
+    )
+    input_noise: float = setting(0.001, "autoencoder input noise augmentation", low=0, flag="--input-noise")
+    latent_noise: float = setting(0.1, "autoencoder latent noise augmentation", low=0, flag="--latent-noise")
+    steps: int | str = setting(
+        "auto",
+        "autoencoder training steps, or 'auto': until its reconstructions of "
+        "held-back snapshots keep their validation accuracy, at most autoencoder.max_steps "
+        "(budget.py)",
+        low=1,
+        integer=True,
+        words=("auto",),
+        flag="--ae-steps",
+    )
+    max_steps: int = setting(3000, "the most steps 'auto' trains", low=1, integer=True)
+    check_every: int = setting(250, "steps between validation checks of 'auto'", low=1, integer=True)
+    batch_size: int = setting(64, "autoencoder batch size", low=1, integer=True)
+    lr: float = setting(1e-3, "autoencoder learning rate (AdamW, cosine schedule)", low=0, low_open=True)
 
 
 class PerPositionIn(nn.Module):
@@ -104,15 +119,23 @@ class Autoencoder(nn.Module):
         for _ in range(config.depth):
             down += [nn.Conv1d(c, c, 4, stride=2, padding=1), nn.SiLU()]
         self.encoder = nn.Sequential(
-            PerPositionIn(c, self.padded, token), nn.SiLU(), nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), *down,
+            PerPositionIn(c, self.padded, token),
+            nn.SiLU(),
+            nn.Conv1d(c, c, 3, padding=1),
+            nn.SiLU(),
+            *down,
             nn.Conv1d(c, config.latent_channels, 3, padding=1),
         )
         up = []
         for _ in range(config.depth):
             up += [nn.ConvTranspose1d(c, c, 4, stride=2, padding=1), nn.SiLU()]
         self.decoder = nn.Sequential(
-            nn.Conv1d(config.latent_channels, c, 3, padding=1), nn.SiLU(), *up,
-            nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), PerPositionOut(c, self.padded, token),
+            nn.Conv1d(config.latent_channels, c, 3, padding=1),
+            nn.SiLU(),
+            *up,
+            nn.Conv1d(c, c, 3, padding=1),
+            nn.SiLU(),
+            PerPositionOut(c, self.padded, token),
         )
 
     @property

@@ -21,7 +21,7 @@ from torch.func import functional_call, vmap
 from .params import Layout
 
 
-class SplitModel:
+class TrunkAndHead:
     """A traced model split into a frozen trunk and a generated head.
 
     trunk(x) -> tuple of boundary activations; head(params, *boundary) -> the model's output for
@@ -44,7 +44,8 @@ class SplitModel:
             # fx keeps torch.nn's own modules whole (a TransformerEncoderLayer is one call): a call of a
             # module that contains a generated parameter's owner reads that parameter too
             reads_param = (node.op == "get_attr" and node.target in selected) or (
-                node.op == "call_module" and any(o == node.target or o.startswith(f"{node.target}.") for o in owners))
+                node.op == "call_module" and any(o == node.target or o.startswith(f"{node.target}.") for o in owners)
+            )
             if reads_param or any(a in live for a in node.all_input_nodes):
                 live.add(node)
         output = next(n for n in gm.graph.nodes if n.op == "output")
@@ -88,7 +89,12 @@ class SplitModel:
 def _is_relu(node: fx.Node, module: nn.Module | None) -> bool:
     if node.op == "call_module":
         return isinstance(module, nn.ReLU)
-    return node.op in ("call_function", "call_method") and node.target in (torch.relu, F.relu, "relu") and len(node.args) == 1 and not node.kwargs
+    return (
+        node.op in ("call_function", "call_method")
+        and node.target in (torch.relu, F.relu, "relu")
+        and len(node.args) == 1
+        and not node.kwargs
+    )
 
 
 def folded_batch_norm(x, weight, bias, running_mean, running_var, eps: float):
@@ -103,9 +109,9 @@ def folded_batch_norm(x, weight, bias, running_mean, running_var, eps: float):
     return torch.addcmul(shift, x.flatten(1), scale).view(x.shape)
 
 
-def try_split(model: nn.Module, layout: Layout) -> SplitModel | None:
+def trunk_and_head(model: nn.Module, layout: Layout) -> TrunkAndHead | None:
     try:
-        return SplitModel(model, layout)
+        return TrunkAndHead(model, layout)
     except Exception:  # fx cannot trace every model (data-dependent control flow, etc.)
         return None
 
@@ -116,21 +122,29 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def predict_batched(split: SplitModel, layout: Layout, params: torch.Tensor, x: torch.Tensor,
-                    data_batch: int = 1024, model_batch: int = 4) -> torch.Tensor:
+def predict_batched(
+    parts: TrunkAndHead,
+    layout: Layout,
+    params: torch.Tensor,
+    x: torch.Tensor,
+    data_batch: int = 1024,
+    model_batch: int = 4,
+) -> torch.Tensor:
     """[N, n] class predictions (argmax of the output) of N parameter sets on inputs x."""
     if len(params) == 0:
         return torch.empty(0, len(x), dtype=torch.long, device=x.device)
-    split.module.eval()
+    parts.module.eval()
     outputs = []
     for ds in _chunks(len(x), data_batch):
-        boundary = split.trunk(x[ds])
+        boundary = parts.trunk(x[ds])
         cols = []
         for ms in _chunks(len(params), model_batch):
             stacked = {e.name: params[ms, e.offset : e.offset + e.numel].reshape(-1, *e.shape) for e in layout.entries}
-            with warnings.catch_warnings():  # ops without a batching rule run one model at a time inside vmap: still right
+            with (
+                warnings.catch_warnings()
+            ):  # ops without a batching rule run one model at a time inside vmap: still right
                 warnings.filterwarnings("ignore", message="There is a performance drop")
-                logits = vmap(split.head_for, in_dims=(0, None))(stacked, boundary)
+                logits = vmap(parts.head_for, in_dims=(0, None))(stacked, boundary)
             cols.append(logits.argmax(-1))
         outputs.append(torch.cat(cols))
     return torch.cat(outputs, dim=1)

@@ -26,6 +26,7 @@ import torch
 
 from .distribution import spread_ratio
 from .evaluate import evaluate_params
+from .params import finite_rows
 
 HELD_BACK = 10  # one snapshot in this many is held back from the autoencoder to judge it (zoos of 10 or more)
 MAX_HELD_BACK = 32
@@ -38,7 +39,9 @@ PATIENCE = 2  # diffusion checks without improvement before it stops
 MIN_GAIN = 0.1  # points of mean validation accuracy that count as an improvement ...
 ACCURACY_REACHED = 0.5  # ... up to this many points below the snapshots' mean; from there only the spread counts
 MIN_SPREAD_GAIN = 0.05  # |log spread ratio| must shrink by this much to count as an improvement
-CHECK_SEED = 1_000_003  # the generated batch's first seed (the same at every check, so checks compare models, not noise)
+CHECK_SEED = (
+    1_000_003  # the generated batch's first seed (the same at every check, so checks compare models, not noise)
+)
 
 
 def unexplained_share(x: torch.Tensor, recon: torch.Tensor) -> float:
@@ -73,7 +76,7 @@ class Judge:
     def val_acc(self, params: torch.Tensor) -> torch.Tensor:
         """[N] validation accuracy of each parameter set; a set with NaN or Inf counts as 0."""
         acc = torch.zeros(len(params), dtype=torch.float64)
-        finite = torch.isfinite(params).all(1)
+        finite = finite_rows(params)
         if finite.any():
             ev = evaluate_params(self.task, self.model, self.layout, params[finite], {"val": self.val}, progress=False)
             acc[finite] = ev["val"].accuracy.double().cpu()
@@ -103,9 +106,13 @@ class Judge:
         """Mean validation accuracy and spread (vs the snapshots', normalized space) of a small batch."""
         vectors = generator.sample(BATCH, CHECK_SEED, "ddim", SAMPLE_STEPS)
         acc = self.val_acc(vectors)
-        finite = torch.isfinite(vectors).all(1)
+        finite = finite_rows(vectors)
         spread = spread_ratio(normalizer(vectors[finite]), normalizer(self.originals))["median"]
-        return {"val_acc": float(acc.mean()), "spread": spread, "snapshots_val_acc": self.reference(torch.arange(len(self.originals)))}
+        return {
+            "val_acc": float(acc.mean()),
+            "spread": spread,
+            "snapshots_val_acc": self.reference(torch.arange(len(self.originals))),
+        }
 
 
 def autoencoder_done(curve: list[dict]) -> bool:
@@ -120,7 +127,9 @@ def autoencoder_done(curve: list[dict]) -> bool:
         return False
     if last["unexplained"] <= UNEXPLAINED:
         return True
-    return len(curve) > 1 and curve[-2]["unexplained"] - last["unexplained"] < MIN_RELATIVE_GAIN * curve[-2]["unexplained"]
+    return (
+        len(curve) > 1 and curve[-2]["unexplained"] - last["unexplained"] < MIN_RELATIVE_GAIN * curve[-2]["unexplained"]
+    )
 
 
 def _spread_error(point: dict) -> float:
@@ -142,7 +151,9 @@ def diffusion_done(curve: list[dict]) -> bool:
     before, recent = curve[:-PATIENCE], curve[-PATIENCE:]
     best_acc = max(_useful_acc(p) for p in before)
     best_spread = min(_spread_error(p) for p in before)
-    return not any(_useful_acc(p) > best_acc + MIN_GAIN or _spread_error(p) < best_spread - MIN_SPREAD_GAIN for p in recent)
+    return not any(
+        _useful_acc(p) > best_acc + MIN_GAIN or _spread_error(p) < best_spread - MIN_SPREAD_GAIN for p in recent
+    )
 
 
 def summary_lines(training: dict) -> list[str]:
@@ -164,11 +175,16 @@ def summary_lines(training: dict) -> list[str]:
         if name == "autoencoder" and "gap" in last:
             held = stats.get("held_back_snapshots", 0)
             which = f"{held} held-back snapshots" if held else "the training snapshots (too few to hold any back)"
-            said = (f"its reconstructions of {which}: mean validation accuracy {last['val_acc']:.2f}% "
-                    f"(the snapshots' {last['val_acc'] + last['gap']:.2f}%; the health check gives the interval), "
-                    f"{100 * last['unexplained']:.1f}% of their variation missed")
+            said = (
+                f"its reconstructions of {which}: mean validation accuracy {last['val_acc']:.2f}% "
+                f"(the snapshots' {last['val_acc'] + last['gap']:.2f}%; the health check gives the interval), "
+                f"{100 * last['unexplained']:.1f}% of their variation missed"
+            )
         elif "val_acc" in last:
-            said = f"a generated batch's validation accuracy {last['val_acc']:.2f}%, spread {last['spread']:.2f}x the snapshots'"
+            said = (
+                f"a generated batch's validation accuracy {last['val_acc']:.2f}%, "
+                f"spread {last['spread']:.2f}x the snapshots'"
+            )
         else:
             said = "no validation check"
         lines.append(f"{name}: {stats['steps']} steps, chosen by validation ({why}; {said}).")

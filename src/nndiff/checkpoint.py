@@ -3,12 +3,11 @@
 A checkpoint is one safetensors file: tensors (model, optimizer and RNG states, snapshots so far)
 plus JSON metadata for everything else (step counters, optimizer hyperparameters). Nested state
 such as an optimizer's state_dict is flattened to dotted keys; no pickle is involved anywhere.
-Checkpoints live in DIR/.progress/ and are removed once the stage has written its results.
+Checkpoints live in DIR/.progress/ (stage.py keeps them) and are removed once the stage has written its results.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,34 +54,25 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
-class Progress:
-    """Named checkpoints of one stage in DIR/.progress/."""
+def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tensors, skeleton = flatten_state(state)
+    # safetensors refuses tensors that share memory; checkpoints are small enough to copy
+    tensors = {k: v.detach().clone() for k, v in tensors.items()}
+    save_tensors(path, tensors, {"state": skeleton})
 
-    def __init__(self, directory: str | Path):
-        self.dir = Path(directory) / PROGRESS
 
-    def save(self, name: str, state: dict[str, Any]) -> None:
-        tensors, skeleton = flatten_state(state)
-        # safetensors refuses tensors that share memory; checkpoints are small enough to copy
-        tensors = {k: v.detach().clone() for k, v in tensors.items()}
-        save_tensors(self.dir / f"{name}.safetensors", tensors, {"state": skeleton})
-
-    def load(self, name: str) -> dict[str, Any] | None:
-        path = self.dir / f"{name}.safetensors"
-        if not path.is_file():
-            return None
-        try:
-            return unflatten_state(load_metadata(path)["state"], load_tensors(path))
-        except (KeyError, TypeError, ValueError) as e:
-            raise NndiffError(f"{path}: unreadable progress checkpoint ({e!r}); delete {self.dir} to start over") from None
-        except NndiffError as e:
-            raise NndiffError(f"{e}; delete {self.dir} to start the stage over") from None
-
-    def exists(self) -> bool:
-        return self.dir.is_dir() and any(self.dir.glob("*.safetensors"))
-
-    def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The state saved in `path` (None: no such checkpoint)."""
+    if not path.is_file():
+        return None
+    try:
+        return unflatten_state(load_metadata(path)["state"], load_tensors(path))
+    except (KeyError, TypeError, ValueError) as e:
+        raise NndiffError(
+            f"{path}: unreadable progress checkpoint ({e!r}); delete {path.parent} to start over"
+        ) from None
+    except NndiffError as e:
+        raise NndiffError(f"{e}; delete {path.parent} to start the stage over") from None
 
 
 def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:

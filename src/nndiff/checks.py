@@ -2,7 +2,7 @@
 before any work starts, so a NaN, a negative count or an overflowing seed is one clear line
 instead of a traceback or, worse, a run that exits 0 with unusable output.
 
-A dataclass declares each numeric field's range once with `bounded(...)`; `check_fields` checks a
+A dataclass declares each field's range or choices once with `setting(...)`; `check_fields` checks a
 whole config (nested dataclasses included) against those declarations.
 """
 
@@ -33,8 +33,12 @@ class Range:
 
     def describe(self) -> str:
         if self.words:
-            return " or ".join([Range(self.low, self.high, self.integer, self.low_open, self.high_open).describe(),
-                                *(repr(w) for w in self.words)])
+            return " or ".join(
+                [
+                    Range(self.low, self.high, self.integer, self.low_open, self.high_open).describe(),
+                    *(repr(w) for w in self.words),
+                ]
+            )
         kind = "an integer" if self.integer else "a finite number"
         if self.low is not None and self.high is not None:
             lo, hi = ("(" if self.low_open else "["), (")" if self.high_open else "]")
@@ -51,7 +55,9 @@ class Range:
         if value is None and self.optional or isinstance(value, str) and value in self.words:
             return value
         # a top-level field is what its option sets (--lr); a nested one is named as in config.yaml, with its option
-        label = name if not self.flag or self.flag == name else self.flag if "." not in name else f"{name} ({self.flag})"
+        label = (
+            name if not self.flag or self.flag == name else self.flag if "." not in name else f"{name} ({self.flag})"
+        )
         bad = NndiffError(f"{label} must be {self.describe()} (got {value!r})")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
@@ -70,9 +76,17 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def bounded(default: Any, **range_args) -> Any:
-    """A dataclass field with its allowed range: `steps: int = bounded(1000, low=1, integer=True)`."""
-    return dataclasses.field(default=default, metadata={"range": Range(**range_args)})
+def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] = (), **range_args) -> Any:
+    """A config dataclass field, declared once: its default, its help, the short option users know
+    (`flag`), its choices and its allowed range (`Range`'s arguments). The command line, config.yaml
+    and these checks all read it from here (options.py).
+
+        steps: int = setting(1000, "training steps", low=1, integer=True, flag="--steps")
+    """
+    metadata = {"help": help, "flag": flag, "choices": tuple(choices)}
+    if range_args:
+        metadata["range"] = Range(**range_args, flag=flag)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def check_fields(obj: Any, where: str = "") -> Any:
@@ -82,8 +96,10 @@ def check_fields(obj: Any, where: str = "") -> Any:
         name = f"{where}.{f.name}" if where else f.name
         if dataclasses.is_dataclass(value):
             check_fields(value, name)
-        elif "range" in f.metadata:
+        elif f.metadata.get("range"):
             f.metadata["range"].check(value, name)
+        elif f.metadata.get("choices") and value not in f.metadata["choices"]:
+            raise NndiffError(f"unknown {name} {value!r}; choose one of {', '.join(f.metadata['choices'])}")
     return obj
 
 
@@ -94,38 +110,3 @@ def number(value: Any, name: str, **range_args) -> Any:
 
 def seed(value: Any, name: str = "--seed") -> int:
     return number(value, name, low=0, high=SEED_MAX, integer=True)
-
-
-def from_yaml(value: Any, default: Any, name: str) -> Any:
-    """A YAML value for a field whose default is `default`, in any numeric notation.
-
-    YAML 1.1 (PyYAML) reads `1e-3` as a string and `1.0e-3` as a float; both are numbers here.
-    A string that is no number, or a bool where a number belongs, is refused by name.
-    """
-    wrong = NndiffError(f"{name} = {value!r} has the wrong type; expected {type(default).__name__}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise wrong
-        return value
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        if isinstance(value, bool):
-            raise wrong
-        if isinstance(value, str):
-            try:
-                value = int(value) if isinstance(default, int) and value.strip().lstrip("+-").isdigit() else float(value)
-            except ValueError:
-                raise wrong from None
-        if not isinstance(value, (int, float)):
-            raise wrong
-        if isinstance(default, int):
-            if isinstance(value, float):
-                if not math.isfinite(value) or not value.is_integer():
-                    raise NndiffError(f"{name} must be an integer (got {value!r})")
-                value = int(value)
-            return value
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise wrong
-        return value
-    raise wrong

@@ -12,10 +12,14 @@ from __future__ import annotations
 import torch
 
 from .evaluate import evaluate_params
+from .params import finite_rows
 
 CALIBRATION_POINTS = 5
 GUIDANCES = (1.0, 3.0)  # the plain conditional model, and a stronger push towards the request
-AIMS = ("median", "best")  # the requests placed on the novelty plane: the snapshots' median and best validation accuracy
+AIMS = (
+    "median",
+    "best",
+)  # the requests placed on the novelty plane: the snapshots' median and best validation accuracy
 
 
 def aim_name(aim: str, guidance: float) -> str:
@@ -33,8 +37,9 @@ def calibration_targets(zoo, points: int = CALIBRATION_POINTS) -> list[float]:
     return torch.linspace(float(vals.min()), float(vals.max()), points, dtype=torch.float64).tolist()
 
 
-def calibrate(generator, task, model, zoo, n: int = 50, seed: int = 0, guidances=GUIDANCES,
-              points: int = CALIBRATION_POINTS) -> list[dict]:
+def calibrate(
+    generator, task, model, zoo, n: int = 50, seed: int = 0, guidances=GUIDANCES, points: int = CALIBRATION_POINTS
+) -> list[dict]:
     """One row per (guidance, requested validation accuracy): the achieved mean accuracies."""
     device = next(model.parameters()).device
     splits = {name: task.splits()[name].to(device) for name in ("val", "test")}
@@ -42,12 +47,20 @@ def calibrate(generator, task, model, zoo, n: int = 50, seed: int = 0, guidances
     for w in guidances:
         for target in calibration_targets(zoo, points):
             params = generator.sample(n, seed, target_acc=target, guidance=w)
-            params = params[torch.isfinite(params).all(1)]
+            params = params[finite_rows(params)]
             ev = evaluate_params(task, model, zoo.layout, params, splits, progress=False)
             val, test = ev["val"].accuracy, ev["test"].accuracy
-            rows.append({"guidance": w, "requested_val_acc": target, "count": len(params),
-                         "val_acc_mean": float(val.mean()), "val_acc_std": float(val.std()) if len(val) > 1 else 0.0,
-                         "test_acc_mean": float(test.mean()), "error_val": float(val.mean()) - target})
+            rows.append(
+                {
+                    "guidance": w,
+                    "requested_val_acc": target,
+                    "count": len(params),
+                    "val_acc_mean": float(val.mean()),
+                    "val_acc_std": float(val.std()) if len(val) > 1 else 0.0,
+                    "test_acc_mean": float(test.mean()),
+                    "error_val": float(val.mean()) - target,
+                }
+            )
     return rows
 
 
@@ -57,5 +70,5 @@ def aimed_sets(generator, zoo, n: int, seed: int = 0, guidances=GUIDANCES) -> di
     for aim, target in aim_targets(zoo).items():
         for w in guidances:
             params = generator.sample(n, seed, target_acc=target, guidance=w)
-            out[aim_name(aim, w)] = params[torch.isfinite(params).all(1)]
+            out[aim_name(aim, w)] = params[finite_rows(params)]
     return out

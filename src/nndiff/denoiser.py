@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import bounded
+from .checks import setting
 
 
 @dataclass
 class DenoiserConfig:
-    channels: int = bounded(32, low=8, integer=True)  # a multiple of 8 (GroupNorm with 8 groups)
-    time_dim: int = bounded(128, low=2, integer=True)
+    channels: int = setting(32, "denoiser channels, a multiple of 8 (GroupNorm with 8 groups)", low=8, integer=True)
+    time_dim: int = setting(128, "size of the timestep embedding", low=2, integer=True)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -69,8 +69,9 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.out[-1].weight)  # start as "predict zero noise": a stable first step
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
-                keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x: [B, C, L] noisy latents; t: [B] timesteps, one per sample (or a scalar for all).
 
         Conditional denoisers: cond [B, cond_dim] (None: unconditional for the whole batch); keep

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import bounded
+from .checks import setting
 from .errors import NndiffError
 
 SAMPLERS = ("ddpm", "ddim", "dpm")
@@ -24,37 +24,72 @@ CONDITIONS = ("none", "val_acc")
 
 @dataclass
 class DiffusionConfig:
-    train_timesteps: int = bounded(1000, low=2, integer=True)
-    beta_start: float = bounded(1e-4, low=0, high=1, low_open=True, high_open=True)
-    beta_end: float = bounded(2e-2, low=0, high=1, low_open=True, high_open=True)
-    steps: int | str = bounded("auto", low=1, integer=True, words=("auto",), flag="--diffusion-steps")  # "auto": chosen by validation (budget.py)
-    max_steps: int = bounded(4000, low=1, integer=True)  # the most steps "auto" trains
-    check_every: int = bounded(250, low=1, integer=True)  # steps between validation checks
-    batch_size: int = bounded(64, low=1, integer=True)
-    lr: float = bounded(1e-3, low=0, low_open=True)
-    ema_decay: float = bounded(0.999, low=0, high=1, high_open=True)
-    condition: str = "none"  # "none", or "val_acc": condition on each snapshot's validation accuracy
-    condition_dropout: float = bounded(0.1, low=0, high=1, high_open=True) # share of training samples that see no condition (for guidance)
+    train_timesteps: int = setting(1000, "diffusion timesteps in training", low=2, integer=True)
+    beta_start: float = setting(
+        1e-4, "first noise level of the linear schedule", low=0, high=1, low_open=True, high_open=True
+    )
+    beta_end: float = setting(
+        2e-2, "last noise level of the linear schedule", low=0, high=1, low_open=True, high_open=True
+    )
+    steps: int | str = setting(
+        "auto",
+        "diffusion training steps, or 'auto': until a small generated batch stops "
+        "improving on validation, at most diffusion.max_steps (budget.py)",
+        low=1,
+        integer=True,
+        words=("auto",),
+        flag="--diffusion-steps",
+    )
+    max_steps: int = setting(4000, "the most steps 'auto' trains", low=1, integer=True)
+    check_every: int = setting(250, "steps between validation checks of 'auto'", low=1, integer=True)
+    batch_size: int = setting(64, "diffusion batch size", low=1, integer=True)
+    lr: float = setting(1e-3, "diffusion learning rate (AdamW, cosine schedule)", low=0, low_open=True)
+    ema_decay: float = setting(
+        0.999, "decay of the weights' moving average that generates", low=0, high=1, high_open=True
+    )
+    condition: str = setting(
+        "none",
+        "val_acc: condition the diffusion model on each snapshot's validation "
+        "accuracy, so `generate --target-acc` can ask for one",
+        choices=CONDITIONS,
+        flag="--condition",
+    )
+    condition_dropout: float = setting(
+        0.1, "share of training samples that see no condition (for guidance)", low=0, high=1, high_open=True
+    )
 
 
 def make_scheduler(config: DiffusionConfig, sampler: str = "ddpm"):
     """A diffusers scheduler for the linear-beta, epsilon-prediction schedule of `config`."""
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-    common = dict(num_train_timesteps=config.train_timesteps, beta_schedule="linear",
-                  beta_start=config.beta_start, beta_end=config.beta_end, prediction_type="epsilon")
+    common = dict(
+        num_train_timesteps=config.train_timesteps,
+        beta_schedule="linear",
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        prediction_type="epsilon",
+    )
     if sampler == "ddpm":
         # Latents are standardized, not bounded to [-1, 1]: clipping x0 would distort them.
         return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
     if sampler == "ddim":
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
     if sampler == "dpm":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing")
+        return DPMSolverMultistepScheduler(
+            **common, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"
+        )
     raise NndiffError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
 
-def training_loss(model: nn.Module, x0: torch.Tensor, scheduler, generator: torch.Generator | None = None,
-                  cond: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
+def training_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    scheduler,
+    generator: torch.Generator | None = None,
+    cond: torch.Tensor | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
     """Epsilon-prediction MSE at a uniformly drawn timestep per sample: ||eps - model(x_t, t[, c])||^2.
 
     With a condition, each sample drops it with probability `dropout`, so the same model also
@@ -70,8 +105,16 @@ def training_loss(model: nn.Module, x0: torch.Tensor, scheduler, generator: torc
 
 
 @torch.no_grad()
-def sample(model: nn.Module, shape: tuple[int, ...], scheduler, steps: int, seeds: list[int],
-           device: torch.device | str = "cpu", cond: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+def sample(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    scheduler,
+    steps: int,
+    seeds: list[int],
+    device: torch.device | str = "cpu",
+    cond: torch.Tensor | None = None,
+    guidance: float = 1.0,
+) -> torch.Tensor:
     """Run the reverse process from N(0, I) for len(seeds) samples of `shape`; returns [N, *shape].
 
     cond [N, cond_dim] with classifier-free guidance: eps = eps_uncond + guidance * (eps_cond - eps_uncond)

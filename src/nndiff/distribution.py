@@ -52,8 +52,13 @@ def spread_ratio(generated: torch.Tensor, originals: torch.Tensor) -> dict:
     return {"median": q[1], "q25": q[0], "q75": q[2]}
 
 
-def distribution_check(generated: torch.Tensor, originals: torch.Tensor, heldout: torch.Tensor, replica_share: float,
-                       nonfinite_share: float = 0.0) -> dict:
+def distribution_check(
+    generated: torch.Tensor,
+    originals: torch.Tensor,
+    heldout: torch.Tensor,
+    replica_share: float,
+    nonfinite_share: float = 0.0,
+) -> dict:
     """Spread, precision/recall against the training and held-out snapshots, and the flags that say
     what went wrong (empty when nothing did). All inputs normalized, generated rows finite."""
     spread = spread_ratio(generated, originals)
@@ -76,14 +81,18 @@ def distribution_check(generated: torch.Tensor, originals: torch.Tensor, heldout
 
 FLAG_TEXT = {
     "collapsed": "the generated models barely differ from each other (median spread {spread:.2f} of the originals'): "
-                 "the generator collapsed; check the autoencoder's reconstruction and the latent noise",
-    "copies": "{replicas:.0f}% of the generated models are replicas of training snapshots: the generator memorized them; "
-              "collect a more varied zoo (a higher --lr, more --runs)",
+    "the generator collapsed; check the autoencoder's reconstruction and the latent noise",
+    "copies": "{replicas:.0f}% of the generated models are replicas of training snapshots: "
+    "the generator memorized them; "
+    "collect a more varied zoo (a higher --lr, more --runs)",
     "non-finite": "{nonfinite:.0f}% of the generated models contain NaN or Inf",
 }
 
 
 def flag_sentences(check: dict, replica_share: float) -> list[str]:
-    values = {"spread": check["spread_ratio"]["median"], "replicas": 100 * replica_share,
-              "nonfinite": 100 * check["nonfinite_share"]}
+    values = {
+        "spread": check["spread_ratio"]["median"],
+        "replicas": 100 * replica_share,
+        "nonfinite": 100 * check["nonfinite_share"],
+    }
     return [FLAG_TEXT[f].format(**values) for f in check["flags"]]

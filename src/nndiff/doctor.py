@@ -16,6 +16,7 @@ from .budget import unexplained_share
 from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
+from .params import finite_rows
 from .uncertainty import Bootstrap, estimate, mean_accuracy
 
 # Thresholds, in the units each check reports.
@@ -76,17 +77,30 @@ def zoo_checks(zoo, task, model, val, snapshots: torch.Tensor) -> list[Check]:
     spread = float(zoo.params.double().std(0).median() / zoo.params.double().pow(2).mean().sqrt().clamp_min(1e-12))
     lr = zoo.info.get("collect", {}).get("lr")  # the rate used (what --lr auto chose)
     factor = 10 if spread < COPIES_SPREAD[1] else 3  # copies even in parameters: the lr is far too small
-    raise_lr = f"collect again with a larger --lr (e.g. {factor * lr:g} instead of {lr:g})" if lr else "collect again with a larger --lr"
+    raise_lr = (
+        f"collect again with a larger --lr (e.g. {factor * lr:g} instead of {lr:g})"
+        if lr
+        else "collect again with a larger --lr"
+    )
     grades = [_grade(spread, *COPIES_SPREAD, higher_is_worse=False), _grade(iou, *COPIES_IOU)]
     # Identical validation mistakes alone are a warning: a model robust to its own noise makes the
     # same few mistakes at every snapshot while its parameters still differ (a LayerNorm MLP on digits:
     # IoU 1.000 at a spread of 4.9e-3, near digits-cnn's 1.4e-2; copies at --lr 1e-4: 3.9e-6).
     status = "fail" if grades[0] == "fail" else "warn" if "warn" in grades or "fail" in grades else "pass"
-    diversity = Check("zoo diversity", status, f"parameter spread {spread:.1e} of their scale; mean pairwise IoU of "
-                      f"wrong validation predictions {iou:.3f}", f"the snapshots are near-copies: {raise_lr}, or more --runs")
+    diversity = Check(
+        "zoo diversity",
+        status,
+        f"parameter spread {spread:.1e} of their scale; mean pairwise IoU of wrong validation predictions {iou:.3f}",
+        f"the snapshots are near-copies: {raise_lr}, or more --runs",
+    )
     loss = _loss(val, task.evaluate(model, val).predictions[None].cpu(), snapshots)
     lower = f"collect again with a smaller --lr (e.g. {lr / 3:g})" if lr else "collect again with a smaller --lr"
-    drift = Check("snapshot accuracy", _graded_loss(loss, *DRIFT), f"validation accuracy the snapshots lose against the base model: {_says(loss)}", f"collection drifts away from the base model: {lower}")
+    drift = Check(
+        "snapshot accuracy",
+        _graded_loss(loss, *DRIFT),
+        f"validation accuracy the snapshots lose against the base model: {_says(loss)}",
+        f"collection drifts away from the base model: {lower}",
+    )
     return [diversity, drift]
 
 
@@ -105,27 +119,43 @@ def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor,
     unexplained = unexplained_share(x, recon_n)
     recon = norm.inverse(recon_n)
     if torch.isfinite(recon).all():
-        loss = _loss(val, snapshots[rows], evaluate_params(task, model, zoo.layout, recon, {"val": val}, progress=False)["val"].predictions)
+        loss = _loss(
+            val,
+            snapshots[rows],
+            evaluate_params(task, model, zoo.layout, recon, {"val": val}, progress=False)["val"].predictions,
+        )
         grades, says = [_grade(unexplained, *UNEXPLAINED), _graded_loss(loss, *RECONSTRUCTION_GAP)], _says(loss)
     else:
         grades, says = ["fail"], "NaN or Inf reconstructions"
     status = "fail" if "fail" in grades else "warn" if "warn" in grades else "pass"
-    return Check("autoencoder", status,
-                 f"{100 * unexplained:.1f}% of the snapshots' variation not reproduced; validation accuracy the "
-                 f"reconstructions lose against the snapshots: {says}",
-                 f"the autoencoder under-fits: train it longer, --ae-steps {max(2 * steps, 1000)}")
+    return Check(
+        "autoencoder",
+        status,
+        f"{100 * unexplained:.1f}% of the snapshots' variation not reproduced; validation accuracy the "
+        f"reconstructions lose against the snapshots: {says}",
+        f"the autoencoder under-fits: train it longer, --ae-steps {max(2 * steps, 1000)}",
+    )
 
 
-def generator_checks(zoo, task, model, generated: torch.Tensor, normalizer, val, snapshots: torch.Tensor,
-                     diffusion_steps: int) -> list[Check]:
+def generator_checks(
+    zoo, task, model, generated: torch.Tensor, normalizer, val, snapshots: torch.Tensor, diffusion_steps: int
+) -> list[Check]:
     """Non-finite models, spread, replicas and validation accuracy of the generated models."""
-    finite = torch.isfinite(generated).all(1)
+    finite = finite_rows(generated)
     share = 1.0 - float(finite.double().mean())
-    checks = [Check("non-finite models", _grade(share, *NONFINITE), f"{100 * share:.0f}% of {len(generated)} contain NaN or Inf",
-                    "the generator diverged: retrain with --fresh and a smaller learning rate in config.yaml (diffusion.lr)")]
+    checks = [
+        Check(
+            "non-finite models",
+            _grade(share, *NONFINITE),
+            f"{100 * share:.0f}% of {len(generated)} contain NaN or Inf",
+            "the generator diverged: retrain with --fresh and a smaller learning rate in config.yaml (diffusion.lr)",
+        )
+    ]
     gen = generated[finite]
     if len(gen) < 2:
-        return checks + [Check("generator", "fail", f"{len(gen)} finite generated model(s)", "generate more models (-n)")]
+        return checks + [
+            Check("generator", "fail", f"{len(gen)} finite generated model(s)", "generate more models (-n)")
+        ]
     orig_n, gen_n = normalizer(zoo.params), normalizer(gen)
     spread = spread_ratio(gen_n, orig_n)["median"]
     if spread > 1 / SPREAD[0]:
@@ -133,19 +163,34 @@ def generator_checks(zoo, task, model, generated: torch.Tensor, normalizer, val,
     else:
         grade = _grade(spread, *SPREAD, higher_is_worse=False)
         fix = "the generator collapsed: train the autoencoder longer (--ae-steps) and keep its --latent-noise"
-    checks.append(Check("generator spread", grade, f"generated spread {spread:.2f}x the snapshots' (median over dimensions)", fix))
+    checks.append(
+        Check("generator spread", grade, f"generated spread {spread:.2f}x the snapshots' (median over dimensions)", fix)
+    )
     if len(orig_n) > 1:
         spacing = float(nearest_distances(orig_n, orig_n, exclude_self=True).median())
         replicas = float((nearest_distances(gen_n, orig_n) / spacing < REPLICA_RELATIVE_DISTANCE).double().mean())
-        checks.append(Check("replicas", _grade(replicas, *REPLICAS), f"{100 * replicas:.0f}% of the generated models copy a snapshot",
-                            "the generator memorized the zoo: collect a more varied one (a larger --lr, more --runs, more -k)"))
-    preds = torch.full((len(generated), len(val)), -1, dtype=torch.long)  # NaN models count as failures, as everywhere else
+        checks.append(
+            Check(
+                "replicas",
+                _grade(replicas, *REPLICAS),
+                f"{100 * replicas:.0f}% of the generated models copy a snapshot",
+                "the generator memorized the zoo: collect a more varied one (a larger --lr, more --runs, more -k)",
+            )
+        )
+    preds = torch.full(
+        (len(generated), len(val)), -1, dtype=torch.long
+    )  # NaN models count as failures, as everywhere else
     preds[finite] = evaluate_params(task, model, zoo.layout, gen, {"val": val}, progress=False)["val"].predictions
     loss = _loss(val, snapshots, preds)
-    checks.append(Check("generated accuracy", _graded_loss(loss, *GENERATED_GAP),
-                        f"validation accuracy the generated models lose against the snapshots: {_says(loss)}",
-                        f"if the autoencoder passes, train the diffusion model longer: "
-                        f"--diffusion-steps {max(2 * diffusion_steps, 2000)}"))
+    checks.append(
+        Check(
+            "generated accuracy",
+            _graded_loss(loss, *GENERATED_GAP),
+            f"validation accuracy the generated models lose against the snapshots: {_says(loss)}",
+            f"if the autoencoder passes, train the diffusion model longer: "
+            f"--diffusion-steps {max(2 * diffusion_steps, 2000)}",
+        )
+    )
     return checks
 
 

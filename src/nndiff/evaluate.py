@@ -1,8 +1,11 @@
-"""Evaluation: accuracy of the originals, the generated models and the weight-average ensemble.
+"""Evaluation: accuracy of the originals, the generated models and the weight average.
 
 Selection is honest: the "best" generated model is chosen by validation accuracy and reported with
 its test accuracy; the maximum test accuracy is reported too, labelled as an oracle (it is what the
 reference code calls "best", and it is chosen on the test set).
+
+Longer than 250 lines because evaluating parameter sets, the metrics of a run and their printed
+table are one chain.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .batched import predict_batched, try_split
-from .params import Layout
+from .batched import predict_batched, trunk_and_head
+from .params import Layout, finite_rows
 from .runtime import all_gather, shard
 from .uncertainty import REPLICATES, Bootstrap, compare, estimate, mean_accuracy
 
@@ -39,11 +42,21 @@ def batchable(task) -> bool:
 
     if not isinstance(task, ClassificationTask) or not task.batched_eval:
         return False
-    return all(getattr(type(task), m) is getattr(ClassificationTask, m) and m not in vars(task) for m in ("predict", "evaluate"))
+    return all(
+        getattr(type(task), m) is getattr(ClassificationTask, m) and m not in vars(task)
+        for m in ("predict", "evaluate")
+    )
 
 
-def evaluate_params(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict,
-                    progress: bool = True, batched: bool = True) -> dict[str, GroupEvaluation]:
+def evaluate_params(
+    task,
+    model: nn.Module,
+    layout: Layout,
+    params: torch.Tensor,
+    splits: dict,
+    progress: bool = True,
+    batched: bool = True,
+) -> dict[str, GroupEvaluation]:
     """Evaluate every row of `params` written into `model` on every split.
 
     Uses the batched path (frozen trunk once, generated head vectorized over models) when the task
@@ -52,23 +65,28 @@ def evaluate_params(task, model: nn.Module, layout: Layout, params: torch.Tensor
     model (with a warning), so the batched path can never silently differ from the model.
     """
     device = next(model.parameters()).device
-    split_model = try_split(model, layout) if batched and len(params) and batchable(task) else None
-    if split_model is not None:
+    parts = trunk_and_head(model, layout) if batched and len(params) and batchable(task) else None
+    if parts is not None:
         out = {}
         try:
             for name, split in splits.items():
-                preds = predict_batched(split_model, layout, params.to(device), split.x).cpu()
+                preds = predict_batched(parts, layout, params.to(device), split.x).cpu()
                 out[name] = GroupEvaluation(_accuracy(preds, split.y.cpu()), preds)
         except Exception:  # a traced head that vmap cannot run (an op without a batching rule): the plain loop
             return _plain(task, model, layout, params, splits, progress)
         check = _plain(task, model, layout, params[:1], splits, progress=False)
         if all(torch.equal(check[name].predictions[0], out[name].predictions[0]) for name in splits):
             return out
-        warnings.warn("batched evaluation disagrees with the model's own predictions; evaluating one model at a time", stacklevel=2)
+        warnings.warn(
+            "batched evaluation disagrees with the model's own predictions; evaluating one model at a time",
+            stacklevel=2,
+        )
     return _plain(task, model, layout, params, splits, progress)
 
 
-def _plain(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict, progress: bool) -> dict[str, GroupEvaluation]:
+def _plain(
+    task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict, progress: bool
+) -> dict[str, GroupEvaluation]:
     """One `task.evaluate` per parameter set and split."""
     device = next(model.parameters()).device
     model = copy.deepcopy(model)
@@ -84,13 +102,16 @@ def _plain(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits:
     return out
 
 
-def evaluate_sharded(task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict,
-                     progress: bool = True) -> dict[str, GroupEvaluation]:
+def evaluate_params_sharded(
+    task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict, progress: bool = True
+) -> dict[str, GroupEvaluation]:
     """evaluate_params, with the rows shared out over the ranks of a torchrun job (every rank must
     call it; every rank gets all results). A single process evaluates everything itself."""
     mine = evaluate_params(task, model, layout, params[shard(len(params))], splits, progress)
     parts = all_gather({k: (v.accuracy.cpu(), v.predictions.cpu()) for k, v in mine.items()})
-    return {k: GroupEvaluation(torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts])) for k in splits}
+    return {
+        k: GroupEvaluation(torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts])) for k in splits
+    }
 
 
 def _accuracy(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -129,20 +150,29 @@ def select_by_val(val: Sequence[float], test: Sequence[float]) -> dict[str, floa
     return {"index": i, "val_acc": val[i], "test_acc": test[i]}
 
 
-def evaluate_models(task, zoo, generated: torch.Tensor, device: torch.device, progress: bool = True,
-                    replicates: int = REPLICATES, seed: int = 0) -> dict:
+def compute_metrics(
+    task,
+    zoo,
+    generated: torch.Tensor,
+    device: torch.device,
+    progress: bool = True,
+    replicates: int = REPLICATES,
+    seed: int = 0,
+) -> dict:
     """Metrics for the originals, the generated models (row i of `generated` is file i) and the
     weight average, with 95% intervals on the comparisons between them (paired bootstrap over test
     samples and models; see uncertainty.py)."""
     model = zoo.model(task).to(device)
     splits = {name: task.splits()[name].to(device) for name in ("val", "test")}
     labels = splits["test"].y.cpu()
-    finite = torch.isfinite(generated).all(1)
+    finite = finite_rows(generated)
     files = finite.nonzero().squeeze(1).tolist()  # the file number of each evaluated model
-    gen_evals = evaluate_sharded(task, model, zoo.layout, generated[finite], splits, progress)
+    gen_evals = evaluate_params_sharded(task, model, zoo.layout, generated[finite], splits, progress)
     gen_val, gen_test = gen_evals["val"].accuracy.tolist(), gen_evals["test"].accuracy.tolist()
     ens = evaluate_params(task, model, zoo.layout, zoo.params.mean(0, keepdim=True), splits, progress=False)
-    orig_eval = evaluate_sharded(task, model, zoo.layout, zoo.params, {"test": splits["test"]}, progress=False)["test"]
+    orig_eval = evaluate_params_sharded(task, model, zoo.layout, zoo.params, {"test": splits["test"]}, progress=False)[
+        "test"
+    ]
     orig_val = [s["val_acc"] for s in zoo.snapshots]
     orig_test = orig_eval.accuracy.tolist()
     best_orig = max(orig_test)
@@ -177,14 +207,27 @@ def evaluate_models(task, zoo, generated: torch.Tensor, device: torch.device, pr
         "weight_average": {"val_acc": ens["val"].accuracy.item(), "test_acc": ens["test"].accuracy.item()},
     }
     if gen_test:
-        metrics["comparisons"] = compare_groups(gen_evals["test"].predictions, orig_eval.predictions, ens["test"].predictions,
-                                                labels, selected_files=(files.index(selected["index"]), orig_sel["index"]),
-                                                replicates=replicates, seed=seed)
+        metrics["comparisons"] = compare_groups(
+            gen_evals["test"].predictions,
+            orig_eval.predictions,
+            ens["test"].predictions,
+            labels,
+            selected_files=(files.index(selected["index"]), orig_sel["index"]),
+            replicates=replicates,
+            seed=seed,
+        )
     return metrics
 
 
-def compare_groups(gen: torch.Tensor, orig: torch.Tensor, average: torch.Tensor, labels: torch.Tensor,
-                   selected_files: tuple[int, int], replicates: int = REPLICATES, seed: int = 0) -> dict:
+def compare_groups(
+    gen: torch.Tensor,
+    orig: torch.Tensor,
+    average: torch.Tensor,
+    labels: torch.Tensor,
+    selected_files: tuple[int, int],
+    replicates: int = REPLICATES,
+    seed: int = 0,
+) -> dict:
     """Generated vs originals vs the weight average on the test set, each difference with its 95%
     interval; the test samples are resampled once per replicate for all three (a paired bootstrap)."""
     boot = Bootstrap(len(labels), replicates, seed)
@@ -197,12 +240,19 @@ def compare_groups(gen: torch.Tensor, orig: torch.Tensor, average: torch.Tensor,
     sel_orig_point, sel_orig = mean_accuracy(boot, correct["originals"][[o]])
     return {
         "test_acc_mean": {k: estimate(point[k], means[k]) for k in means},
-        "generated_minus_originals": estimate(point["generated"] - point["originals"], means["generated"] - means["originals"]),
-        "generated_minus_weight_average": estimate(point["generated"] - point["weight_average"],
-                                                   means["generated"] - means["weight_average"]),
+        "generated_minus_originals": estimate(
+            point["generated"] - point["originals"], means["generated"] - means["originals"]
+        ),
+        "generated_minus_weight_average": estimate(
+            point["generated"] - point["weight_average"], means["generated"] - means["weight_average"]
+        ),
         "selected_generated_minus_selected_original": estimate(sel_point - sel_orig_point, sel_gen - sel_orig),
-        "bootstrap": {"replicates": replicates, "confidence": 0.95, "seed": seed,
-                      "resampled": "test samples (shared by every group) and each group's models"},
+        "bootstrap": {
+            "replicates": replicates,
+            "confidence": 0.95,
+            "seed": seed,
+            "resampled": "test samples (shared by every group) and each group's models",
+        },
     }
 
 
@@ -214,7 +264,17 @@ def format_table(metrics: dict) -> str:
     sel_g = f"{g['selected_by_val']['test_acc']:.2f}" if g["selected_by_val"] else "-"
     for name, group, sel in (("originals", o, sel_o), ("generated", g, sel_g)):
         t = group["test_acc"]
-        rows.append((name, str(group["count"]), f"{t['best']:.2f}", f"{t['mean']:.2f}", f"{t['median']:.2f}", f"{t['min']:.2f}", sel))
+        rows.append(
+            (
+                name,
+                str(group["count"]),
+                f"{t['best']:.2f}",
+                f"{t['mean']:.2f}",
+                f"{t['median']:.2f}",
+                f"{t['min']:.2f}",
+                sel,
+            )
+        )
     e = metrics["weight_average"]["test_acc"]
     rows.append(("weight average", "1", f"{e:.2f}", f"{e:.2f}", f"{e:.2f}", f"{e:.2f}", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -224,8 +284,13 @@ def format_table(metrics: dict) -> str:
     lines.append("test accuracy (%). 'best' is the maximum on test (an oracle, for comparison with the paper);")
     lines.append("'val-selected' is the test accuracy of the model with the best validation accuracy.")
     if g.get("nonfinite"):
-        lines.append(f"{g['nonfinite']} of {g['count']} generated model(s) contained NaN/Inf: not evaluated, counted as failures.")
-    lines.append(f"{100 * g['within_1pt_of_best_original']:.0f}% of generated models are within 1 point of the best original.")
+        lines.append(
+            f"{g['nonfinite']} of {g['count']} generated model(s) contained NaN/Inf: not evaluated, counted as "
+            "failures."
+        )
+    lines.append(
+        f"{100 * g['within_1pt_of_best_original']:.0f}% of generated models are within 1 point of the best original."
+    )
     lines += comparison_lines(metrics)
     return "\n".join(lines)
 
@@ -237,6 +302,8 @@ def comparison_lines(metrics: dict) -> list[str]:
         return []
     return [
         f"Mean test accuracy, generated vs originals: {compare(c['generated_minus_originals'], 'higher', 'lower')}.",
-        f"Mean test accuracy, generated vs the weight average: {compare(c['generated_minus_weight_average'], 'higher', 'lower')}.",
-        f"Val-selected generated vs val-selected original: {compare(c['selected_generated_minus_selected_original'], 'higher', 'lower')}.",
+        "Mean test accuracy, generated vs the weight average: "
+        f"{compare(c['generated_minus_weight_average'], 'higher', 'lower')}.",
+        "Val-selected generated vs val-selected original: "
+        f"{compare(c['selected_generated_minus_selected_original'], 'higher', 'lower')}.",
     ]

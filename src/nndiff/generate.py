@@ -7,6 +7,9 @@ their model names, so a user needs no nndiff code to use one:
     model = make_model()
     model.load_state_dict(load_file("zoo/base.safetensors"))                    # everything else
     model.load_state_dict(load_file("generated/000000.safetensors"), strict=False)  # generated part
+
+Longer than 250 lines because the generator and the on-disk set of generated models (atomic
+exchange, recovery, checks on reading) belong together.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ class ParamGenerator:
     latent_normalizer: Normalizer  # flattened latents, so diffusion sees zero mean, unit variance
     autoencoder: Autoencoder
     denoiser: Denoiser  # EMA weights
-    condition: Normalizer | None = None  # conditional generators: standardizes the requested validation accuracy
+    condition_normalizer: Normalizer | None = (
+        None  # conditional generators: standardizes the requested validation accuracy
+    )
     condition_range: tuple[float, float] = (0.0, 100.0)  # the snapshots' validation accuracies, min and max
 
     @property
@@ -46,8 +51,15 @@ class ParamGenerator:
         return next(self.denoiser.parameters()).device
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, sampler: str = "ddim", steps: int = 50, target_acc: float | None = None,
-               guidance: float = 1.0) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        seed: int = 0,
+        sampler: str = "ddim",
+        steps: int = 50,
+        target_acc: float | None = None,
+        guidance: float = 1.0,
+    ) -> torch.Tensor:
         """[n, D] parameter vectors; vector i is drawn from seed + i (see diffusion.sample).
 
         A conditional generator aims them at validation accuracy `target_acc` (percent), with
@@ -56,14 +68,19 @@ class ParamGenerator:
         check_generate_args(n, seed, sampler, steps, target_acc, guidance)
         cond = None
         if target_acc is not None:
-            if self.condition is None:
-                raise NndiffError("this run's generator is unconditional, so --target-acc has nothing to steer; "
-                                  "train one with --condition val_acc")
+            if self.condition_normalizer is None:
+                raise NndiffError(
+                    "this run's generator is unconditional, so --target-acc has nothing to steer; "
+                    "train one with --condition val_acc"
+                )
             lo, hi = self.condition_range
             if not lo - 1e-4 <= target_acc <= hi + 1e-4:
-                warnings.warn(f"--target-acc {target_acc:g} lies outside the validation accuracies of the training snapshots "
-                              f"({lo:.2f}..{hi:.2f}); the generator extrapolates and will likely fall short of it", stacklevel=2)
-            cond = self.condition(torch.full((n, 1), float(target_acc)))
+                warnings.warn(
+                    f"--target-acc {target_acc:g} lies outside the validation accuracies of the training snapshots "
+                    f"({lo:.2f}..{hi:.2f}); the generator extrapolates and will likely fall short of it",
+                    stacklevel=2,
+                )
+            cond = self.condition_normalizer(torch.full((n, 1), float(target_acc)))
         scheduler = make_scheduler(self.config.diffusion, sampler)
         shape = self.autoencoder.latent_shape
         z = sample(self.denoiser, shape, scheduler, steps, list(range(seed, seed + n)), self.device, cond, guidance)
@@ -75,16 +92,27 @@ class ParamGenerator:
     def save(self, run_dir: str | Path) -> None:
         d = Path(run_dir)
         cfg = self.config.to_dict()
-        save_tensors(d / "autoencoder.safetensors", self.autoencoder.state_dict(),
-                     {"dim": self.layout.size, "config": cfg["autoencoder"]})
-        save_tensors(d / "denoiser.safetensors", self.denoiser.state_dict(),
-                     {"latent_shape": list(self.autoencoder.latent_shape), "config": cfg["denoiser"]})
+        save_tensors(
+            d / "autoencoder.safetensors",
+            self.autoencoder.state_dict(),
+            {"dim": self.layout.size, "config": cfg["autoencoder"]},
+        )
+        save_tensors(
+            d / "denoiser.safetensors",
+            self.denoiser.state_dict(),
+            {"latent_shape": list(self.autoencoder.latent_shape), "config": cfg["denoiser"]},
+        )
         conditions = {}
-        if self.condition is not None:
-            conditions = {**self.condition.state_dict("condition."), "condition.range": torch.tensor(self.condition_range, dtype=torch.float64)}
-        save_tensors(d / "normalizer.safetensors",
-                     {**self.normalizer.state_dict("params."), **self.latent_normalizer.state_dict("latent."), **conditions},
-                     {"layout": self.layout.to_json(), "normalization": self.config.normalization})
+        if self.condition_normalizer is not None:
+            conditions = {
+                **self.condition_normalizer.state_dict("condition."),
+                "condition.range": torch.tensor(self.condition_range, dtype=torch.float64),
+            }
+        save_tensors(
+            d / "normalizer.safetensors",
+            {**self.normalizer.state_dict("params."), **self.latent_normalizer.state_dict("latent."), **conditions},
+            {"layout": self.layout.to_json(), "normalization": self.config.normalization},
+        )
 
     @classmethod
     def load(cls, run_dir: str | Path, config: TrainConfig, device: torch.device | str = "cpu") -> "ParamGenerator":
@@ -93,19 +121,27 @@ class ParamGenerator:
         ae = Autoencoder(layout.size, config.autoencoder)
         conditional = config.diffusion.condition != "none"
         if conditional and not {"condition.mean", "condition.range"} <= set(norms):
-            raise NndiffError(f"{d / 'normalizer.safetensors'} lacks the condition's statistics that config.yaml asks for; retrain the run")
+            raise NndiffError(
+                f"{d / 'normalizer.safetensors'} lacks the condition's statistics that config.yaml asks for; retrain "
+                "the run"
+            )
         den = Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0)
         for module, name in ((ae, "autoencoder"), (den, "denoiser")):
             try:
                 module.load_state_dict(load_tensors(d / f"{name}.safetensors"))
             except RuntimeError as e:
-                raise NndiffError(f"{d / (name + '.safetensors')} does not match config.yaml ({str(e).splitlines()[0]}); retrain the run") from None
+                raise NndiffError(
+                    f"{d / (name + '.safetensors')} does not match config.yaml ({str(e).splitlines()[0]}); retrain "
+                    "the run"
+                ) from None
             module.to(device).eval()
         source = str(d / "normalizer.safetensors")
         latent = Normalizer.from_state_dict(norms, "latent.", math.prod(ae.latent_shape), source)
-        generator = cls(layout, config, Normalizer.from_state_dict(norms, "params.", layout.size, source), latent, ae, den)
+        generator = cls(
+            layout, config, Normalizer.from_state_dict(norms, "params.", layout.size, source), latent, ae, den
+        )
         if conditional:
-            generator.condition = Normalizer.from_state_dict(norms, "condition.", 1, source)
+            generator.condition_normalizer = Normalizer.from_state_dict(norms, "condition.", 1, source)
             lo_hi = norms["condition.range"]
             if lo_hi.shape != (2,) or not lo_hi.is_floating_point() or not torch.isfinite(lo_hi).all():
                 raise NndiffError(f"{source}: condition.range must be two finite numbers; retrain the run")
@@ -122,8 +158,9 @@ def read_normalizers(run_dir: Path) -> tuple[Layout, dict[str, torch.Tensor]]:
     return Layout.from_json(meta["layout"]), load_tensors(path)
 
 
-def check_generate_args(n: int, seed: int, sampler: str, steps: int, target_acc: float | None = None,
-                        guidance: float = 1.0) -> None:
+def check_generate_args(
+    n: int, seed: int, sampler: str, steps: int, target_acc: float | None = None, guidance: float = 1.0
+) -> None:
     """The sampling options, checked before a generator is loaded (or, in `nndiff run`, trained)."""
     from .checks import number, seed as check_seed
     from .diffusion import SAMPLERS
@@ -139,8 +176,15 @@ def check_generate_args(n: int, seed: int, sampler: str, steps: int, target_acc:
         raise NndiffError("--guidance needs --target-acc (guidance pushes towards a requested accuracy)")
 
 
-def write_generated(run_dir: str | Path, vectors: torch.Tensor, layout: Layout, seed: int, sampler: str, steps: int,
-                    extra: dict | None = None) -> Path:
+def write_generated(
+    run_dir: str | Path,
+    vectors: torch.Tensor,
+    layout: Layout,
+    seed: int,
+    sampler: str,
+    steps: int,
+    extra: dict | None = None,
+) -> Path:
     """Write one safetensors file per generated model into run_dir/generated, replacing what was there.
 
     The files go to a temporary directory that then takes the place of the old one in one atomic
@@ -224,12 +268,17 @@ def read_generated(run_dir: str | Path, layout: Layout) -> torch.Tensor:
             raise NndiffError(f"{f} lacks parameter(s) {', '.join(missing[:3])} of the run's layout; regenerate it")
         extra = sorted(set(state) - names)
         if extra:
-            raise NndiffError(f"{f} holds tensor(s) {', '.join(extra[:3])} that are not in the run's layout; regenerate it")
+            raise NndiffError(
+                f"{f} holds tensor(s) {', '.join(extra[:3])} that are not in the run's layout; regenerate it"
+            )
         for e in layout.entries:
             t = state[e.name]
             if tuple(t.shape) != e.shape:
                 raise NndiffError(f"{f}: {e.name} has shape {list(t.shape)}, the layout says {list(e.shape)}")
             if not t.is_floating_point():
-                raise NndiffError(f"{f}: {e.name} has dtype {str(t.dtype).removeprefix('torch.')}; parameters are floating point — regenerate it")
+                raise NndiffError(
+                    f"{f}: {e.name} has dtype {str(t.dtype).removeprefix('torch.')}; parameters are floating point — "
+                    "regenerate it"
+                )
         rows.append(layout.flatten(state).float())
     return torch.stack(rows)

@@ -35,7 +35,8 @@ EXTEND = 6  # more rungs allowed beyond an end the choice sits at (up to 1000x t
 BURN_IN = 100  # at most this many probe steps before its first snapshot (the collection's --burn-in if fewer)
 SNAPSHOTS = 8  # snapshots per rung
 SPACING = 8  # collection intervals (--every) between two probe snapshots: whole networks, whose early snapshots
-# dip below the base before SGD settles, are judged over 640 steps (at 80 steps mnist1d-convnet got 0.001 instead of 0.01)
+# dip below the base before SGD settles, are judged over 640 steps (at 80 steps mnist1d-convnet got 0.001
+# instead of 0.01)
 MIN_MOVE = 1e-4  # relative distance between consecutive snapshots below which they are copies
 MAX_MOVE = 1.0  # ... above which the parameters run away (a GRU's linear head kept its accuracy up to lr 5000
 # while its snapshots moved 2,300x its scale apart: the logits only grew); the chosen rungs of the
@@ -53,17 +54,14 @@ def tolerance(samples: int) -> float:
     return max(0.25, 100 / samples)
 
 
-def measure_rung(task, base, layout, val, lr: float, every: int, momentum: float, seed: int, device, burn_in: int = BURN_IN) -> dict:
-    from .zoo import Trajectory  # the collection's own SGD, so the probe measures what collection will do
+def measure_rung(
+    task, base, layout, val, lr: float, every: int, momentum: float, seed: int, device, burn_in: int = BURN_IN
+) -> dict:
+    from .collect import Trajectory, snapshots  # the collection's own SGD: the probe measures what collection does
 
     trajectory = Trajectory(task, base, layout, seed, lr, momentum, device)
-    snaps = []
     try:
-        gap = SPACING * every
-        for step in range(1, burn_in + SNAPSHOTS * gap + 1):
-            trajectory.step()
-            if step > burn_in and (step - burn_in) % gap == 0:
-                snaps.append(trajectory.snapshot())
+        snaps = list(snapshots(trajectory, SNAPSHOTS, burn_in, SPACING * every))
     except NndiffError:
         return {"lr": lr, "diverged": True}
     params = torch.stack(snaps)
@@ -73,8 +71,13 @@ def measure_rung(task, base, layout, val, lr: float, every: int, momentum: float
     start = layout.flatten(dict(base.named_parameters())).detach().cpu().double()
     scale = float(start.pow(2).mean().sqrt()) or 1.0
     move = float((params[1:] - params[:-1]).double().pow(2).mean(1).sqrt().mean()) / scale
-    return {"lr": lr, "diverged": False, "val_acc": float(ev.accuracy.mean()),
-            "iou": mean_offdiagonal(pairwise_iou(ev.predictions, val.y.cpu())), "move": move}
+    return {
+        "lr": lr,
+        "diverged": False,
+        "val_acc": float(ev.accuracy.mean()),
+        "iou": mean_offdiagonal(pairwise_iou(ev.predictions, val.y.cpu())),
+        "move": move,
+    }
 
 
 def choose(rows: list[dict], base_acc: float, tol: float) -> dict | None:
@@ -85,8 +88,19 @@ def choose(rows: list[dict], base_acc: float, tol: float) -> dict | None:
     return max(distinct or ok, key=lambda r: r["move"]) if ok else None
 
 
-def probe(task, base, layout, val, hint: float, every: int, momentum: float, seed: int, device, burn_in: int = BURN_IN,
-          log=None) -> dict:
+def probe(
+    task,
+    base,
+    layout,
+    val,
+    hint: float,
+    every: int,
+    momentum: float,
+    seed: int,
+    device,
+    burn_in: int = BURN_IN,
+    log=None,
+) -> dict:
     """The chosen learning rate and the table it was chosen from (JSON-ready)."""
     t0 = time.perf_counter()
     base_acc = float(task.evaluate(base, val).accuracy)
@@ -126,11 +140,20 @@ def probe(task, base, layout, val, hint: float, every: int, momentum: float, see
     chosen = choose(table, base_acc, tol)
     if chosen is None:
         # The default must not stop a run: collect at the task's hint and say so (the doctor then grades the zoo).
-        warnings.warn(f"--lr auto found no learning rate from {table[0]['lr']:.3g} to {table[-1]['lr']:.3g} whose snapshots "
-                      f"both move and keep the base model's validation accuracy ({base_acc:.2f}%, tolerance {tol:.2f}); "
-                      f"collecting at the task's collect_lr {hint:g}; give a rate with --lr", stacklevel=2)
-    return {"lr": hint if chosen is None else chosen["lr"], "fallback": chosen is None, "base_val_acc": base_acc,
-            "tolerance": tol, "table": table, "seconds": round(time.perf_counter() - t0, 2)}
+        warnings.warn(
+            f"--lr auto found no learning rate from {table[0]['lr']:.3g} to {table[-1]['lr']:.3g} whose snapshots "
+            f"both move and keep the base model's validation accuracy ({base_acc:.2f}%, tolerance {tol:.2f}); "
+            f"collecting at the task's collect_lr {hint:g}; give a rate with --lr",
+            stacklevel=2,
+        )
+    return {
+        "lr": hint if chosen is None else chosen["lr"],
+        "fallback": chosen is None,
+        "base_val_acc": base_acc,
+        "tolerance": tol,
+        "table": table,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def summary_lines(found: dict | None) -> list[str]:
@@ -138,9 +161,10 @@ def summary_lines(found: dict | None) -> list[str]:
     if not found:
         return []
     verb = "fell back to the task's" if found.get("fallback") else "chose"
-    return ([f"--lr auto {verb} {found['lr']:.4g} ({found['seconds']:.0f} s; base model validation accuracy "
-             f"{found['base_val_acc']:.2f}%, tolerance {found['tolerance']:.2f} points):"]
-            + [format_row(r) for r in found["table"]])
+    return [
+        f"--lr auto {verb} {found['lr']:.4g} ({found['seconds']:.0f} s; base model validation accuracy "
+        f"{found['base_val_acc']:.2f}%, tolerance {found['tolerance']:.2f} points):"
+    ] + [format_row(r) for r in found["table"]]
 
 
 def format_row(r: dict) -> str:

@@ -6,6 +6,9 @@ over originals of the IoU of their sets of wrongly predicted test samples), y = 
 Adding Gaussian noise of growing amplitude to the originals draws a curve on that plane; a method
 that merely perturbs its training data lies on the curve, a better one lies above it (Zeng et al.
 2025). The gap to the curve at the group's own mean similarity is the headline number.
+
+Longer than 250 lines because the baselines, the metrics and the verdict in words must agree
+with each other and are read together.
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ LABELS = {
     "gaussian": "per-dimension Gaussian",
     "heldout": "held-out originals",
     # conditional runs: sets aimed at the best snapshot's validation accuracy
-    **{aim_name(a, w): f"generated, aimed at the {a} snapshot's val. accuracy, guidance {w:g}" for a in AIMS for w in GUIDANCES},
+    **{
+        aim_name(a, w): f"generated, aimed at the {a} snapshot's val. accuracy, guidance {w:g}"
+        for a in AIMS
+        for w in GUIDANCES
+    },
 }
 
 
@@ -49,7 +56,9 @@ def noise_name(amplitude: float) -> str:
     return f"noise_{amplitude:g}"
 
 
-def noise_baseline(originals: torch.Tensor, normalizer: Normalizer, amplitude: float, n: int, seed: int = 0) -> torch.Tensor:
+def noise_baseline(
+    originals: torch.Tensor, normalizer: Normalizer, amplitude: float, n: int, seed: int = 0
+) -> torch.Tensor:
     """n random originals plus Gaussian noise of `amplitude` in normalized space (its own random
     stream per amplitude, so adding an amplitude changes no other group)."""
     g = torch.Generator().manual_seed(seed * 100_003 + round(amplitude * 1000))
@@ -58,8 +67,14 @@ def noise_baseline(originals: torch.Tensor, normalizer: Normalizer, amplitude: f
     return normalizer.inverse(z)
 
 
-def make_baselines(originals: torch.Tensor, heldout: torch.Tensor, normalizer: Normalizer, n: int, seed: int = 0,
-                   amplitudes=NOISE_AMPLITUDES) -> dict[str, torch.Tensor]:
+def make_baselines(
+    originals: torch.Tensor,
+    heldout: torch.Tensor,
+    normalizer: Normalizer,
+    n: int,
+    seed: int = 0,
+    amplitudes=NOISE_AMPLITUDES,
+) -> dict[str, torch.Tensor]:
     """[n, D] parameter vectors per baseline, built from the training snapshots only (and held-out ones)."""
     out = {noise_name(a): noise_baseline(originals, normalizer, a, n, seed) for a in amplitudes}
     g = torch.Generator().manual_seed(seed)
@@ -80,7 +95,6 @@ def nearest_distances(x: torch.Tensor, originals: torch.Tensor, exclude_self: bo
     if exclude_self:
         d.fill_diagonal_(float("inf"))
     return d.min(1).values
-
 
 
 @dataclass
@@ -124,9 +138,18 @@ def noise_curve_gap(curve: list[dict], similarity: float, accuracy: float) -> tu
     return accuracy - float(np.interp(similarity, xs, ys)), inside
 
 
-def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n_baseline: int | None = None,
-            seed: int = 0, extra: dict[str, torch.Tensor] | None = None, nonfinite: int = 0,
-            replicates: int = REPLICATES) -> tuple[dict, dict]:
+def analyze(
+    task,
+    model,
+    zoo,
+    normalizer: Normalizer,
+    generated: torch.Tensor,
+    n_baseline: int | None = None,
+    seed: int = 0,
+    extra: dict[str, torch.Tensor] | None = None,
+    nonfinite: int = 0,
+    replicates: int = REPLICATES,
+) -> tuple[dict, dict]:
     """The novelty analysis of `generated` ([N, D], finite rows) against the zoo.
 
     `extra`: more generated sets to place on the same plane (e.g. conditional ones), by name.
@@ -142,17 +165,27 @@ def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n
     test_dev = test.to(device)
     orig_norm = normalizer(zoo.params)
     # The originals' own spacing: each one's distance to its nearest other original.
-    spacing = float(nearest_distances(orig_norm, orig_norm, exclude_self=True).median()) if len(orig_norm) > 1 else float("nan")
+    spacing = (
+        float(nearest_distances(orig_norm, orig_norm, exclude_self=True).median())
+        if len(orig_norm) > 1
+        else float("nan")
+    )
     orig = evaluate_params(task, model, zoo.layout, zoo.params, {"test": test_dev}, progress=False)["test"]
 
     def measure(name: str, p: torch.Tensor) -> Measured:
-        ev = evaluate_params(task, model, zoo.layout, p, {"test": test_dev}, progress=False)["test"] if name != "originals" else orig
+        ev = (
+            evaluate_params(task, model, zoo.layout, p, {"test": test_dev}, progress=False)["test"]
+            if name != "originals"
+            else orig
+        )
         iou = pairwise_iou(ev.predictions, labels, orig.predictions)
         if name == "originals":
             masked = iou.clone().fill_diagonal_(-float("inf"))
             single = len(iou) < 2
             max_iou = torch.full((1,), float("nan")) if single else masked.max(1).values
-            dist = torch.full((1,), float("nan")) if single else nearest_distances(orig_norm, orig_norm, exclude_self=True)
+            dist = (
+                torch.full((1,), float("nan")) if single else nearest_distances(orig_norm, orig_norm, exclude_self=True)
+            )
             within = to_orig = mean_offdiagonal(iou)
         else:
             masked, max_iou = iou, iou.max(1).values
@@ -160,8 +193,12 @@ def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n
             within, to_orig = mean_offdiagonal(pairwise_iou(ev.predictions, labels)), float(iou.mean())
         return Measured(ev.accuracy, ev.predictions != labels, max_iou, masked, dist / spacing, within, to_orig)
 
-    groups = {"originals": zoo.params, "generated": generated,
-              **make_baselines(zoo.params, zoo.heldout, normalizer, n, seed), **(extra or {})}
+    groups = {
+        "originals": zoo.params,
+        "generated": generated,
+        **make_baselines(zoo.params, zoo.heldout, normalizer, n, seed),
+        **(extra or {}),
+    }
     measured = {name: measure(name, p) for name, p in groups.items()}
     gap_groups = [name for name in groups if name in LABELS or name in (extra or {})]
 
@@ -180,17 +217,27 @@ def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n
         if name == "originals":
             stats["replica_share"] = None  # against themselves (leave-one-out), replicas are not defined
         result["groups"][name] = stats
-        per_model[name] = {"test_acc": m.accuracy, "max_similarity": m.max_iou, "nearest_distance_relative": m.distance,
-                           "normalized": normalizer(groups[name])}
+        per_model[name] = {
+            "test_acc": m.accuracy,
+            "max_similarity": m.max_iou,
+            "nearest_distance_relative": m.distance,
+            "normalized": normalizer(groups[name]),
+        }
 
-    curve = [{"amplitude": 0.0, "max_similarity_mean": 1.0, "test_acc_mean": result["groups"]["originals"]["test_acc_mean"]}]
+    curve = [
+        {"amplitude": 0.0, "max_similarity_mean": 1.0, "test_acc_mean": result["groups"]["originals"]["test_acc_mean"]}
+    ]
     for a in amplitudes:
         g = result["groups"][noise_name(a)]
-        curve.append({"amplitude": a, "max_similarity_mean": g["max_similarity_mean"], "test_acc_mean": g["test_acc_mean"]})
+        curve.append(
+            {"amplitude": a, "max_similarity_mean": g["max_similarity_mean"], "test_acc_mean": g["test_acc_mean"]}
+        )
     result["noise_curve"] = curve
     for name in gap_groups:
         g = result["groups"][name]
-        g["gap_to_noise_curve"], g["inside_noise_curve"] = noise_curve_gap(curve, g["max_similarity_mean"], g["test_acc_mean"])
+        g["gap_to_noise_curve"], g["inside_noise_curve"] = noise_curve_gap(
+            curve, g["max_similarity_mean"], g["test_acc_mean"]
+        )
 
     # The paired bootstrap: one resampled test set per replicate for every group, and a resampling
     # of each group's models; the noise curve is redrawn in each replicate too.
@@ -204,23 +251,39 @@ def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n
     xs = np.stack([np.ones(replicates)] + [reps[noise_name(a)]["max_similarity_mean"] for a in amplitudes], 1)
     ys = np.stack([reps["originals"]["test_acc_mean"]] + [reps[noise_name(a)]["test_acc_mean"] for a in amplitudes], 1)
     for name in gap_groups:
-        reps[name]["gap_to_noise_curve"] = reps[name]["test_acc_mean"] - curve_at(xs, ys, reps[name]["max_similarity_mean"])
+        reps[name]["gap_to_noise_curve"] = reps[name]["test_acc_mean"] - curve_at(
+            xs, ys, reps[name]["max_similarity_mean"]
+        )
     for name, r in reps.items():
         for key, samples in r.items():
             if np.isfinite(samples).all():
                 result["groups"][name][f"{key}_ci95"] = interval(samples)
     result["comparisons"] = [
-        {"a": a, "b": b, **{f"{key}_difference": estimate(result["groups"][a][key] - result["groups"][b][key], reps[a][key] - reps[b][key])
-                            for key in ("test_acc_mean", "max_similarity_mean", "gap_to_noise_curve")}}
-        for i, a in enumerate(gap_groups) for b in gap_groups[i + 1:]
+        {
+            "a": a,
+            "b": b,
+            **{
+                f"{key}_difference": estimate(
+                    result["groups"][a][key] - result["groups"][b][key], reps[a][key] - reps[b][key]
+                )
+                for key in ("test_acc_mean", "max_similarity_mean", "gap_to_noise_curve")
+            },
+        }
+        for i, a in enumerate(gap_groups)
+        for b in gap_groups[i + 1 :]
     ]
-    result["bootstrap"] = {"replicates": replicates, "confidence": 0.95, "seed": seed,
-                           "resampled": "test samples (shared by every group) and each group's models"}
+    result["bootstrap"] = {
+        "replicates": replicates,
+        "confidence": 0.95,
+        "seed": seed,
+        "resampled": "test samples (shared by every group) and each group's models",
+    }
 
     held = normalizer(zoo.heldout) if len(zoo.heldout) else torch.empty(0, zoo.layout.size)
     share = nonfinite / (len(generated) + nonfinite) if len(generated) + nonfinite else 0.0
-    result["distribution"] = distribution_check(normalizer(generated), orig_norm, held,
-                                                result["groups"]["generated"]["replica_share"], share)
+    result["distribution"] = distribution_check(
+        normalizer(generated), orig_norm, held, result["groups"]["generated"]["replica_share"], share
+    )
     result["pairwise_iou"] = {
         "originals": result["groups"]["originals"]["mean_pairwise_iou_within"],
         "generated": result["groups"]["generated"]["mean_pairwise_iou_within"],
@@ -232,21 +295,23 @@ def analyze(task, model, zoo, normalizer: Normalizer, generated: torch.Tensor, n
 
 
 DEFINITIONS = {
-    "max_similarity": "per model, the maximum over training snapshots of the IoU of the sets of wrongly predicted test samples",
+    "max_similarity": "per model, the maximum over training snapshots of the IoU of the sets of wrongly predicted "
+    "test samples",
     "nearest_distance_relative": "Euclidean distance in normalized parameter space to the nearest training snapshot, "
-                                 "divided by originals_nearest_spacing (the median distance of a snapshot to its nearest other snapshot)",
-    "replica": f"nearest_distance_relative < {REPLICA_RELATIVE_DISTANCE} (in parameter space, so no flag depends on the test set)",
+    "divided by originals_nearest_spacing (the median distance of a snapshot to its nearest other snapshot)",
+    "replica": f"nearest_distance_relative < {REPLICA_RELATIVE_DISTANCE} "
+    "(in parameter space, so no flag depends on the test set)",
     "gap_to_noise_curve": "mean test accuracy minus the noise curve's accuracy at the group's mean max_similarity, "
-                          "in percentage points (linear interpolation between noise amplitudes; amplitude 0 is the originals)",
+    "in percentage points (linear interpolation between noise amplitudes; amplitude 0 is the originals)",
     "noise_amplitudes": "standard deviations of Gaussian noise added in normalized parameter space "
-                        "(1 = the originals' own per-element spread); doubled beyond 4 until the curve reaches every group",
+    "(1 = the originals' own per-element spread); doubled beyond 4 until the curve reaches every group",
     "ci95": "95% interval of a paired bootstrap: each replicate resamples the test samples (the same ones for every "
-            "group) and each group's models; a difference is called better or worse only when its interval excludes zero",
+    "group) and each group's models; a difference is called better or worse only when its interval excludes zero",
     "precision, recall": "k-nearest-neighbour manifold estimates in normalized parameter space (k = 3): precision is "
-                         "the share of generated models inside the reference snapshots' manifold, recall the share of "
-                         "reference snapshots inside the generated models' manifold",
+    "the share of generated models inside the reference snapshots' manifold, recall the share of "
+    "reference snapshots inside the generated models' manifold",
     "spread_ratio": "per dimension, the generated models' standard deviation over the training snapshots' "
-                    "(median and quartiles over dimensions)",
+    "(median and quartiles over dimensions)",
 }
 
 
@@ -277,25 +342,36 @@ def verdict(result: dict) -> list[str]:
         g = groups[name]
         gap, ci = g["gap_to_noise_curve"], g.get("gap_to_noise_curve_ci95")
         if ci is not None and excludes_zero(ci):
-            position = f"{abs(gap):.2f} points {'above' if gap > 0 else 'below'} the noise curve (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
+            side = "above" if gap > 0 else "below"
+            position = f"{abs(gap):.2f} points {side} the noise curve (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
         elif ci is not None:
-            position = f"on the noise curve within its uncertainty (gap {gap:+.2f}, 95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
+            position = (
+                f"on the noise curve within its uncertainty (gap {gap:+.2f}, 95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
+            )
         else:
             position = f"gap to the noise curve {gap:+.2f} (no interval)"
         where = "" if g["inside_noise_curve"] else " (outside the curve's similarity range: indicative only)"
-        lines.append(f"{label[0].upper() + label[1:]}: mean test accuracy {_with_ci(g, 'test_acc_mean', '.2f', '%')} at mean "
-                     f"max-similarity {g['max_similarity_mean']:.3f}, {position}{where}; {100 * g['replica_share']:.0f}% replicas.")
+        lines.append(
+            f"{label[0].upper() + label[1:]}: mean test accuracy {_with_ci(g, 'test_acc_mean', '.2f', '%')} at mean "
+            f"max-similarity {g['max_similarity_mean']:.3f}, {position}{where}; {100 * g['replica_share']:.0f}% "
+            "replicas."
+        )
     for c in result.get("comparisons", []):
         if c["a"] != "generated" or c["b"] not in ("weight_average", "gaussian", "heldout"):
             continue
-        lines.append(f"At matched similarity, the generated models vs the {LABELS[c['b']]}: "
-                     f"{compare(c['gap_to_noise_curve_difference'])}.")
+        lines.append(
+            f"At matched similarity, the generated models vs the {LABELS[c['b']]}: "
+            f"{compare(c['gap_to_noise_curve_difference'])}."
+        )
     dist = result.get("distribution")
     if dist is not None:
         pr, held = dist["training"], dist["heldout"]
-        text = (f"Distribution: the generated parameters spread {dist['spread_ratio']['median']:.2f}x as much as the "
-                f"training snapshots' (median over dimensions); precision {pr['precision']:.2f} and recall {pr['recall']:.2f} "
-                "against the training snapshots")
+        text = (
+            f"Distribution: the generated parameters spread {dist['spread_ratio']['median']:.2f}x as much as the "
+            f"training snapshots' (median over dimensions); precision {pr['precision']:.2f} and recall "
+            f"{pr['recall']:.2f} "
+            "against the training snapshots"
+        )
         if held is not None:
             text += f", {held['precision']:.2f} and {held['recall']:.2f} against the held-out ones"
         lines.append(text + ".")
@@ -309,6 +385,9 @@ def verdict(result: dict) -> list[str]:
             how = f"difference {diff['estimate']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}"
         else:
             closer, than, how = "as close to", "as", f"indistinguishable at this test-set size, ±{(hi - lo) / 2:.3f}"
-        lines.append(f"Generated models are {closer} the training snapshots (mean max-similarity {gen['max_similarity_mean']:.3f}) "
-                     f"{than} fresh snapshots from a new seed are ({held['max_similarity_mean']:.3f}; {how}).")
+        lines.append(
+            f"Generated models are {closer} the training snapshots (mean max-similarity "
+            f"{gen['max_similarity_mean']:.3f}) "
+            f"{than} fresh snapshots from a new seed are ({held['max_similarity_mean']:.3f}; {how})."
+        )
     return lines

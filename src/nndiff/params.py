@@ -83,7 +83,10 @@ class Layout:
         params = dict(model.named_parameters())
         for e in self.entries:
             if e.name not in params:
-                raise NndiffError(f"the zoo's parameter {e.name!r} does not exist in this model; was the zoo collected for another task?")
+                raise NndiffError(
+                    f"the zoo's parameter {e.name!r} does not exist in this model; was the zoo collected for another "
+                    "task?"
+                )
             if tuple(params[e.name].shape) != e.shape:
                 raise NndiffError(
                     f"the zoo's parameter {e.name!r} has shape {list(e.shape)} but the model's has "
@@ -110,15 +113,19 @@ class Layout:
 
 def describe(model: nn.Module, patterns: Sequence[str]) -> str:
     """A table of the model's parameters, marking those the glob patterns select."""
-    rows = [(name, "x".join(map(str, p.shape)) or "scalar", p.numel(), any(fnmatch.fnmatchcase(name, q) for q in patterns))
-            for name, p in model.named_parameters()]
+    rows = [
+        (name, "x".join(map(str, p.shape)) or "scalar", p.numel(), any(fnmatch.fnmatchcase(name, q) for q in patterns))
+        for name, p in model.named_parameters()
+    ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'parameter'.ljust(width)}  {'shape':>14}  {'count':>10}  selected"]
     lines += [f"{n.ljust(width)}  {s:>14}  {c:>10,}  {'*' if sel else ''}" for n, s, c, sel in rows]
     chosen = sum(c for _, _, c, sel in rows if sel)
     total = sum(c for _, _, c, _ in rows)
-    lines.append(f"\n{total:,} parameters in {len(rows)} tensors; --select {' '.join(patterns)} matches "
-                 f"{sum(sel for *_, sel in rows)} tensors, {chosen:,} values ({100 * chosen / max(total, 1):.2f}%)")
+    lines.append(
+        f"\n{total:,} parameters in {len(rows)} tensors; --select {' '.join(patterns)} matches "
+        f"{sum(sel for *_, sel in rows)} tensors, {chosen:,} values ({100 * chosen / max(total, 1):.2f}%)"
+    )
     return "\n".join(lines)
 
 
@@ -159,19 +166,32 @@ class Normalizer:
         return {prefix + "mean": self.mean, prefix + "std": self.std}
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor], prefix: str = "", size: int | None = None,
-                        source: str = "normalizer") -> "Normalizer":
+    def from_state_dict(
+        cls, state: Mapping[str, torch.Tensor], prefix: str = "", size: int | None = None, source: str = "normalizer"
+    ) -> "Normalizer":
         """Statistics as saved by state_dict(), checked: both present, 1-D floating point of one
         length (`size` if given), finite, positive spread."""
         mean, std = state.get(prefix + "mean"), state.get(prefix + "std")
         if mean is None or std is None:
             raise NndiffError(f"{source} lacks {prefix}mean or {prefix}std; retrain the run")
         for name, t in ((prefix + "mean", mean), (prefix + "std", std)):
-            if not t.is_floating_point() or t.ndim != 1 or (size is not None and t.numel() != size) or t.shape != mean.shape:
-                raise NndiffError(f"{source}: {name} has dtype {t.dtype} and shape {list(t.shape)}, expected floating "
-                                  f"point of shape [{size if size is not None else mean.numel()}]; retrain the run")
+            if (
+                not t.is_floating_point()
+                or t.ndim != 1
+                or (size is not None and t.numel() != size)
+                or t.shape != mean.shape
+            ):
+                raise NndiffError(
+                    f"{source}: {name} has dtype {t.dtype} and shape {list(t.shape)}, expected floating "
+                    f"point of shape [{size if size is not None else mean.numel()}]; retrain the run"
+                )
             if not torch.isfinite(t).all():
                 raise NndiffError(f"{source}: {name} holds NaN or Inf; retrain the run")
         if not (std > 0).all():
             raise NndiffError(f"{source}: {prefix}std must be positive; retrain the run")
         return cls(mean.float(), std.float())
+
+
+def finite_rows(vectors: torch.Tensor) -> torch.Tensor:
+    """[N] bool: which parameter vectors hold no NaN or Inf (the others cannot be evaluated)."""
+    return torch.isfinite(vectors).all(1)

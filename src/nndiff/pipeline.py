@@ -1,12 +1,16 @@
 """The stages on disk: each reads and writes a run directory, so the CLI and `nndiff run` share them.
 
 A run directory holds
-    config.yaml              the resolved training configuration and the zoo it was trained on
+    config.yaml              the resolved training configuration (`--config` reads it back)
+    trained_on.json          the zoo it was trained on (its path relative to the run, task, fingerprint)
     autoencoder.safetensors, denoiser.safetensors (EMA weights), normalizer.safetensors
     train_stats.json         losses and timings of training
     generated/               one safetensors file per generated model, plus info.json
     metrics.json             the evaluation (see evaluate.py)
     report/                  novelty.json, figures and report.md (see novelty.py, report.py)
+
+Longer than 250 lines because it holds every stage's work on disk (collect, train, generate,
+evaluate, report, doctor, run) in one place the CLI calls.
 """
 
 from __future__ import annotations
@@ -17,49 +21,59 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
-from .checkpoint import Progress
 from .checks import seed as check_seed
 from .doctor import Check, autoencoder_check, generator_checks, to_json, zoo_checks
 from .conditional import aim_targets, aimed_sets, calibrate
 from .config import TrainConfig
 from .errors import NndiffError
-from .evaluate import evaluate_models, evaluate_params, format_table
-from .generate import GENERATED, ParamGenerator, check_generate_args, fingerprint, read_generated, read_normalizers, write_generated
+from .evaluate import compute_metrics, evaluate_params, format_table
+from .generate import (
+    GENERATED,
+    ParamGenerator,
+    check_generate_args,
+    fingerprint,
+    read_generated,
+    read_normalizers,
+    write_generated,
+)
 from .novelty import analyze
 from .budget import summary_lines as budget_lines
 from .lr_probe import summary_lines
-from .params import Normalizer
+from .params import Normalizer, finite_rows
 from .report import write_report
 from .runtime import barrier, is_main, main_lock, resolve_device, world_size
 from .storage import load_json, load_state_dict, load_yaml, save_json, save_yaml
 from .train import fit
 from .tasks import get_task, resolve_task_spec
-from .zoo import CollectConfig, Zoo, collect, collection_settings
+from .collect import CollectConfig, collect, collection_settings
+from .stage import Stage
+from .zoo import Zoo
+
+TRAINED_ON = "trained_on.json"
 
 
-def collect_zoo(task: str, out: str | Path, config: CollectConfig, progress: bool = True,
-                base: str | Path | None = None, fresh: bool = False) -> Zoo:
+def collect_zoo(
+    task: str,
+    out: str | Path,
+    config: CollectConfig,
+    progress: bool = True,
+    base: str | Path | None = None,
+    fresh: bool = False,
+) -> Zoo:
     """Collect a zoo into `out`, from the base model state_dict in `base` if given.
 
     Progress is checkpointed in out/.progress; a crashed or killed collection resumes from it when
     called again with the same settings (or starts over with fresh=True).
     """
     out = Path(out)
-    with main_lock(out):
-        checkpoints = Progress(out)
+    with Stage.open(out, fresh) as stage:
         base_state = load_state_dict(base) if base else None
-        if not fresh and (out / "manifest.json").is_file() and not checkpoints.dir.exists():
+        if not fresh and (out / "manifest.json").is_file() and not stage.started:
             return _complete_zoo(out, task, config, base_state)
-        if fresh and is_main():
-            checkpoints.clear()
-        barrier()  # under torchrun: no rank reads progress before rank 0 has cleared it
-        zoo = collect(task, config, progress, base_state, checkpoints)
+        zoo = collect(task, config, progress, base_state, stage)
         if is_main():
             zoo.save(out)
-            checkpoints.clear()
-    barrier()  # the zoo is on disk before any rank moves on
+        stage.finish()
     return zoo
 
 
@@ -68,34 +82,51 @@ def _complete_zoo(out: Path, task: str, config: CollectConfig, base_state) -> Zo
     zoo = Zoo.load(out)
     wanted = collection_settings(get_task(task, config.data_root), config, base_state)
     if zoo.task != resolve_task_spec(task) or zoo.info.get("settings") != wanted:
-        raise NndiffError(f"{out} holds a complete zoo collected with other settings (or for another task); "
-                          "pass --fresh to collect a new one in its place, or choose another --out")
+        raise NndiffError(
+            f"{out} holds a complete zoo collected with other settings (or for another task); "
+            "pass --fresh to collect a new one in its place, or choose another --out"
+        )
     return zoo
 
 
 def _check_run_dir(run_dir: Path) -> None:
     if not run_dir.is_dir():
-        raise NndiffError(f"run directory {run_dir} does not exist; create it with `nndiff train --zoo ZOO --out {run_dir}`")
+        raise NndiffError(
+            f"run directory {run_dir} does not exist; create it with `nndiff train --zoo ZOO --out {run_dir}`"
+        )
     if not (run_dir / "config.yaml").is_file():
-        raise NndiffError(f"{run_dir} is not a trained run (no config.yaml); train one with `nndiff train --zoo ZOO --out {run_dir}`")
+        raise NndiffError(
+            f"{run_dir} is not a trained run (no config.yaml); train one with `nndiff train --zoo ZOO --out {run_dir}`"
+        )
+
+
+def trained_on(run_dir: Path) -> dict:
+    """What a run was trained on: {"zoo": path relative to the run, "task", "zoo_fingerprint"}
+    (runs trained before trained_on.json kept these keys in config.yaml)."""
+    path = run_dir / TRAINED_ON
+    data = load_json(path) if path.is_file() else load_yaml(run_dir / "config.yaml")
+    if not isinstance(data, dict) or not isinstance(data.get("zoo"), str):
+        raise NndiffError(
+            f"{run_dir} does not say which zoo it was trained on (no 'zoo' in {path.name}); retrain the run"
+        )
+    return data
 
 
 def read_run_config(run_dir: str | Path) -> tuple[Path, TrainConfig]:
     """The zoo path and the training configuration recorded in a run directory."""
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)
+    zoo = Path(trained_on(run_dir)["zoo"])
     data = load_yaml(run_dir / "config.yaml")
-    if not isinstance(data, dict) or "zoo" not in data:
-        raise NndiffError(f"{run_dir / 'config.yaml'} has no 'zoo' entry; retrain the run")
-    data = dict(data)
-    zoo = Path(data.pop("zoo"))
-    data.pop("task", None)
-    data.pop("zoo_fingerprint", None)
-    return (zoo if zoo.is_absolute() else run_dir / zoo), TrainConfig.from_dict(data)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in ("zoo", "task", "zoo_fingerprint")}  # older runs'
+    config = TrainConfig.from_dict(data, str(run_dir / "config.yaml"))
+    return (zoo if zoo.is_absolute() else run_dir / zoo), config
 
 
-def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, progress: bool = True,
-              fresh: bool = False) -> dict:
+def train_run(
+    zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, progress: bool = True, fresh: bool = False
+) -> dict:
     """Train a generator on a zoo into `run_dir`, resuming from run_dir/.progress if it holds progress."""
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
     zoo = Zoo.load(zoo_dir)
@@ -103,37 +134,36 @@ def train_run(zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, pro
     zoo.model(zoo.make_task())  # fail now, not at evaluation, if the task is unknown or the zoo does not fit its model
     zoo_fp = fingerprint(zoo.params)
     # Under torchrun every rank trains (data-parallel); rank 0 alone holds the lock and writes.
-    with main_lock(run_dir):
-        checkpoints = Progress(run_dir)
-        if not fresh and (run_dir / "config.yaml").is_file() and not checkpoints.dir.exists():
+    with Stage.open(run_dir, fresh) as stage:
+        if not fresh and (run_dir / "config.yaml").is_file() and not stage.started:
             return _complete_training(run_dir, zoo_fp, config)
-        if fresh and is_main():
-            checkpoints.clear()
-        barrier()
-        generator, stats = fit(zoo, config, progress, checkpoints)
+        generator, stats = fit(zoo, config, progress, stage)
         stats["processes"] = world_size()
         if is_main():
             generator.save(run_dir)
             save_json(run_dir / "train_stats.json", stats)
             # Recorded relative to the run directory when possible, so a run and its zoo can move together.
             zoo_ref = os.path.relpath(zoo_dir.resolve(), run_dir.resolve())
-            save_yaml(run_dir / "config.yaml", {"zoo": zoo_ref, "task": zoo.task, "zoo_fingerprint": zoo_fp, **config.to_dict()})
-            checkpoints.clear()
-    barrier()
+            save_json(run_dir / TRAINED_ON, {"zoo": zoo_ref, "task": zoo.task, "zoo_fingerprint": zoo_fp})
+            save_yaml(run_dir / "config.yaml", config.to_dict())  # settings alone: `--config` reads it back
+        stage.finish()
     return stats if is_main() else {}
 
 
 def _complete_training(run_dir: Path, zoo_fp: str, config: TrainConfig) -> dict:
     """The generator already trained in `run_dir`, when it was trained on this zoo with these settings."""
-    saved = load_yaml(run_dir / "config.yaml")
     _, saved_config = read_run_config(run_dir)
-    same = {**saved_config.to_dict(), "device": None} == {**config.to_dict(), "device": None}
-    if not isinstance(saved, dict) or saved.get("zoo_fingerprint") != zoo_fp or not same:
-        what = "another zoo" if isinstance(saved, dict) and saved.get("zoo_fingerprint") != zoo_fp else "other settings"
-        raise NndiffError(f"{run_dir} holds a generator trained on {what}; pass --fresh to train a new one in its place, "
-                          "or choose another --out")
-    stats = load_json(run_dir / "train_stats.json") if (run_dir / "train_stats.json").is_file() else {}
-    return {**stats, "reused": True} if is_main() else {}
+    if trained_on(run_dir).get("zoo_fingerprint") != zoo_fp:
+        what = "another zoo"
+    elif {**saved_config.to_dict(), "device": None} != {**config.to_dict(), "device": None}:
+        what = "other settings"
+    else:
+        stats = load_json(run_dir / "train_stats.json") if (run_dir / "train_stats.json").is_file() else {}
+        return {**stats, "reused": True} if is_main() else {}
+    raise NndiffError(
+        f"{run_dir} holds a generator trained on {what}; pass --fresh to train a new one in its place, "
+        "or choose another --out"
+    )
 
 
 def _locked_run(fn):
@@ -149,8 +179,16 @@ def _locked_run(fn):
 
 
 @_locked_run
-def generate_run(run_dir: str | Path, n: int = 100, seed: int = 0, sampler: str = "ddim", steps: int = 50,
-                 device: str = "auto", target_acc: float | None = None, guidance: float = 1.0) -> Path:
+def generate_run(
+    run_dir: str | Path,
+    n: int = 100,
+    seed: int = 0,
+    sampler: str = "ddim",
+    steps: int = 50,
+    device: str = "auto",
+    target_acc: float | None = None,
+    guidance: float = 1.0,
+) -> Path:
     """Sample n models into run_dir/generated (aimed at validation accuracy `target_acc` when the
     generator is conditional and a target is given)."""
     check_generate_args(n, seed, sampler, steps, target_acc, guidance)
@@ -162,8 +200,18 @@ def generate_run(run_dir: str | Path, n: int = 100, seed: int = 0, sampler: str 
     seconds = time.perf_counter() - t0
     aim = {"target_acc": target_acc, "guidance": guidance} if target_acc is not None else {}
     out = write_generated(run_dir, vectors, generator.layout, seed, sampler, steps, aim)
-    save_json(out / "info.json", {"count": n, "seed": seed, "sampler": sampler, "steps": steps, **aim, "seconds": round(seconds, 3),
-                                  "fingerprint": fingerprint(vectors)})
+    save_json(
+        out / "info.json",
+        {
+            "count": n,
+            "seed": seed,
+            "sampler": sampler,
+            "steps": steps,
+            **aim,
+            "seconds": round(seconds, 3),
+            "fingerprint": fingerprint(vectors),
+        },
+    )
     # The evaluation and the report described the previous models: remove them rather than leave
     # numbers beside models they are not about.
     (run_dir / "metrics.json").unlink(missing_ok=True)
@@ -180,7 +228,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
     task = zoo.make_task()
     generated = read_generated(run_dir, zoo.layout)
     t0 = time.perf_counter()
-    metrics = evaluate_models(task, zoo, generated, resolve_device(device), progress)
+    metrics = compute_metrics(task, zoo, generated, resolve_device(device), progress)
     evaluate_s = time.perf_counter() - t0
     train_stats = load_json(run_dir / "train_stats.json") if (run_dir / "train_stats.json").is_file() else {}
     gen_info = load_json(run_dir / GENERATED / "info.json") if (run_dir / GENERATED / "info.json").is_file() else {}
@@ -192,7 +240,9 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
     }
     timings["total"] = round(sum(timings.values()), 3)
     metrics["generated"]["fingerprint"] = fingerprint(generated)  # which set of models these numbers describe
-    metrics["sampler"] = {k: gen_info.get(k) for k in ("sampler", "steps", "seed", "target_acc", "guidance") if k in gen_info}
+    metrics["sampler"] = {
+        k: gen_info.get(k) for k in ("sampler", "steps", "seed", "target_acc", "guidance") if k in gen_info
+    }
     metrics["timings_s"] = timings
     if is_main():
         save_json(run_dir / "metrics.json", metrics)
@@ -207,14 +257,15 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     zoo_dir, config = read_run_config(run_dir)
     zoo = Zoo.load(zoo_dir)
     task = zoo.make_task()
-    normalizer = Normalizer.from_state_dict(read_normalizers(run_dir)[1], "params.", zoo.layout.size,
-                                            str(run_dir / "normalizer.safetensors"))
+    normalizer = Normalizer.from_state_dict(
+        read_normalizers(run_dir)[1], "params.", zoo.layout.size, str(run_dir / "normalizer.safetensors")
+    )
     generated = read_generated(run_dir, zoo.layout)
     metrics = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else None
     if not isinstance(metrics, dict) or metrics.get("generated", {}).get("fingerprint") != fingerprint(generated):
         # missing, or about another set of models than generated/ holds now: evaluate these
         metrics = evaluate_run(run_dir, device, progress)
-    finite = torch.isfinite(generated).all(1)
+    finite = finite_rows(generated)
     nonfinite, generated = int((~finite).sum()), generated[finite]
     model = zoo.model(task).to(resolve_device(device))
     extra, calibration = {}, None
@@ -222,8 +273,9 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         generator = ParamGenerator.load(run_dir, config, resolve_device(device))
         extra = aimed_sets(generator, zoo, len(generated), seed)
         calibration = calibrate(generator, task, model, zoo, seed=seed)
-    novelty, per_model = analyze(task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed, extra=extra,
-                                 nonfinite=nonfinite)
+    novelty, per_model = analyze(
+        task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed, extra=extra, nonfinite=nonfinite
+    )
     novelty["fingerprint"] = metrics["generated"]["fingerprint"]
     novelty["health"] = to_json(doctor_run(run_dir, device))
     if calibration is not None:
@@ -259,27 +311,48 @@ def doctor_run(path: str | Path, device: str = "auto") -> list[Check]:
     checks.append(autoencoder_check(zoo, task, model, generator, val, snapshots, trained("autoencoder")))
     if (path / GENERATED).is_dir():
         generated = read_generated(path, zoo.layout)
-        checks += generator_checks(zoo, task, model, generated, generator.normalizer, val, snapshots, trained("diffusion"))
+        checks += generator_checks(
+            zoo, task, model, generated, generator.normalizer, val, snapshots, trained("diffusion")
+        )
     else:
         checks.append(Check("generator", "skip", "no generated models yet", f"nndiff generate --run {path}"))
     return checks
 
 
-def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig, n: int = 100,
-            seed: int = 0, sampler: str = "ddim", steps: int = 50, progress: bool = True, log=print,
-            base: str | Path | None = None, report: bool = True, fresh: bool = False,
-            target_acc: float | None = None, guidance: float = 1.0) -> dict:
+def run_all(
+    task: str,
+    out: str | Path,
+    collect_config: CollectConfig,
+    train_config: TrainConfig,
+    n: int = 100,
+    seed: int = 0,
+    sampler: str = "ddim",
+    steps: int = 50,
+    progress: bool = True,
+    log=print,
+    base: str | Path | None = None,
+    report: bool = True,
+    fresh: bool = False,
+    target_acc: float | None = None,
+    guidance: float = 1.0,
+) -> dict:
     """Collect -> train -> generate -> evaluate (-> report) into `out` (the zoo goes to out/zoo)."""
     out = Path(out)
     # every option is checked before anything is collected or trained
-    collect_config.validate(), train_config.validate(), check_generate_args(n, seed, sampler, steps, target_acc, guidance)
+    (
+        collect_config.validate(),
+        train_config.validate(),
+        check_generate_args(n, seed, sampler, steps, target_acc, guidance),
+    )
     if target_acc is not None and train_config.diffusion.condition == "none":
         raise NndiffError("--target-acc needs a conditional generator: add --condition val_acc")
     t0 = time.perf_counter()
     log(f"[1/4] collecting {collect_config.k} snapshots of {task} into {out / 'zoo'}")
     zoo = collect_zoo(task, out / "zoo", collect_config, progress, base, fresh)
-    log(f"      base model test accuracy {zoo.info['base']['test_acc']:.2f}%, {zoo.layout.size} parameters selected "
-        f"({', '.join(zoo.layout.names)})")
+    log(
+        f"      base model test accuracy {zoo.info['base']['test_acc']:.2f}%, {zoo.layout.size} parameters selected "
+        f"({', '.join(zoo.layout.names)})"
+    )
     for line in summary_lines(zoo.info.get("lr_probe")):
         log(line)
     log("[2/4] training the autoencoder and the latent diffusion model")
@@ -303,4 +376,14 @@ def run_all(task: str, out: str | Path, collect_config: CollectConfig, train_con
     return metrics
 
 
-__all__ = ["collect_zoo", "train_run", "generate_run", "evaluate_run", "report_run", "doctor_run", "run_all", "read_run_config", "format_table"]
+__all__ = [
+    "collect_zoo",
+    "train_run",
+    "generate_run",
+    "evaluate_run",
+    "report_run",
+    "doctor_run",
+    "run_all",
+    "read_run_config",
+    "format_table",
+]

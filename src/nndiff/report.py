@@ -1,216 +1,27 @@
-"""The visual report: figures (matplotlib, PNG) and report.md, from the novelty analysis and metrics.json."""
+"""report.md: the tables, verdict and figures of a run, from metrics.json and the novelty analysis.
+
+Longer than 250 lines because report.md has a section per analysis, each written out here.
+"""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .budget import UNEXPLAINED, summary_lines  # noqa: E402
-from .conditional import AIMS, GUIDANCES, aim_name  # noqa: E402
-from .distribution import flag_sentences  # noqa: E402
-from .evaluate import comparison_lines  # noqa: E402
-from .novelty import LABELS, noise_name  # noqa: E402
-from .storage import write_bytes_atomic  # noqa: E402
-from .uncertainty import compare  # noqa: E402
-
-STYLE = {
-    "originals": ("originals (training snapshots)", "tab:blue"),
-    "generated": ("generated", "tab:red"),
-    "weight_average": (LABELS["weight_average"], "tab:green"),
-    "gaussian": (LABELS["gaussian"], "tab:purple"),
-    "heldout": (LABELS["heldout"], "tab:orange"),
-    **{aim_name(a, w): (LABELS[aim_name(a, w)], color)
-       for (a, w), color in zip([(a, w) for a in AIMS for w in GUIDANCES], ("tab:olive", "tab:cyan", "tab:brown", "tab:pink"))},
-}
-MID_NOISE = noise_name(1.0)
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def _groups(per_model: dict, with_noise: bool = True):
-    names = [n for n in STYLE if n in per_model]
-    if with_noise and MID_NOISE in per_model:
-        names.append(MID_NOISE)
-    for n in names:
-        label, color = STYLE.get(n, ("originals + noise (amplitude 1)", "tab:gray"))
-        yield n, label, color
-
-
-def accuracy_histogram(per_model: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    accs = np.concatenate([per_model[n]["test_acc"].numpy() for n, _, _ in _groups(per_model)])
-    bins = np.linspace(accs.min(), accs.max(), 40)
-    for n, label, color in _groups(per_model):
-        ax.hist(per_model[n]["test_acc"].numpy(), bins=bins, histtype="step", lw=1.8, color=color, label=label, density=True)
-    ax.set_xlabel("test accuracy (%)")
-    ax.set_ylabel("density")
-    ax.set_title("Test accuracy of each group")
-    ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def novelty_plane(per_model: dict, novelty: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for n, label, color in _groups(per_model, with_noise=False):
-        if n == "originals":
-            continue
-        pm = per_model[n]
-        ax.scatter(pm["max_similarity"].numpy(), pm["test_acc"].numpy(), s=8, alpha=0.35, color=color)
-        g = novelty["groups"][n]
-        ax.scatter([g["max_similarity_mean"]], [g["test_acc_mean"]], s=120, marker="*", color=color,
-                   edgecolor="black", zorder=5, label=f"{label} (mean)")
-    curve = sorted(novelty["noise_curve"], key=lambda p: p["max_similarity_mean"])
-    ax.plot([p["max_similarity_mean"] for p in curve], [p["test_acc_mean"] for p in curve], "-o", color="black",
-            lw=1.5, ms=4, label="originals + noise (mean per amplitude)")
-    for p in curve:
-        ax.annotate(f"{p['amplitude']:g}", (p["max_similarity_mean"], p["test_acc_mean"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
-    # Frame the means and the curve; a few poor single models would otherwise squash everything.
-    scattered = np.concatenate([per_model[n]["test_acc"].numpy() for n, _, _ in _groups(per_model, with_noise=False)])
-    lo = min(min(p["test_acc_mean"] for p in curve), float(np.percentile(scattered, 2)))
-    hi = float(scattered.max())
-    ax.set_ylim(lo - 0.1 * (hi - lo) - 1e-3, hi + 0.05 * (hi - lo) + 1e-3)
-    ax.set_xlabel("max similarity to training snapshots (IoU of wrong test predictions)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs novelty: above the noise curve is better")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _save(fig, path)
-
-
-def pca_map(per_model: dict, path: Path) -> None:
-    from sklearn.decomposition import PCA
-
-    orig = per_model["originals"]["normalized"].numpy()
-    basis = "the originals'"
-    if len(orig) < 3:  # too few originals to define two components: use every group's models
-        orig = np.concatenate([per_model[n]["normalized"].numpy() for n, _, _ in _groups(per_model)])
-        basis = "all models'"
-    pca = PCA(n_components=2).fit(orig)
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    for n, label, color in _groups(per_model):
-        xy = pca.transform(per_model[n]["normalized"].numpy())
-        ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.5, color=color, label=label)
-    ev = pca.explained_variance_ratio_
-    ax.set_xlabel(f"PC 1 of {basis} parameters ({100 * ev[0]:.0f}% of their variance)")
-    ax.set_ylabel(f"PC 2 ({100 * ev[1]:.0f}%)")
-    ax.set_title(f"Normalized parameters, projected on {basis} principal components")
-    ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def distance_histogram(per_model: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    vals = [per_model[n]["nearest_distance_relative"].numpy() for n, _, _ in _groups(per_model)]
-    vals = [v[np.isfinite(v)] for v in vals]
-    finite = [v for v in vals if len(v)]
-    if not finite:  # a single original has no nearest-neighbour spacing to measure against
-        ax.text(0.5, 0.5, "undefined: the zoo has a single snapshot", ha="center", va="center", transform=ax.transAxes)
-    bins = np.linspace(0, max(float(v.max()) for v in finite) * 1.02 + 1e-9, 40) if finite else 10
-    for (n, label, color), v in zip(_groups(per_model), vals):
-        if len(v):
-            ax.hist(v, bins=bins, histtype="step", lw=1.8, color=color, label=label, density=True)
-    ax.axvline(0.1, color="black", ls=":", lw=1)
-    ax.set_xlabel("distance to the nearest training snapshot / the snapshots' own nearest-neighbour spacing")
-    ax.set_ylabel("density")
-    ax.set_title("Nearest-original distance (left of the dotted line: replicas)")
-    if finite:
-        ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def gap_plot(novelty: dict, path: Path) -> None:
-    """Each group's gap to the noise curve with its 95% interval: which ones are clear of zero."""
-    names = [n for n in STYLE if "gap_to_noise_curve" in novelty["groups"].get(n, {})]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
-    for i, n in enumerate(names):
-        g = novelty["groups"][n]
-        lo, hi = g.get("gap_to_noise_curve_ci95") or (g["gap_to_noise_curve"],) * 2
-        ax.errorbar([g["gap_to_noise_curve"]], [i], xerr=[[g["gap_to_noise_curve"] - lo], [hi - g["gap_to_noise_curve"]]],
-                    fmt="o", color=STYLE[n][1], capsize=4, ms=7)
-    ax.axvline(0, color="black", lw=1, ls=":")
-    ax.set_yticks(range(len(names)), [STYLE[n][0] for n in names], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("gap to the noise curve (points of test accuracy); bars: 95% interval")
-    ax.set_title("Above the noise curve? Only where the interval clears zero")
-    _save(fig, path)
-
-
-def calibration_plot(rows: list[dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 5))
-    requested = [r["requested_val_acc"] for r in rows]
-    lo, hi = min(requested), max(requested)
-    pad = max(0.05, 0.1 * (hi - lo))
-    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=1, ls=":", label="achieved = requested")
-    for w, color in zip(sorted({r["guidance"] for r in rows}), ("tab:red", "tab:brown", "tab:pink", "tab:gray")):
-        sub = [r for r in rows if r["guidance"] == w]
-        x = [r["requested_val_acc"] for r in sub]
-        ax.errorbar(x, [r["val_acc_mean"] for r in sub], yerr=[r["val_acc_std"] for r in sub], fmt="-o", ms=4,
-                    color=color, capsize=2, label=f"validation, guidance {w:g}")
-        ax.plot(x, [r["test_acc_mean"] for r in sub], "--s", ms=3, color=color, alpha=0.7, label=f"test, guidance {w:g}")
-    ax.set_xlabel("requested validation accuracy (%)")
-    ax.set_ylabel("achieved mean accuracy (%)")
-    ax.set_title("Calibration: requested vs achieved (bars: one std. of the models)")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def training_plot(training: dict, path: Path) -> None:
-    """One column per training loop: its loss, then (under an automatic budget) the validation checks
-    its budget was chosen by, against the step; the dashed line is where it stopped."""
-    loops = [(name, training[name]) for name in ("autoencoder", "diffusion") if training.get(name, {}).get("curve")]
-    checked = any("val_acc" in stats["curve"][0] for _, stats in loops)
-    rows = 3 if checked else 1
-    fig, axes = plt.subplots(rows, len(loops), figsize=(5.5 * len(loops), 2.6 * rows), squeeze=False, sharex="col")
-    for col, (name, stats) in enumerate(loops):
-        curve = stats["curve"]
-        steps = [p["step"] for p in curve]
-        how = "chosen by validation" if stats.get("budget") == "validation" else "fixed"
-        axes[0][col].set_title(f"{name}: {stats['steps']} steps ({how})", fontsize=9)
-        axes[0][col].plot(steps, [p["loss"] for p in curve], "-o", ms=3, color="tab:gray")
-        axes[0][col].set_yscale("log")
-        axes[0][col].set_ylabel("training loss")
-        if checked and "val_acc" in curve[0]:
-            acc, ref = [p["val_acc"] for p in curve], curve[-1].get("snapshots_val_acc")
-            what = "held-back reconstructions" if name == "autoencoder" else "generated batch"
-            ax = axes[1][col]
-            ax.plot(steps, acc, "-s", ms=3, color="tab:red", label=what)
-            if ref is not None:
-                ax.axhline(ref, color="tab:blue", ls=":", lw=1.2, label="their snapshots" if name == "autoencoder" else "snapshots")
-                low, high = min(acc + [ref]), max(acc + [ref])
-                pad = max(0.5, 0.1 * (high - low))  # a few hundredths of a point must not look like a cliff
-                ax.set_ylim(low - pad, high + pad)
-            ax.set_ylabel("val. accuracy (%)")
-            ax.legend(fontsize=7)
-            ax = axes[2][col]
-            if name == "autoencoder":
-                ax.plot(steps, [100 * p["unexplained"] for p in curve], "-s", ms=3, color="tab:purple")
-                ax.axhline(100 * UNEXPLAINED, color="black", ls=":", lw=1)
-                ax.set_ylabel("variation missed (%)")
-            else:
-                ax.plot(steps, [p["spread"] for p in curve], "-s", ms=3, color="tab:purple")
-                ax.axhline(1.0, color="black", ls=":", lw=1)
-                ax.set_yscale("log")
-                ax.set_ylabel("spread / snapshots'")
-        elif checked:
-            axes[1][col].axis("off")
-            axes[2][col].axis("off")
-        for row in range(rows):
-            axes[row][col].axvline(stats["steps"], color="black", lw=1, ls="--")
-        axes[rows - 1][col].set_xlabel("step")
-    fig.tight_layout()
-    _save(fig, path)
-
+from .budget import summary_lines
+from .distribution import flag_sentences
+from .evaluate import comparison_lines
+from .figures import (
+    STYLE,
+    accuracy_histogram,
+    calibration_plot,
+    distance_histogram,
+    gap_plot,
+    novelty_plane,
+    pca_map,
+    training_plot,
+)
+from .storage import write_bytes_atomic
+from .uncertainty import compare
 
 FIGURES = {
     "accuracy.png": "Test accuracy",
@@ -221,7 +32,9 @@ FIGURES = {
 }
 
 
-def write_report(out_dir: str | Path, metrics: dict, novelty: dict, per_model: dict, training: dict | None = None) -> Path:
+def write_report(
+    out_dir: str | Path, metrics: dict, novelty: dict, per_model: dict, training: dict | None = None
+) -> Path:
     """`training`: the run's train_stats.json (its budgets and curves), if there is one."""
     out = Path(out_dir)
     training = training or {}
@@ -239,7 +52,7 @@ def write_report(out_dir: str | Path, metrics: dict, novelty: dict, per_model: d
     return path
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
@@ -260,85 +73,200 @@ def markdown(metrics: dict, novelty: dict, training: dict | None = None) -> str:
     means = (metrics.get("comparisons") or {}).get("test_acc_mean", {})
     lines = [f"# nndiff report: {metrics['task']}", ""]
     if novelty.get("health"):
-        lines += ["## Health check", "", "On validation data and in parameter space (as `nndiff doctor` prints it).", ""]
-        lines += _table(["", "check", "measured", "fix"], [[c["status"].upper(), c["check"], c["measured"],
-                                                           c["fix"] if c["status"] in ("warn", "fail") else ""]
-                                                          for c in novelty["health"]])
+        lines += [
+            "## Health check",
+            "",
+            "On validation data and in parameter space (as `nndiff doctor` prints it).",
+            "",
+        ]
+        lines += markdown_table(
+            ["", "check", "measured", "fix"],
+            [
+                [c["status"].upper(), c["check"], c["measured"], c["fix"] if c["status"] in ("warn", "fail") else ""]
+                for c in novelty["health"]
+            ],
+        )
         lines += [""]
     budgets = [f"- {line}" for line in summary_lines(training or {})]
     if budgets:
         lines += ["## Training budgets", ""] + budgets + [""]
-    lines += ["## Accuracy", "", "Test accuracy (%). *best* is the maximum on the test set (an oracle, shown to compare "
-              "with the paper); *val-selected* is the test accuracy of the model with the best validation accuracy. "
-              "Brackets: 95% intervals (paired bootstrap over test samples and models).", ""]
+    lines += [
+        "## Accuracy",
+        "",
+        "Test accuracy (%). *best* is the maximum on the test set (an oracle, shown to compare "
+        "with the paper); *val-selected* is the test accuracy of the model with the best validation accuracy. "
+        "Brackets: 95% intervals (paired bootstrap over test samples and models).",
+        "",
+    ]
     rows = []
     for name, grp in (("originals", o), ("generated", g)):
         t = grp["test_acc"]
         sel = grp.get("selected_by_val") or {}
         mean = means.get(name)
-        rows.append([name, str(grp["count"]), f"{t['best']:.2f}", _ci(t["mean"], mean and mean["ci95"], ".2f"), f"{t['median']:.2f}",
-                     f"{t['min']:.2f}", f"{sel['test_acc']:.2f}" if sel else "-"])
+        rows.append(
+            [
+                name,
+                str(grp["count"]),
+                f"{t['best']:.2f}",
+                _ci(t["mean"], mean and mean["ci95"], ".2f"),
+                f"{t['median']:.2f}",
+                f"{t['min']:.2f}",
+                f"{sel['test_acc']:.2f}" if sel else "-",
+            ]
+        )
     wa = means.get("weight_average")
-    rows.append(["weight average of all originals", "1", f"{e['test_acc']:.2f}", _ci(e["test_acc"], wa and wa["ci95"], ".2f"),
-                 f"{e['test_acc']:.2f}", f"{e['test_acc']:.2f}", "-"])
-    lines += _table(["group", "count", "best", "mean [95% CI]", "median", "min", "val-selected"], rows)
+    rows.append(
+        [
+            "weight average of all originals",
+            "1",
+            f"{e['test_acc']:.2f}",
+            _ci(e["test_acc"], wa and wa["ci95"], ".2f"),
+            f"{e['test_acc']:.2f}",
+            f"{e['test_acc']:.2f}",
+            "-",
+        ]
+    )
+    lines += markdown_table(["group", "count", "best", "mean [95% CI]", "median", "min", "val-selected"], rows)
     if g.get("nonfinite"):
-        lines += ["", f"{g['nonfinite']} of {g['count']} generated models contain NaN/Inf: not evaluated, counted as failures."]
+        lines += [
+            "",
+            f"{g['nonfinite']} of {g['count']} generated models contain NaN/Inf: not evaluated, counted as failures.",
+        ]
     lines += [""] + [f"- {s}" for s in comparison_lines(metrics)]
     lines += ["", "## Are the generated models new?", ""]
     lines += [f"- {s}" for s in novelty["verdict"]]
-    lines += ["", f"Similarity is measured on {novelty['test_samples']} test samples. Mean pairwise IoU of wrong "
-              f"predictions: among originals {novelty['pairwise_iou']['originals']:.3f}, among generated "
-              f"{novelty['pairwise_iou']['generated']:.3f}, generated vs originals {novelty['pairwise_iou']['generated_vs_originals']:.3f}. "
-              f"Brackets: 95% intervals ({novelty['bootstrap']['replicates']} bootstrap replicates).", ""]
+    lines += [
+        "",
+        f"Similarity is measured on {novelty['test_samples']} test samples. Mean pairwise IoU of wrong "
+        f"predictions: among originals {novelty['pairwise_iou']['originals']:.3f}, among generated "
+        f"{novelty['pairwise_iou']['generated']:.3f}, generated vs originals "
+        f"{novelty['pairwise_iou']['generated_vs_originals']:.3f}. "
+        f"Brackets: 95% intervals ({novelty['bootstrap']['replicates']} bootstrap replicates).",
+        "",
+    ]
     rows = []
     noise = sorted((n for n in novelty["groups"] if n.startswith("noise_")), key=lambda n: float(n.split("_")[1]))
     for name in [n for n in STYLE if n in novelty["groups"]] + noise:
         s = novelty["groups"][name]
         gap = s.get("gap_to_noise_curve")
-        gap_s = _ci(gap, s.get("gap_to_noise_curve_ci95"), "+.2f") + ("" if gap is None or s["inside_noise_curve"] else " (outside)")
+        gap_s = _ci(gap, s.get("gap_to_noise_curve_ci95"), "+.2f") + (
+            "" if gap is None or s["inside_noise_curve"] else " (outside)"
+        )
         replicas = "-" if s["replica_share"] is None else f"{100 * s['replica_share']:.0f}%"
-        rows.append([_label(name), str(s["count"]), _ci(s["test_acc_mean"], s.get("test_acc_mean_ci95"), ".2f"), f"{s['test_acc_median']:.2f}",
-                     _ci(s["max_similarity_mean"], s.get("max_similarity_mean_ci95"), ".3f"), f"{s['nearest_distance_relative_mean']:.2f}",
-                     replicas, gap_s])
-    lines += _table(["group", "count", "test acc mean", "median", "max-similarity mean", "nearest distance (rel.)",
-                     "replicas", "gap to noise curve (points)"], rows)
+        rows.append(
+            [
+                _label(name),
+                str(s["count"]),
+                _ci(s["test_acc_mean"], s.get("test_acc_mean_ci95"), ".2f"),
+                f"{s['test_acc_median']:.2f}",
+                _ci(s["max_similarity_mean"], s.get("max_similarity_mean_ci95"), ".3f"),
+                f"{s['nearest_distance_relative_mean']:.2f}",
+                replicas,
+                gap_s,
+            ]
+        )
+    lines += markdown_table(
+        [
+            "group",
+            "count",
+            "test acc mean",
+            "median",
+            "max-similarity mean",
+            "nearest distance (rel.)",
+            "replicas",
+            "gap to noise curve (points)",
+        ],
+        rows,
+    )
     if novelty.get("comparisons"):
-        lines += ["", "Differences at matched similarity (gap to the noise curve of the first group minus the second's):", ""]
-        lines += _table(["groups", "gap difference (points) [95% CI]", "in words"],
-                        [[f"{_label(c['a'])} vs {_label(c['b'])}", _ci(c["gap_to_noise_curve_difference"]["estimate"],
-                          c["gap_to_noise_curve_difference"]["ci95"], "+.2f"), compare(c["gap_to_noise_curve_difference"])]
-                         for c in novelty["comparisons"]])
+        lines += [
+            "",
+            "Differences at matched similarity (gap to the noise curve of the first group minus the second's):",
+            "",
+        ]
+        lines += markdown_table(
+            ["groups", "gap difference (points) [95% CI]", "in words"],
+            [
+                [
+                    f"{_label(c['a'])} vs {_label(c['b'])}",
+                    _ci(
+                        c["gap_to_noise_curve_difference"]["estimate"],
+                        c["gap_to_noise_curve_difference"]["ci95"],
+                        "+.2f",
+                    ),
+                    compare(c["gap_to_noise_curve_difference"]),
+                ]
+                for c in novelty["comparisons"]
+            ],
+        )
     lines += ["", "Noise curve (amplitude in units of the originals' per-element spread; 0 is the originals):", ""]
-    lines += _table(["amplitude", "max-similarity mean", "test acc mean"],
-                    [[f"{p['amplitude']:g}", f"{p['max_similarity_mean']:.3f}", f"{p['test_acc_mean']:.2f}"] for p in novelty["noise_curve"]])
+    lines += markdown_table(
+        ["amplitude", "max-similarity mean", "test acc mean"],
+        [
+            [f"{p['amplitude']:g}", f"{p['max_similarity_mean']:.3f}", f"{p['test_acc_mean']:.2f}"]
+            for p in novelty["noise_curve"]
+        ],
+    )
     dist = novelty.get("distribution")
     if dist:
-        lines += ["", "## Did the generator learn the distribution?", "",
-                  "In normalized parameter space: the spread of the generated models relative to the training snapshots', "
-                  f"and k-nearest-neighbour precision / recall (k = {dist['neighbours']}) against the training and the held-out snapshots.", ""]
+        lines += [
+            "",
+            "## Did the generator learn the distribution?",
+            "",
+            "In normalized parameter space: the spread of the generated models relative to the training snapshots', "
+            f"and k-nearest-neighbour precision / recall (k = {dist['neighbours']}) against the training and the "
+            "held-out snapshots.",
+            "",
+        ]
         sp = dist["spread_ratio"]
         rows = [["training snapshots", f"{dist['training']['precision']:.2f}", f"{dist['training']['recall']:.2f}"]]
         if dist["heldout"]:
-            rows.append(["held-out snapshots", f"{dist['heldout']['precision']:.2f}", f"{dist['heldout']['recall']:.2f}"])
-        lines += _table(["against", "precision", "recall"], rows)
-        lines += ["", f"Spread ratio (generated std / originals' std per dimension): median {sp['median']:.2f}, "
-                  f"quartiles {sp['q25']:.2f} to {sp['q75']:.2f}.", ""]
+            rows.append(
+                ["held-out snapshots", f"{dist['heldout']['precision']:.2f}", f"{dist['heldout']['recall']:.2f}"]
+            )
+        lines += markdown_table(["against", "precision", "recall"], rows)
+        lines += [
+            "",
+            f"Spread ratio (generated std / originals' std per dimension): median {sp['median']:.2f}, "
+            f"quartiles {sp['q25']:.2f} to {sp['q75']:.2f}.",
+            "",
+        ]
         flags = flag_sentences(dist, novelty["groups"]["generated"]["replica_share"])
         lines += [f"**Flag: {f}.**" for f in flags] if flags else ["No collapse or copy flag."]
     if novelty.get("calibration"):
-        lines += ["", "## Conditional generation: requested vs achieved", "",
-                  "The generator is conditioned on validation accuracy. The 'aimed' sets above ask for the median "
-                  f"({novelty['aimed_at_val_acc']['median']:.2f}%) and the best ({novelty['aimed_at_val_acc']['best']:.2f}%) "
-                  "training snapshot's. Calibration: each row is a set of models asked for one validation accuracy "
-                  "(test accuracy is reported, never used).", ""]
-        lines += _table(["guidance", "requested val", "achieved val (mean ± std)", "error (points)", "achieved test"],
-                        [[f"{r['guidance']:g}", f"{r['requested_val_acc']:.2f}", f"{r['val_acc_mean']:.2f} ± {r['val_acc_std']:.2f}",
-                          f"{r['error_val']:+.2f}", f"{r['test_acc_mean']:.2f}"] for r in novelty["calibration"]])
+        lines += [
+            "",
+            "## Conditional generation: requested vs achieved",
+            "",
+            "The generator is conditioned on validation accuracy. The 'aimed' sets above ask for the median "
+            f"({novelty['aimed_at_val_acc']['median']:.2f}%) and the best ({novelty['aimed_at_val_acc']['best']:.2f}%) "
+            "training snapshot's. Calibration: each row is a set of models asked for one validation accuracy "
+            "(test accuracy is reported, never used).",
+            "",
+        ]
+        lines += markdown_table(
+            ["guidance", "requested val", "achieved val (mean ± std)", "error (points)", "achieved test"],
+            [
+                [
+                    f"{r['guidance']:g}",
+                    f"{r['requested_val_acc']:.2f}",
+                    f"{r['val_acc_mean']:.2f} ± {r['val_acc_std']:.2f}",
+                    f"{r['error_val']:+.2f}",
+                    f"{r['test_acc_mean']:.2f}",
+                ]
+                for r in novelty["calibration"]
+            ],
+        )
     lines += ["", "## Figures", ""]
-    figures = {**FIGURES, **({"calibration.png": "Calibration of conditional generation"} if novelty.get("calibration") else {}),
-               **({"training.png": "Training: loss and validation checks by step"}
-                  if any((training or {}).get(name, {}).get("curve") for name in ("autoencoder", "diffusion")) else {})}
+    figures = {
+        **FIGURES,
+        **({"calibration.png": "Calibration of conditional generation"} if novelty.get("calibration") else {}),
+        **(
+            {"training.png": "Training: loss and validation checks by step"}
+            if any((training or {}).get(name, {}).get("curve") for name in ("autoencoder", "diffusion"))
+            else {}
+        ),
+    }
     for file, title in figures.items():
         lines += [f"### {title}", "", f"![{title}]({file})", ""]
     lines += ["## Definitions", ""]

@@ -32,6 +32,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 # ---------------------------------------------------------------- data-parallel training (torchrun)
 
+
 def world_size() -> int:
     import torch.distributed as dist
 
@@ -65,8 +66,10 @@ def init_distributed(device: str = "auto") -> bool:
             local, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
             if local >= gpus:
                 per_node = os.environ.get("LOCAL_WORLD_SIZE", str(local + 1))
-                raise NndiffError(f"torchrun started {per_node} processes on this node, which has {gpus} GPU(s), and each process "
-                                  f"needs a GPU of its own: start at most {gpus} (--nproc_per_node {gpus}) or pass --device cpu")
+                raise NndiffError(
+                    f"torchrun started {per_node} processes on this node, which has {gpus} GPU(s), and each process "
+                    f"needs a GPU of its own: start at most {gpus} (--nproc_per_node {gpus}) or pass --device cpu"
+                )
             torch.cuda.set_device(local)
             dist.init_process_group("nccl")
         else:

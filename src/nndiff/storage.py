@@ -37,7 +37,9 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None) -> None:
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None
+) -> None:
     """Write tensors as safetensors; `metadata` values are stored JSON-encoded."""
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -51,7 +53,9 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise NndiffError(f"{path}: not a readable safetensors file ({e}); it may be truncated or corrupt — regenerate it") from None
+        raise NndiffError(
+            f"{path}: not a readable safetensors file ({e}); it may be truncated or corrupt — regenerate it"
+        ) from None
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:
@@ -66,7 +70,9 @@ def load_metadata(path: str | Path) -> dict[str, Any]:
             meta = f.metadata() or {}
         return {k: json.loads(v) for k, v in meta.items()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise NndiffError(f"{path}: not a readable safetensors file ({e}); it may be truncated or corrupt — regenerate it") from None
+        raise NndiffError(
+            f"{path}: not a readable safetensors file ({e}); it may be truncated or corrupt — regenerate it"
+        ) from None
 
 
 def _finite(obj: Any) -> Any:
@@ -84,14 +90,18 @@ def save_json(path: str | Path, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n").encode())
 
 
-def load_json(path: str | Path) -> Any:
+def _parse_file(path: str | Path, parse, kind: str, errors: tuple[type[Exception], ...]) -> Any:
     path = Path(path)
     if not path.is_file():
         raise NndiffError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise NndiffError(f"{path}: not valid JSON ({e})") from None
+        return parse(path.read_text())
+    except (*errors, UnicodeDecodeError) as e:
+        raise NndiffError(f"{path}: not valid {kind} ({e})") from None
+
+
+def load_json(path: str | Path) -> Any:
+    return _parse_file(path, json.loads, "JSON", (ValueError,))
 
 
 def save_yaml(path: str | Path, obj: Any) -> None:
@@ -99,13 +109,7 @@ def save_yaml(path: str | Path, obj: Any) -> None:
 
 
 def load_yaml(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise NndiffError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise NndiffError(f"{path}: not valid YAML ({e})") from None
+    return _parse_file(path, yaml.safe_load, "YAML", (yaml.YAMLError,))
 
 
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -121,18 +125,24 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         return load_tensors(path)
     if path.suffix not in FOREIGN_SUFFIXES:
-        raise NndiffError(f"{path}: unknown state_dict format; use .safetensors or a PyTorch file ({', '.join(FOREIGN_SUFFIXES)})")
+        raise NndiffError(
+            f"{path}: unknown state_dict format; use .safetensors or a PyTorch file ({', '.join(FOREIGN_SUFFIXES)})"
+        )
     if not path.is_file():
         raise NndiffError(f"{path}: file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler's refusals come as several exception types
         # torch's own message advises loading with weights_only=False, i.e. running the file's code: not quoted.
-        raise NndiffError(f"{path}: refused to load ({type(e).__name__}): it is not a plain tensor state_dict, or it is "
-                          "corrupt; nndiff never unpickles code — save the state_dict with safetensors instead") from None
+        raise NndiffError(
+            f"{path}: refused to load ({type(e).__name__}): it is not a plain tensor state_dict, or it is "
+            "corrupt; nndiff never unpickles code — save the state_dict with safetensors instead"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise NndiffError(f"{path}: not a state_dict (a mapping from parameter names to tensors)")
     return state
 
@@ -151,47 +161,30 @@ def make_directory(directory: str | Path) -> Path:
 
 
 class DirectoryLock:
-    """An exclusive advisory lock on a directory, so two nndiff processes never write the same run.
-
-    The lock (fcntl.flock on DIR/.nndiff.lock) is released when the process exits, even by SIGKILL,
-    so a crash never leaves a stale lock behind.
+    """An exclusive lock on a directory (filelock on DIR/.nndiff.lock), so two nndiff processes
+    never write the same run. The operating system releases it when the process exits, even by
+    SIGKILL, so a crash never leaves a stale lock behind. Re-entrant: a stage may call another on
+    the same directory.
     """
 
-    _held: dict[Path, int] = {}  # locks this process holds, with their nesting depth
+    _locks: dict[Path, Any] = {}  # one per directory in this process, counting its nesting
 
     def __init__(self, directory: str | Path):
         self.path = (Path(directory) / ".nndiff.lock").absolute()
-        self._fd: int | None = None
 
     def __enter__(self) -> "DirectoryLock":
-        import fcntl
+        import filelock
 
-        if self.path in self._held:  # re-entrant: a stage may call another on the same directory
-            self._held[self.path] += 1
-            return self
         make_directory(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = self._locks.setdefault(self.path, filelock.FileLock(self.path, timeout=0))
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise NndiffError(f"{self.path.parent} is in use by another nndiff process (pid {holder}); "
-                              "wait for it to finish or use another directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-        self._held[self.path] = 1
+            lock.acquire()
+        except filelock.Timeout:
+            raise NndiffError(
+                f"{self.path.parent} is in use by another nndiff process; "
+                "wait for it to finish or use another directory"
+            ) from None
         return self
 
     def __exit__(self, *exc) -> None:
-        import fcntl
-
-        self._held[self.path] -= 1
-        if self._held[self.path]:
-            return
-        del self._held[self.path]
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._locks[self.path].release()

@@ -18,9 +18,11 @@ from torch import nn
 from .config import TrainConfig
 from .errors import NndiffError
 from .generate import check_generate_args
+from .report import markdown_table
 from .storage import load_json, save_json, write_bytes_atomic
 from .tasks import get_task
-from .zoo import CollectConfig, Zoo, collect
+from .collect import CollectConfig, collect
+from .zoo import Zoo
 
 ABLATIONS = ("k", "noise", "layers")
 DEFAULT_K = (1, 10, 50, 200)
@@ -35,7 +37,11 @@ NOISE_ROWS = {  # (input noise, latent noise)
 def norm_layer_names(model: nn.Module) -> list[str]:
     """Names of the normalization modules that have parameters, in model order."""
     kinds = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
-    return [name for name, m in model.named_modules() if isinstance(m, kinds) and any(True for _ in m.parameters(recurse=False))]
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, kinds) and any(True for _ in m.parameters(recurse=False))
+    ]
 
 
 def _subset(zoo: Zoo, k: int) -> Zoo:
@@ -46,7 +52,11 @@ def _subset(zoo: Zoo, k: int) -> Zoo:
     sub = copy.copy(zoo)
     sub.params = zoo.params[idx]
     sub.snapshots = [zoo.snapshots[i] for i in idx.tolist()]
-    sub.info = {**zoo.info, "mean_pairwise_iou_val": None, "subset": f"{len(idx)} of {len(zoo)} snapshots, evenly spaced"}
+    sub.info = {
+        **zoo.info,
+        "mean_pairwise_iou_val": None,
+        "subset": f"{len(idx)} of {len(zoo)} snapshots, evenly spaced",
+    }
     return sub
 
 
@@ -61,13 +71,28 @@ def plan_rows(ablation: str, task_name: str, values: list[int] | None) -> list[t
         if not norms:
             raise NndiffError(f"task {task_name!r} has no normalization layers to ablate over")
         counts = values or [c for c in (1, 2, 3) if c <= len(norms)]
-        return [(f"last {c} norm layer{'s' if c > 1 else ''}", {"select": [f"{n}.*" for n in norms[-c:]]}) for c in counts]
+        return [
+            (f"last {c} norm layer{'s' if c > 1 else ''}", {"select": [f"{n}.*" for n in norms[-c:]]}) for c in counts
+        ]
     raise NndiffError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}")
 
 
-def run_sweep(task: str, ablation: str, out: str | Path, collect_config: CollectConfig, train_config: TrainConfig,
-              values: list[int] | None = None, n: int = 100, seed: int = 0, sampler: str = "ddim", steps: int = 50,
-              progress: bool = True, log=print, base: str | Path | None = None, fresh: bool = False) -> list[dict]:
+def run_sweep(
+    task: str,
+    ablation: str,
+    out: str | Path,
+    collect_config: CollectConfig,
+    train_config: TrainConfig,
+    values: list[int] | None = None,
+    n: int = 100,
+    seed: int = 0,
+    sampler: str = "ddim",
+    steps: int = 50,
+    progress: bool = True,
+    log=print,
+    base: str | Path | None = None,
+    fresh: bool = False,
+) -> list[dict]:
     """One full run per row of the ablation, all from one shared zoo (collected from `base`, a
     state_dict file, when given). A finished shared zoo and finished rows are reused when their
     settings match; `fresh` collects and trains them anew."""
@@ -116,14 +141,22 @@ def summarize_row(name: str, row_dir: Path, metrics: dict, novelty: dict) -> dic
         "row": name,
         "dir": str(row_dir),
         "originals": {"count": orig["count"], "mean": orig["test_acc"]["mean"], "best": orig["test_acc"]["best"]},
-        "generated": {"best": gen["test_acc"]["best"], "mean": gen["test_acc"]["mean"], "median": gen["test_acc"]["median"],
-                      "val_selected": gen["selected_by_val"]["test_acc"] if gen["selected_by_val"] else None},
+        "generated": {
+            "best": gen["test_acc"]["best"],
+            "mean": gen["test_acc"]["mean"],
+            "median": gen["test_acc"]["median"],
+            "val_selected": gen["selected_by_val"]["test_acc"] if gen["selected_by_val"] else None,
+        },
         "generated_minus_originals": (metrics.get("comparisons") or {}).get("generated_minus_originals"),
-        "novelty": {"max_similarity_mean": g["max_similarity_mean"], "replica_share": g["replica_share"],
-                    "gap_to_noise_curve": g["gap_to_noise_curve"], "gap_to_noise_curve_ci95": g.get("gap_to_noise_curve_ci95"),
-                    "inside_noise_curve": g["inside_noise_curve"],
-                    "nearest_distance_relative_mean": g["nearest_distance_relative_mean"],
-                    "flags": novelty.get("distribution", {}).get("flags")},
+        "novelty": {
+            "max_similarity_mean": g["max_similarity_mean"],
+            "replica_share": g["replica_share"],
+            "gap_to_noise_curve": g["gap_to_noise_curve"],
+            "gap_to_noise_curve_ci95": g.get("gap_to_noise_curve_ci95"),
+            "inside_noise_curve": g["inside_noise_curve"],
+            "nearest_distance_relative_mean": g["nearest_distance_relative_mean"],
+            "flags": novelty.get("distribution", {}).get("flags"),
+        },
     }
 
 
@@ -132,21 +165,47 @@ def _f(x, fmt: str) -> str:
 
 
 def sweep_table(ablation: str, results: list[dict]) -> str:
-    header = ["row", "originals (K)", "orig. mean", "gen. best (oracle)", "gen. mean", "gen. − orig. mean [95% CI]", "gen. median",
-              "gen. val-selected", "max-similarity", "replicas", "gap to noise curve [95% CI]", "flags"]
-    lines = [f"# Ablation: {ablation}", "", "Test accuracy (%); novelty numbers as in report.md; brackets are 95% intervals "
-             "(paired bootstrap over test samples and models). One run directory per row.", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    header = [
+        "row",
+        "originals (K)",
+        "orig. mean",
+        "gen. best (oracle)",
+        "gen. mean",
+        "gen. − orig. mean [95% CI]",
+        "gen. median",
+        "gen. val-selected",
+        "max-similarity",
+        "replicas",
+        "gap to noise curve [95% CI]",
+        "flags",
+    ]
+    lines = [
+        f"# Ablation: {ablation}",
+        "",
+        "Test accuracy (%); novelty numbers as in report.md; brackets are 95% intervals "
+        "(paired bootstrap over test samples and models). One run directory per row.",
+        "",
+    ]
+    rows = []
     for r in results:
         o, g, nv = r["originals"], r["generated"], r["novelty"]
         diff = r.get("generated_minus_originals")
         gap_ci = nv.get("gap_to_noise_curve_ci95")
-        cells = [r["row"], str(o["count"]), _f(o["mean"], ".2f"), _f(g["best"], ".2f"), _f(g["mean"], ".2f"),
-                 "-" if diff is None else f"{diff['estimate']:+.2f} [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]",
-                 _f(g["median"], ".2f"), _f(g["val_selected"], ".2f"), _f(nv["max_similarity_mean"], ".3f"),
-                 "-" if nv["replica_share"] is None else f"{100 * nv['replica_share']:.0f}%",
-                 _f(nv["gap_to_noise_curve"], "+.2f") + ("" if gap_ci is None else f" [{gap_ci[0]:+.2f}, {gap_ci[1]:+.2f}]")
-                 + ("" if nv["inside_noise_curve"] else " (outside)"),
-                 ", ".join(nv.get("flags") or []) or "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells = [
+            r["row"],
+            str(o["count"]),
+            _f(o["mean"], ".2f"),
+            _f(g["best"], ".2f"),
+            _f(g["mean"], ".2f"),
+            "-" if diff is None else f"{diff['estimate']:+.2f} [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]",
+            _f(g["median"], ".2f"),
+            _f(g["val_selected"], ".2f"),
+            _f(nv["max_similarity_mean"], ".3f"),
+            "-" if nv["replica_share"] is None else f"{100 * nv['replica_share']:.0f}%",
+            _f(nv["gap_to_noise_curve"], "+.2f")
+            + ("" if gap_ci is None else f" [{gap_ci[0]:+.2f}, {gap_ci[1]:+.2f}]")
+            + ("" if nv["inside_noise_curve"] else " (outside)"),
+            ", ".join(nv.get("flags") or []) or "-",
+        ]
+        rows.append(cells)
+    return "\n".join(lines + markdown_table(header, rows)) + "\n"

@@ -1,4 +1,8 @@
-"""Training loops for the parameter autoencoder and the latent diffusion model, written out plainly."""
+"""Training loops for the parameter autoencoder and the latent diffusion model, written out plainly.
+
+Longer than 250 lines because both training loops are written out in full, with their shared
+resume, checkpoint and budget lines.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .autoencoder import Autoencoder
 from .budget import Judge, autoencoder_done, diffusion_done, held_back
-from .checkpoint import Progress, rng_state, set_rng_state
+from .checkpoint import rng_state, set_rng_state
 from .config import TrainConfig
 from .denoiser import Denoiser
 from .diffusion import make_scheduler, training_loss
@@ -22,6 +26,7 @@ from .errors import NndiffError
 from .generate import ParamGenerator, fingerprint
 from .params import Normalizer
 from .runtime import all_gather, broadcast, is_main, rank, resolve_device, seed_everything, world_size
+from .stage import Stage
 from .zoo import Zoo
 
 CHECKPOINT_EVERY = 250  # training steps between progress checkpoints
@@ -41,9 +46,28 @@ def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool,
-                      checkpoints: Progress | None = None, judge: Judge | None = None,
-                      normalizer: Normalizer | None = None) -> tuple[Autoencoder, dict]:
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module) -> None:
+    """Backpropagate `loss`, clip the gradient norm to 1 and step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    opt.step()
+
+
+def train_autoencoder(
+    x: torch.Tensor,
+    config: TrainConfig,
+    gen: torch.Generator,
+    progress: bool,
+    stage: Stage | None = None,
+    judge: Judge | None = None,
+    normalizer: Normalizer | None = None,
+) -> tuple[Autoencoder, dict]:
     """x: [K, D] normalized parameters, on the training device. With `steps: auto`, a held-back
     tenth of them is not trained on: `judge` measures its reconstructions (budget.py)."""
     cfg = config.autoencoder
@@ -58,29 +82,33 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
     net = _data_parallel(ae)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(train_x))
-    start, loss_value, curve = _resume(checkpoints, "autoencoder", ae, opt, gen)
+    stage = stage or Stage(None)
+    start, loss_value, curve = _resume(stage, "autoencoder", ae, opt, gen)
     ae.train()  # enables the input and latent noise augmentation
 
     def check() -> dict:
         return judge.reconstruction(ae, normalizer, check_rows, x.device)
 
     stopped = auto and autoencoder_done(curve)
-    bar = tqdm(range(start, total), initial=start, total=total, desc="autoencoder", disable=not progress or stopped, leave=False)
-    for step in ([] if stopped else bar):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, total, cfg.lr)
+    bar = tqdm(
+        range(start, total),
+        initial=start,
+        total=total,
+        desc="autoencoder",
+        disable=not progress or stopped,
+        leave=False,
+    )
+    for step in [] if stopped else bar:
+        set_lr(opt, cosine_lr(step, total, cfg.lr))
         idx = torch.randint(len(train_x), (batch,), generator=gen).to(x.device)
         loss = F.mse_loss(net(train_x[idx]), train_x[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, ae)
         loss_value = loss.item()
         if step % 50 == 0:
             bar.set_postfix(mse=f"{loss_value:.4f}")
         point = _check_point(step + 1, total, cfg.check_every, loss_value, check if auto else None, curve)
         stopped = point is not None and auto and autoencoder_done(curve)
-        _checkpoint(checkpoints, "autoencoder", step + 1, total, ae, opt, gen, loss_value, curve, force=stopped)
+        _checkpoint(stage, "autoencoder", step + 1, total, ae, opt, gen, loss_value, curve, force=stopped)
         if stopped:
             break
     bar.close()
@@ -88,13 +116,23 @@ def train_autoencoder(x: torch.Tensor, config: TrainConfig, gen: torch.Generator
     with torch.no_grad():
         recon = F.mse_loss(ae.decode(ae.encode(x)), x).item()
     trained = curve[-1]["step"] if curve else start
-    return ae, {"final_loss": loss_value, "reconstruction_mse": recon, "resumed_at_step": start,
-                **_budget(cfg, trained, stopped, curve, len(rows))}
+    return ae, {
+        "final_loss": loss_value,
+        "reconstruction_mse": recon,
+        "resumed_at_step": start,
+        **_budget(cfg, trained, stopped, curve, len(rows)),
+    }
 
 
-def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, progress: bool,
-                    checkpoints: Progress | None = None, cond: torch.Tensor | None = None,
-                    check_batch=None) -> tuple[Denoiser, dict]:
+def train_diffusion(
+    z: torch.Tensor,
+    config: TrainConfig,
+    gen: torch.Generator,
+    progress: bool,
+    stage: Stage | None = None,
+    cond: torch.Tensor | None = None,
+    check_batch=None,
+) -> tuple[Denoiser, dict]:
     """z: [K, C, L] standardized latents; cond: [K, c] standardized conditions (None: unconditional).
     With `steps: auto`, `check_batch(ema)` measures a small generated batch (budget.py).
     Returns the EMA denoiser."""
@@ -107,27 +145,28 @@ def train_diffusion(z: torch.Tensor, config: TrainConfig, gen: torch.Generator, 
     scheduler = make_scheduler(cfg, "ddpm")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(z))
-    start, running, curve = _resume(checkpoints, "diffusion", model, opt, gen, ema)
+    stage = stage or Stage(None)
+    start, running, curve = _resume(stage, "diffusion", model, opt, gen, ema)
     model.train()
     stopped = auto and diffusion_done(curve)
-    bar = tqdm(range(start, total), initial=start, total=total, desc="diffusion", disable=not progress or stopped, leave=False)
-    for step in ([] if stopped else bar):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, total, cfg.lr)
+    bar = tqdm(
+        range(start, total), initial=start, total=total, desc="diffusion", disable=not progress or stopped, leave=False
+    )
+    for step in [] if stopped else bar:
+        set_lr(opt, cosine_lr(step, total, cfg.lr))
         idx = torch.randint(len(z), (batch,), generator=gen).to(z.device)
         loss = training_loss(net, z[idx], scheduler, gen, None if cond is None else cond[idx], cfg.condition_dropout)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model)
         # Warm the EMA up: with few steps a fixed 0.999 would still remember the random init.
         update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
-        point = _check_point(step + 1, total, cfg.check_every, running, (lambda: check_batch(ema)) if auto else None, curve)
+        point = _check_point(
+            step + 1, total, cfg.check_every, running, (lambda: check_batch(ema)) if auto else None, curve
+        )
         stopped = point is not None and auto and diffusion_done(curve)
-        _checkpoint(checkpoints, "diffusion", step + 1, total, model, opt, gen, running, curve, ema, force=stopped)
+        _checkpoint(stage, "diffusion", step + 1, total, model, opt, gen, running, curve, ema, force=stopped)
         if stopped:
             break
     bar.close()
@@ -154,8 +193,12 @@ def _check_point(step: int, total: int, every: int, loss: float, check, curve: l
 def _budget(cfg, trained: int, stopped: bool, curve: list[dict], held_back: int | None = None) -> dict:
     """What train_stats.json says of a loop's budget."""
     auto = cfg.steps == "auto"
-    out = {"steps": trained, "budget": "validation" if auto else "fixed",
-           "stopped_early": bool(auto and stopped and trained < cfg.max_steps), "curve": curve}
+    out = {
+        "steps": trained,
+        "budget": "validation" if auto else "fixed",
+        "stopped_early": bool(auto and stopped and trained < cfg.max_steps),
+        "curve": curve,
+    }
     if auto:
         out["max_steps"] = cfg.max_steps
     if held_back is not None and auto:
@@ -174,8 +217,10 @@ def check_ranks_agree(*modules: nn.Module) -> None:
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     digests = all_gather(digest.hexdigest())
     if len(set(digests)) > 1:
-        raise NndiffError(f"the {len(digests)} processes ended training with different weights, so their gradients were "
-                          "not averaged; this is a bug, please report it (train with one process meanwhile)")
+        raise NndiffError(
+            f"the {len(digests)} processes ended training with different weights, so their gradients were "
+            "not averaged; this is a bug, please report it (train with one process meanwhile)"
+        )
 
 
 def _data_parallel(model: nn.Module) -> nn.Module:
@@ -192,27 +237,31 @@ def _per_rank_batch(batch: int, n: int) -> int:
     return max(1, min(batch, n) // world_size())
 
 
-def _checkpoint(checkpoints, name, step, total, model, opt, gen, loss, curve, ema=None, force=False) -> None:
+def _checkpoint(stage: Stage, name, step, total, model, opt, gen, loss, curve, ema=None, force=False) -> None:
     """Save the loop's whole state every CHECKPOINT_EVERY steps, at the end, and where it stops early (`force`).
 
-    Under torchrun the weights are the same on every rank but the random streams are not: rank 0
-    gathers every rank's RNG state and writes one checkpoint.
+    Under torchrun the weights are the same on every rank but the random streams are not: every
+    rank's RNG state is gathered into the one checkpoint rank 0 writes.
     """
-    if checkpoints is None or (step % CHECKPOINT_EVERY and step != total and not force):
-        return
-    rngs = all_gather(rng_state(gen))
-    if not is_main():
-        return
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rngs, "step": step, "loss": loss, "curve": curve}
-    if ema is not None:
-        state["ema"] = ema.state_dict()
-    checkpoints.save(name, state)
+
+    def state() -> dict:
+        saved = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng": all_gather(rng_state(gen)),
+            "step": step,
+            "loss": loss,
+            "curve": curve,
+        }
+        return {**saved, "ema": ema.state_dict()} if ema is not None else saved
+
+    stage.checkpoint(name, step, total, state, CHECKPOINT_EVERY, force)
 
 
-def _resume(checkpoints, name, model, opt, gen, ema=None) -> tuple[int, float | None, list[dict]]:
+def _resume(stage: Stage, name, model, opt, gen, ema=None) -> tuple[int, float | None, list[dict]]:
     """Restore a loop's state from its checkpoint (rank 0 reads it and hands it to the other ranks);
     returns (first step to run, last loss, the curve so far)."""
-    saved = broadcast(checkpoints.load(name) if checkpoints and is_main() else None)
+    saved = stage.load(name)
     if saved is None:
         return 0, None, []
     model.load_state_dict(saved["model"])
@@ -232,32 +281,29 @@ def conditions(zoo: Zoo, condition: str) -> tuple[torch.Tensor | None, Normalize
         return None, None
     values = torch.tensor([[float(s["val_acc"])] for s in zoo.snapshots])
     if len(values) < 2 or float(values.std()) == 0.0:
-        raise NndiffError("every snapshot has the same validation accuracy, so there is nothing to condition on; "
-                          "train with diffusion.condition: none, or collect a more varied zoo (a higher --lr)")
+        raise NndiffError(
+            "every snapshot has the same validation accuracy, so there is nothing to condition on; "
+            "train with diffusion.condition: none, or collect a more varied zoo (a higher --lr)"
+        )
     return values, Normalizer.fit(values, None, "element")
 
 
-def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
-        checkpoints: Progress | None = None) -> tuple[ParamGenerator, dict]:
+def fit(
+    zoo: Zoo, config: TrainConfig | None = None, progress: bool = True, stage: Stage | None = None
+) -> tuple[ParamGenerator, dict]:
     """Train the autoencoder, then the latent diffusion model, on a zoo. Returns the generator and stats.
 
-    With `checkpoints`, each loop saves its state every CHECKPOINT_EVERY steps, and a repeated call
+    With a `stage`, each loop saves its state every CHECKPOINT_EVERY steps, and a repeated call
     with the same zoo and configuration resumes where the last one stopped.
     """
     config = (config or TrainConfig()).validate()
     if len(zoo) < 1:
         raise NndiffError("the zoo holds no snapshots; collect some with `nndiff collect`")
     device = resolve_device(config.device)
-    if checkpoints and is_main():
-        saved = checkpoints.load("config")
-        current = {**config.to_dict(), "device": None, "zoo": fingerprint(zoo.params), "processes": world_size()}
-        if saved is not None and saved.get("zoo") != current["zoo"]:
-            raise NndiffError(f"{checkpoints.dir} holds progress of training on another zoo; rerun with that zoo to "
-                              "resume, or pass --fresh to start over on this one")
-        if saved is not None and saved != current:
-            raise NndiffError(f"{checkpoints.dir} holds progress of training with other settings (or another number "
-                              "of processes); rerun with the same settings to resume, or pass --fresh to start over")
-        checkpoints.save("config", current)
+    stage = stage or Stage(None)
+    stage.claim(
+        {**config.to_dict(), "device": None, "zoo": fingerprint(zoo.params), "processes": world_size()}, "training"
+    )
     # Rank r draws its own batches and noise; rank 0 draws what a single process would.
     gen = seed_everything(config.seed + 7919 * rank())
     normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)
@@ -267,7 +313,7 @@ def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
     judge = Judge.of_zoo(zoo, device) if auto and is_main() else None  # budgets chosen on validation (budget.py)
 
     t0 = time.perf_counter()
-    ae, ae_stats = train_autoencoder(x, config, gen, progress, checkpoints, judge, normalizer)
+    ae, ae_stats = train_autoencoder(x, config, gen, progress, stage, judge, normalizer)
     t1 = time.perf_counter()
     with torch.no_grad():
         z = ae.encode(x)
@@ -279,8 +325,9 @@ def fit(zoo: Zoo, config: TrainConfig | None = None, progress: bool = True,
         candidate = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, ema, cond_normalizer)
         return judge.generated(candidate, normalizer)
 
-    denoiser, diff_stats = train_diffusion(z, config, gen, progress, checkpoints,
-                                           None if cond is None else cond_normalizer(cond).to(device), check_batch)
+    denoiser, diff_stats = train_diffusion(
+        z, config, gen, progress, stage, None if cond is None else cond_normalizer(cond).to(device), check_batch
+    )
     t2 = time.perf_counter()
 
     check_ranks_agree(ae, denoiser)

@@ -46,8 +46,9 @@ class Bootstrap:
         """[B, N] accuracy (percent) of each of N models, from its [N, n] correct/incorrect matrix."""
         return 100.0 * (self.weights.double() @ correct.double().T) / self.n
 
-    def max_similarity(self, wrong: torch.Tensor, wrong_ref: torch.Tensor, iou: torch.Tensor,
-                       candidates: int = CANDIDATES) -> torch.Tensor:
+    def max_similarity(
+        self, wrong: torch.Tensor, wrong_ref: torch.Tensor, iou: torch.Tensor, candidates: int = CANDIDATES
+    ) -> torch.Tensor:
         """[B, N] max over reference models of the IoU of wrong predictions, per replicate.
 
         wrong: [N, n], wrong_ref: [K, n] booleans; iou: [N, K] their IoU on the full test set, with

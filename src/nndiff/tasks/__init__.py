@@ -18,7 +18,7 @@ from ..errors import NndiffError
 from .base import ClassificationTask, Evaluation, Split
 from .digits import digits_cnn
 from .mnist1d import mnist1d_cnn, mnist1d_convnet, mnist1d_mlp
-from .vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, split_name
+from .vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, parse_vision_name
 
 TASKS: dict[str, Callable[[], ClassificationTask]] = {
     "mnist1d-cnn": mnist1d_cnn,
@@ -27,8 +27,18 @@ TASKS: dict[str, Callable[[], ClassificationTask]] = {
     "mnist1d-convnet": mnist1d_convnet,
 }
 DEFAULT_TASK = "mnist1d-cnn"
-REQUIRED = ("name", "make_model", "splits", "train_step", "evaluate", "default_select", "base_epochs", "base_lr",
-            "batch_size", "collect_lr")
+REQUIRED = (
+    "name",
+    "make_model",
+    "splits",
+    "train_step",
+    "evaluate",
+    "default_select",
+    "base_epochs",
+    "base_lr",
+    "batch_size",
+    "collect_lr",
+)
 
 
 def resolve_task_spec(spec: str) -> str:
@@ -48,13 +58,15 @@ def get_task(spec: str, data_root: str | None = None):
     """
     if spec in TASKS:
         return TASKS[spec]()
-    vision = split_name(spec)
+    vision = parse_vision_name(spec)
     if vision:
         return make_vision_task(*vision, data_root)
     if ":" not in spec:
-        raise NndiffError(f"unknown task {spec!r}; built-in tasks: {', '.join(TASKS)}, and the vision tasks "
-                          f"DATASET-ARCH ({', '.join(DATASETS)} x {', '.join(ARCHITECTURES)}); "
-                          "or give your own as path/to/file.py:make_task or package.module:make_task")
+        raise NndiffError(
+            f"unknown task {spec!r}; built-in tasks: {', '.join(TASKS)}, and the vision tasks "
+            f"DATASET-ARCH ({', '.join(DATASETS)} x {', '.join(ARCHITECTURES)}); "
+            "or give your own as path/to/file.py:make_task or package.module:make_task"
+        )
     target, func = spec.rsplit(":", 1)
     if target.endswith(".py"):
         path = Path(target)
@@ -105,13 +117,20 @@ def check_task(task, spec: str) -> None:
 
     missing = [a for a in REQUIRED if not hasattr(task, a)]
     if missing:
-        raise NndiffError(f"the task from {spec} lacks {', '.join(missing)}; "
-                          "build it with nndiff.tasks.ClassificationTask (see examples/)")
+        raise NndiffError(
+            f"the task from {spec} lacks {', '.join(missing)}; "
+            "build it with nndiff.tasks.ClassificationTask (see examples/)"
+        )
     where = f"the task from {spec}"
     if not isinstance(task.name, str) or not task.name:
         raise NndiffError(f"{where}: name must be a non-empty string (got {task.name!r})")
     select = task.default_select
-    if isinstance(select, str) or not isinstance(select, (list, tuple)) or not select or not all(isinstance(p, str) for p in select):
+    if (
+        isinstance(select, str)
+        or not isinstance(select, (list, tuple))
+        or not select
+        or not all(isinstance(p, str) for p in select)
+    ):
         raise NndiffError(f"{where}: default_select must be a list of glob patterns such as ['bn1.*'] (got {select!r})")
     number(task.base_epochs, f"{where}: base_epochs", low=1, integer=True)
     number(task.batch_size, f"{where}: batch_size", low=1, integer=True)
@@ -126,7 +145,18 @@ def check_task(task, spec: str) -> None:
     except Exception as e:
         raise NndiffError(f"{where}: make_model() raised {_user_error(e)}") from e
     if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
-        raise NndiffError(f"{where}: make_model() must return a torch.nn.Module with parameters (got {type(model).__name__})")
+        raise NndiffError(
+            f"{where}: make_model() must return a torch.nn.Module with parameters (got {type(model).__name__})"
+        )
 
 
-__all__ = ["TASKS", "VISION_TASKS", "DEFAULT_TASK", "get_task", "resolve_task_spec", "ClassificationTask", "Evaluation", "Split"]
+__all__ = [
+    "TASKS",
+    "VISION_TASKS",
+    "DEFAULT_TASK",
+    "get_task",
+    "resolve_task_spec",
+    "ClassificationTask",
+    "Evaluation",
+    "Split",
+]

@@ -79,7 +79,9 @@ class ClassificationTask:
         """Predicted classes for `x`, in eval mode (BatchNorm uses its running statistics)."""
         was_training = model.training
         model.eval()
-        preds = torch.cat([model(x[i : i + self.eval_batch_size]).argmax(1) for i in range(0, len(x), self.eval_batch_size)])
+        preds = torch.cat(
+            [model(x[i : i + self.eval_batch_size]).argmax(1) for i in range(0, len(x), self.eval_batch_size)]
+        )
         model.train(was_training)
         return preds
 

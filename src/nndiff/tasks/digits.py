@@ -16,7 +16,11 @@ def load_digits_splits(seed: int = 0) -> dict[str, Split]:
     y = torch.tensor(d.target, dtype=torch.int64)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     x, y = x[order], y[order]
-    return {"train": Split(x[:1000], y[:1000]), "val": Split(x[1000:1300], y[1000:1300]), "test": Split(x[1300:], y[1300:])}
+    return {
+        "train": Split(x[:1000], y[:1000]),
+        "val": Split(x[1000:1300], y[1000:1300]),
+        "test": Split(x[1300:], y[1300:]),
+    }
 
 
 class DigitsCNN(nn.Module):

@@ -85,7 +85,8 @@ class Mnist1dCNN(nn.Module):
 def mnist1d_cnn() -> ClassificationTask:
     return ClassificationTask(
         name="mnist1d-cnn",
-        description="MNIST-1D (generated locally, 20k/5k/10k), 1-D CNN with BatchNorm; generates the last two BN layers",
+        description="MNIST-1D (generated locally, 20k/5k/10k), 1-D CNN with BatchNorm; generates the last two BN "
+        "layers",
         make_model=Mnist1dCNN,
         load_data=load_mnist1d,
         default_select=["bn3.*", "bn4.*"],
@@ -142,5 +143,12 @@ def mnist1d_convnet() -> ClassificationTask:
 
 
 def _whole_network_task(name: str, model: str, make_model) -> ClassificationTask:
-    return ClassificationTask(name=name, description=f"MNIST-1D, {model}; generates the whole network", make_model=make_model,
-                              load_data=load_mnist1d, default_select=["*"], base_epochs=20, **WHOLE_NETWORK_COLLECTION)
+    return ClassificationTask(
+        name=name,
+        description=f"MNIST-1D, {model}; generates the whole network",
+        make_model=make_model,
+        load_data=load_mnist1d,
+        default_select=["*"],
+        base_epochs=20,
+        **WHOLE_NETWORK_COLLECTION,
+    )

@@ -13,6 +13,8 @@ or the NNDIFF_DATA_ROOT environment variable; the zoo records it for the later s
 The CIFAR files are Python pickles. They are read with an unpickler that only rebuilds numpy
 arrays and plain containers, so a crafted file cannot run code (torchvision's reader would
 unpickle them unrestricted).
+
+Longer than 250 lines because it declares every dataset loader and architecture of the vision tasks.
 """
 
 from __future__ import annotations
@@ -38,17 +40,25 @@ def require(module: str):
     try:
         return __import__(module)
     except ImportError:
-        raise NndiffError(f"the vision tasks need {module}: pip install 'nndiff[vision]' "
-                          "(on CPU-only machines: pip install torch==2.14.1 torchvision==0.29.1 'nndiff[vision]')") from None
+        raise NndiffError(
+            f"the vision tasks need {module}: pip install 'nndiff[vision]' "
+            "(on CPU-only machines: pip install torch==2.14.1 torchvision==0.29.1 'nndiff[vision]')"
+        ) from None
 
 
 # ------------------------------------------------------------------ datasets
 
+
 class _ArraysOnly(pickle.Unpickler):
     """Rebuilds numpy arrays, lists, dicts, strings and numbers; refuses every other global."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -73,8 +83,10 @@ def _cifar(root: Path, folder: str, train_files: list[str], test_files: list[str
     base = root / folder
     missing = [f for f in train_files + test_files if not (base / f).is_file()]
     if missing:
-        raise NndiffError(f"CIFAR data not found: {base} lacks {', '.join(missing)}; expected the python-format "
-                          f"archive extracted so that {base}/{train_files[0]} exists (nndiff never downloads)")
+        raise NndiffError(
+            f"CIFAR data not found: {base} lacks {', '.join(missing)}; expected the python-format "
+            f"archive extracted so that {base}/{train_files[0]} exists (nndiff never downloads)"
+        )
     train = [_read_cifar_batch(base / f) for f in train_files]
     test = [_read_cifar_batch(base / f) for f in test_files]
     cat = lambda parts: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))  # noqa: E731
@@ -95,10 +107,15 @@ def load_mnist(root: Path):
         train = datasets.MNIST(str(root), train=True, download=False)
         test = datasets.MNIST(str(root), train=False, download=False)
     except RuntimeError as e:
-        raise NndiffError(f"MNIST data not found under {root}: expected {root}/MNIST/raw/train-images-idx3-ubyte and the "
-                          f"other three idx files ({e})") from None
+        raise NndiffError(
+            f"MNIST data not found under {root}: expected {root}/MNIST/raw/train-images-idx3-ubyte and the "
+            f"other three idx files ({e})"
+        ) from None
     # 28x28 digits padded to 32x32, the size every architecture here is built for
-    as_np = lambda ds: (np.pad(ds.data.numpy()[:, None], ((0, 0), (0, 0), (2, 2), (2, 2))), ds.targets.numpy().astype(np.int64))  # noqa: E731
+    as_np = lambda ds: (
+        np.pad(ds.data.numpy()[:, None], ((0, 0), (0, 0), (2, 2), (2, 2))),
+        ds.targets.numpy().astype(np.int64),
+    )  # noqa: E731
     return as_np(train), as_np(test)
 
 
@@ -110,10 +127,16 @@ def load_imagefolder(root: Path, image_size: int = 32):
     out = []
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise NndiffError(f"ImageFolder data not found: {root / split} is missing; expected {root}/train/<class>/... "
-                              f"and {root}/test/<class>/...")
+            raise NndiffError(
+                f"ImageFolder data not found: {root / split} is missing; expected {root}/train/<class>/... "
+                f"and {root}/test/<class>/..."
+            )
         ds = tv.datasets.ImageFolder(str(root / split), transform=tf)
-        images = np.stack([np.asarray(img) for img, _ in ds]) if len(ds) else np.empty((0, 3, image_size, image_size), np.uint8)
+        images = (
+            np.stack([np.asarray(img) for img, _ in ds])
+            if len(ds)
+            else np.empty((0, 3, image_size, image_size), np.uint8)
+        )
         out.append((images, np.asarray(ds.targets, dtype=np.int64)))
     if out[0][1].size == 0:
         raise NndiffError(f"{root / 'train'} holds no images")
@@ -128,7 +151,9 @@ DATASETS: dict[str, tuple[Callable, int, int]] = {  # name -> (loader, channels,
 }
 
 
-def to_splits(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], seed: int = 0) -> dict[str, Split]:
+def to_splits(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], seed: int = 0
+) -> dict[str, Split]:
     """Float images standardized with the training set's per-channel statistics; validation is a
     fixed random 10% of the training images."""
     x, y = torch.from_numpy(train[0]).float() / 255, torch.from_numpy(train[1])
@@ -143,6 +168,7 @@ def to_splits(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.n
 
 # ------------------------------------------------------------------ architectures
 
+
 def resnet(depth: int, channels: int, classes: int) -> nn.Module:
     models = require("torchvision").models
     model = (models.resnet18 if depth == 18 else models.resnet50)(num_classes=classes)
@@ -154,8 +180,9 @@ def resnet(depth: int, channels: int, classes: int) -> nn.Module:
 
 def vit_tiny(channels: int, classes: int) -> nn.Module:
     timm = require("timm")
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=classes, img_size=32, patch_size=4,
-                             in_chans=channels)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=classes, img_size=32, patch_size=4, in_chans=channels
+    )
 
 
 def convnext_tiny(channels: int, classes: int) -> nn.Module:
@@ -207,7 +234,9 @@ def make_vision_task(dataset: str, arch: str, root: str | Path | None) -> Vision
         if given:
             train_dir = data_root(given) / "train"
             if not train_dir.is_dir():
-                raise NndiffError(f"ImageFolder data not found: {train_dir} is missing; expected {train_dir}/<class>/<image>")
+                raise NndiffError(
+                    f"ImageFolder data not found: {train_dir} is missing; expected {train_dir}/<class>/<image>"
+                )
             classes = len([p for p in train_dir.iterdir() if p.is_dir()])
     task = VisionTask(
         name=f"{dataset}-{arch}",
@@ -228,7 +257,7 @@ def make_vision_task(dataset: str, arch: str, root: str | Path | None) -> Vision
 VISION_TASKS = [f"{d}-{a}" for d in DATASETS for a in ARCHITECTURES]
 
 
-def split_name(name: str) -> tuple[str, str] | None:
+def parse_vision_name(name: str) -> tuple[str, str] | None:
     for d in DATASETS:
         if name.startswith(d + "-") and name[len(d) + 1 :] in ARCHITECTURES:
             return d, name[len(d) + 1 :]
