@@ -29,7 +29,9 @@ def test_default_task_has_a_large_test_split():
     assert m1d.N_TEST >= 10_000
 
 
-@pytest.mark.parametrize("name,params,shape", [("mnist1d-cnn", (20_000, 60_000), (1, 40)), ("digits-cnn", (5_000, 30_000), (1, 8, 8))])
+@pytest.mark.parametrize(
+    "name,params,shape", [("mnist1d-cnn", (20_000, 60_000), (1, 40)), ("digits-cnn", (5_000, 30_000), (1, 8, 8))]
+)
 def test_models_and_evaluation(name, params, shape):
     task = get_task(name)
     model = task.make_model()
@@ -42,3 +44,26 @@ def test_models_and_evaluation(name, params, shape):
     ev = task.evaluate(model, Split(x, y))
     assert ev.predictions.shape == (7,)
     assert ev.accuracy == pytest.approx(100 * float((ev.predictions == y).float().mean()))
+
+
+def test_vision_augmentation_is_per_image_and_draws_only_from_the_loops_generator():
+    """Crop offsets and flips differ from image to image and come from the generator the training
+    loop passes (saved in its checkpoints), never from the global RNG: a vision zoo is reproducible
+    and does not depend on which process collected which run."""
+    from nndiff.tasks.vision import VisionTask
+
+    task = VisionTask.__new__(VisionTask)  # augment needs no data
+    x = torch.randn(64, 3, 8, 8)
+    before = torch.get_rng_state()
+    a = task.augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a, task.augment(x, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, task.augment(x, torch.Generator().manual_seed(4)))
+    gen = torch.Generator().manual_seed(3)
+    offsets, flips = torch.randint(0, 9, (64, 2), generator=gen), torch.rand(64, generator=gen) < 0.5
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+    for i in range(64):
+        dy, dx = offsets[i].tolist()
+        crop = padded[i, :, dy : dy + 8, dx : dx + 8]
+        assert torch.equal(a[i], crop.flip(2) if flips[i] else crop)
+    assert len({tuple(o) for o in offsets.tolist()}) > 10 and 0 < int(flips.sum()) < 64

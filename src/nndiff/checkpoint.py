@@ -75,11 +75,17 @@ def read_checkpoint(path: Path) -> dict[str, Any] | None:
         raise NndiffError(f"{e}; delete {path.parent} to start the stage over") from None
 
 
-def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Everything random the training loops draw from: their generator and torch's global RNG."""
-    return {"generator": generator.get_state(), "global": torch.get_rng_state()}
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Everything random the training loops draw from: their generator, torch's global RNG and, on a
+    GPU machine, every CUDA device's (dropout and initialization on the GPU draw from those)."""
+    state = {"generator": generator.get_state(), "global": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def set_rng_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -> None:
+def set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
     generator.set_state(state["generator"])
     torch.set_rng_state(state["global"])
+    if "cuda" in state and torch.cuda.device_count() == len(state["cuda"]):  # elsewhere: nothing to restore
+        torch.cuda.set_rng_state_all(state["cuda"])

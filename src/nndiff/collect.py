@@ -108,6 +108,11 @@ class CollectConfig:
         return self
 
 
+def augment(task, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The task's augmentation of a training batch (a user task without `augment` has none)."""
+    return task.augment(x, generator) if hasattr(task, "augment") else x
+
+
 def train_base(
     task: ClassificationTask, seed: int, device: torch.device, progress: bool = True, stage: Stage | None = None
 ) -> nn.Module:
@@ -138,7 +143,7 @@ def train_base(
         order = torch.randperm(len(train), generator=gen).to(device)
         for i in range(steps_per_epoch):
             idx = order[i * batch : (i + 1) * batch]
-            loss = task.train_step(model, train.x[idx], train.y[idx], opt)
+            loss = task.train_step(model, augment(task, train.x[idx], gen), train.y[idx], opt)
             sched.step()
             bar.update()
         bar.set_postfix(loss=f"{loss:.3f}")
@@ -185,7 +190,8 @@ class Trajectory:
     def step(self) -> None:
         count = min(self.task.batch_size, len(self.train))
         idx = torch.randint(len(self.train), (count,), generator=self.gen).to(self.device)
-        loss = self.task.train_step(self.model, self.train.x[idx], self.train.y[idx], self.opt)
+        x = augment(self.task, self.train.x[idx], self.gen)
+        loss = self.task.train_step(self.model, x, self.train.y[idx], self.opt)
         if not math.isfinite(loss):
             raise NndiffError(
                 f"collection diverged (loss {loss}) at step {self.steps} with lr {self.lr}; use a smaller --lr"

@@ -67,6 +67,12 @@ class ClassificationTask:
             logits = model(x)
         return F.cross_entropy(logits.float(), y)
 
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A training batch as the model trains on it; every random draw comes from `generator` (the
+        training loop's own, saved in its checkpoints), so a run is reproducible bit for bit and
+        does not depend on which process runs it. None here; vision tasks crop and flip."""
+        return x
+
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss = self.loss(model, x, y)

@@ -201,16 +201,20 @@ ARCHITECTURES: dict[str, tuple[Callable[[int, int], nn.Module], list[str], float
 
 class VisionTask(ClassificationTask):
     """A ClassificationTask whose training batches get the standard augmentation on the device:
-    a random crop after 4-pixel reflection padding (one offset per batch) and per-image flips."""
+    per image, a random crop after 4-pixel reflection padding and a horizontal flip, drawn from the
+    training loop's generator (never the global RNG, which differs between processes)."""
 
-    def train_step(self, model, x, y, optimizer):
-        n, _, h, w = x.shape
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, c, h, w = x.shape
         padded = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
-        dy, dx = torch.randint(0, 9, (2,)).tolist()
-        x = padded[:, :, dy : dy + h, dx : dx + w]
-        flip = torch.rand(n, device=x.device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return super().train_step(model, x, y, optimizer)
+        offsets = torch.randint(0, 9, (n, 2), generator=generator).to(x.device)
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        rows = offsets[:, :1] + torch.arange(h, device=x.device)  # [n, h]
+        cols = offsets[:, 1:] + torch.arange(w, device=x.device)  # [n, w]
+        images = torch.arange(n, device=x.device)[:, None, None, None]
+        channels = torch.arange(c, device=x.device)[None, :, None, None]
+        x = padded[images, channels, rows[:, None, :, None], cols[:, None, None, :]]
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 def data_root(given: str | Path | None) -> Path:
