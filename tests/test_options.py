@@ -13,6 +13,7 @@ from nndiff.checks import setting
 from nndiff.cli import _configs, build_parser, main
 from nndiff.collect import CollectConfig
 from nndiff.config import TrainConfig
+from nndiff.generate import SampleConfig
 from nndiff.options import read_settings
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "nndiff"
@@ -37,7 +38,9 @@ def test_a_new_training_setting_is_one_field(monkeypatch, capsys, tmp_path):
     written = yaml.safe_load(capsys.readouterr().out)
     assert written["warmup"] == 7
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"warmup": 9, "autoencoder": {"steps": 5}}))
-    args = build_parser().parse_args(["train", "--zoo", "z", "--out", "o", "--config", str(tmp_path / "c.yaml")])["train"]
+    args = build_parser().parse_args(["train", "--zoo", "z", "--out", "o", "--config", str(tmp_path / "c.yaml")])[
+        "train"
+    ]
     built = _configs(args)[1]
     assert isinstance(built, WithWarmup) and built.warmup == 9 and built.autoencoder.steps == 5
     assert "warmup" in built.to_dict()  # what config.yaml holds
@@ -61,7 +64,7 @@ def test_every_setting_explains_itself_in_help():
                 yield prefix + f.name, f
 
     text = _help("run")
-    for key, f in [*fields(CollectConfig), *fields(TrainConfig)]:
+    for key, f in [*fields(CollectConfig), *fields(TrainConfig), *fields(SampleConfig)]:
         assert f.metadata.get("help"), key
         assert (f.metadata.get("flag") or f"--{key}") in text, key
 
@@ -73,8 +76,24 @@ def test_options_after_config_override_it_and_known_flags_stay(tmp_path):
     early = _configs(parse("--ae-steps", "7", "--config", str(tmp_path / "c.yaml")))
     assert (late[1].autoencoder.steps, late[0].k) == (7, 12)
     assert (early[1].autoencoder.steps, early[0].k) == (50, 30) and early[1].autoencoder.lr == 1e-3
-    collect, train = _configs(parse("--select", "bn1.*", "bn2.*", "--amp", "--burn-in", "3", "--epochs", "2",
-                                    "--lr", "auto", "--seed", "4", "--condition", "val_acc"))
+    collect, train, _ = _configs(
+        parse(
+            "--select",
+            "bn1.*",
+            "bn2.*",
+            "--amp",
+            "--burn-in",
+            "3",
+            "--epochs",
+            "2",
+            "--lr",
+            "auto",
+            "--seed",
+            "4",
+            "--condition",
+            "val_acc",
+        )
+    )
     assert collect.select == ["bn1.*", "bn2.*"] and collect.amp and collect.burn_in == 3 and collect.base_epochs == 2
     assert collect.lr == "auto" and collect.seed == train.seed == 4 and train.diffusion.condition == "val_acc"
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import setting
+from .checks import auto_steps, setting
 
 
 @dataclass
@@ -38,15 +38,10 @@ class AutoencoderConfig:
     )
     input_noise: float = setting(0.001, "autoencoder input noise augmentation", low=0, flag="--input-noise")
     latent_noise: float = setting(0.1, "autoencoder latent noise augmentation", low=0, flag="--latent-noise")
-    steps: int | str = setting(
-        "auto",
-        "autoencoder training steps, or 'auto': until its reconstructions of "
-        "held-back snapshots keep their validation accuracy, at most autoencoder.max_steps "
-        "(budget.py)",
-        low=1,
-        integer=True,
-        words=("auto",),
-        flag="--ae-steps",
+    steps: int | str = auto_steps(
+        "autoencoder training steps, or 'auto': until its reconstructions of held-back snapshots keep their "
+        "validation accuracy, at most autoencoder.max_steps",
+        "--ae-steps",
     )
     max_steps: int = setting(3000, "the most steps 'auto' trains", low=1, integer=True)
     check_every: int = setting(250, "steps between validation checks of 'auto'", low=1, integer=True)

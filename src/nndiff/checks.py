@@ -89,6 +89,11 @@ def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple[
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def auto_steps(help: str, flag: str) -> Any:
+    """A training loop's `steps`: a number, or "auto" (the default: chosen by validation, budget.py)."""
+    return setting("auto", help, low=1, integer=True, words=("auto",), flag=flag)
+
+
 def check_fields(obj: Any, where: str = "") -> Any:
     """Check every field of a dataclass (recursively) that declares a Range; returns `obj`."""
     for f in dataclasses.fields(obj):

@@ -87,27 +87,11 @@ def _collect_options(p, train: bool = False) -> None:
 
 
 def _generate_options(p, aim: bool = True) -> None:
-    from .diffusion import SAMPLERS
-    from .options import Number
+    """The SampleConfig settings (without the aim where `aim` is False)."""
+    from .generate import SampleConfig
+    from .options import add_settings
 
-    p.add_argument("-n", type=Number(integer=True), default=100, help="number of models to generate")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="reverse-process sampler")
-    p.add_argument("--steps", type=Number(integer=True), default=50, help="sampling steps (ddpm uses up to 1000)")
-    if not aim:
-        return
-    p.add_argument(
-        "--target-acc",
-        type=Number(integer=False, optional=True),
-        metavar="PERCENT",
-        help="conditional runs: the validation accuracy to aim the models at (default: unconditional)",
-    )
-    p.add_argument(
-        "--guidance",
-        type=Number(integer=False),
-        default=1.0,
-        help="classifier-free guidance strength with --target-acc: 1 is the plain conditional model, "
-        "larger pushes harder towards the target",
-    )
+    add_settings(p, SampleConfig, skip=() if aim else ("target_acc", "guidance"))
 
 
 def _resume_option(p) -> None:
@@ -256,13 +240,15 @@ def build_parser():
 
 
 def _configs(args) -> tuple:
-    """The CollectConfig and TrainConfig a command's options describe (checked)."""
+    """The CollectConfig, TrainConfig and SampleConfig a command's options describe (checked; the
+    ones a command has no options for keep their defaults)."""
     from .collect import CollectConfig
     from .config import TrainConfig
+    from .generate import SampleConfig
     from .options import build
 
     values = args.as_dict()
-    return build(CollectConfig, values).validate(), build(TrainConfig, values).validate()
+    return tuple(build(cls, values).validate() for cls in (CollectConfig, TrainConfig, SampleConfig))
 
 
 def dispatch(command: str, args, quiet: bool) -> int:
@@ -317,9 +303,8 @@ def dispatch(command: str, args, quiet: bool) -> int:
             for line in summary_lines(stats):
                 print(f"      {line}")
     elif command == "generate":
-        out = pipeline.generate_run(
-            args.run, args.n, args.seed, args.sampler, args.steps, args.device, args.target_acc, args.guidance
-        )
+        sample = _configs(args)[2]
+        out = pipeline.generate_run(args.run, sample, args.seed, args.device)
         aim = (
             f" aimed at validation accuracy {args.target_acc:g}% (guidance {args.guidance:g})"
             if args.target_acc is not None
@@ -344,17 +329,16 @@ def dispatch(command: str, args, quiet: bool) -> int:
     elif command == "sweep":
         from .sweep import run_sweep, sweep_table
 
+        collect, train, sample = _configs(args)
         results = run_sweep(
             args.task,
             args.ablation,
             args.out,
-            *_configs(args),
+            collect,
+            train,
             args["values"],
-            args.n,
-            args.seed,
-            args.sampler,
-            args.steps,
-            progress,
+            sample,
+            progress=progress,
             base=args.base,
             fresh=args.fresh,
         )
@@ -363,20 +347,17 @@ def dispatch(command: str, args, quiet: bool) -> int:
         print(f"wrote {args.out / f'sweep_{args.ablation}.md'}")
     elif command == "run":
         out = args.out or Path("runs") / args.task
+        collect, train, sample = _configs(args)
         metrics = pipeline.run_all(
             args.task,
             out,
-            *_configs(args),
-            args.n,
-            args.seed,
-            args.sampler,
-            args.steps,
+            collect,
+            train,
+            sample,
             progress,
             base=args.base,
             report=not args.no_report,
             fresh=args.fresh,
-            target_acc=args.target_acc,
-            guidance=args.guidance,
         )
         print()
         print(pipeline.format_table(metrics))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import setting
+from .checks import auto_steps, setting
 from .errors import NndiffError
 
 SAMPLERS = ("ddpm", "ddim", "dpm")
@@ -31,14 +31,10 @@ class DiffusionConfig:
     beta_end: float = setting(
         2e-2, "last noise level of the linear schedule", low=0, high=1, low_open=True, high_open=True
     )
-    steps: int | str = setting(
-        "auto",
-        "diffusion training steps, or 'auto': until a small generated batch stops "
-        "improving on validation, at most diffusion.max_steps (budget.py)",
-        low=1,
-        integer=True,
-        words=("auto",),
-        flag="--diffusion-steps",
+    steps: int | str = auto_steps(
+        "diffusion training steps, or 'auto': until a small generated batch stops improving on validation, "
+        "at most diffusion.max_steps",
+        "--diffusion-steps",
     )
     max_steps: int = setting(4000, "the most steps 'auto' trains", low=1, integer=True)
     check_every: int = setting(250, "steps between validation checks of 'auto'", low=1, integer=True)

@@ -25,7 +25,8 @@ import torch
 from .autoencoder import Autoencoder
 from .config import TrainConfig
 from .denoiser import Denoiser
-from .diffusion import make_scheduler, sample
+from .checks import check_fields, setting
+from .diffusion import SAMPLERS, make_scheduler, sample
 from .errors import NndiffError
 from .params import Layout, Normalizer
 from .storage import load_metadata, load_tensors, save_tensors
@@ -158,22 +159,44 @@ def read_normalizers(run_dir: Path) -> tuple[Layout, dict[str, torch.Tensor]]:
     return Layout.from_json(meta["layout"]), load_tensors(path)
 
 
+@dataclass
+class SampleConfig:
+    """How `generate` samples: how many models, with which sampler, and (conditional runs) aimed where."""
+
+    n: int = setting(100, "number of models to generate", low=1, integer=True, flag="-n")
+    sampler: str = setting("ddim", "reverse-process sampler", choices=SAMPLERS, flag="--sampler")
+    steps: int = setting(50, "sampling steps (ddpm uses up to 1000)", low=1, integer=True, flag="--steps")
+    target_acc: float | None = setting(
+        None,
+        "conditional runs: the validation accuracy (percent) to aim the models at (default: unconditional)",
+        low=0,
+        high=100,
+        optional=True,
+        flag="--target-acc",
+    )
+    guidance: float = setting(
+        1.0,
+        "classifier-free guidance strength with --target-acc: 1 is the plain conditional model, larger pushes "
+        "harder towards the target",
+        low=0,
+        flag="--guidance",
+    )
+
+    def validate(self) -> "SampleConfig":
+        check_fields(self)
+        if self.target_acc is None and self.guidance != 1.0:
+            raise NndiffError("--guidance needs --target-acc (guidance pushes towards a requested accuracy)")
+        return self
+
+
 def check_generate_args(
     n: int, seed: int, sampler: str, steps: int, target_acc: float | None = None, guidance: float = 1.0
 ) -> None:
     """The sampling options, checked before a generator is loaded (or, in `nndiff run`, trained)."""
-    from .checks import number, seed as check_seed
-    from .diffusion import SAMPLERS
+    from .checks import seed as check_seed
 
-    number(n, "-n", low=1, integer=True)
     check_seed(seed)
-    if sampler not in SAMPLERS:
-        raise NndiffError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    number(steps, "--steps", low=1, integer=True)
-    number(target_acc, "--target-acc", low=0, high=100, optional=True)
-    number(guidance, "--guidance", low=0)
-    if target_acc is None and guidance != 1.0:
-        raise NndiffError("--guidance needs --target-acc (guidance pushes towards a requested accuracy)")
+    SampleConfig(n, sampler, steps, target_acc, guidance).validate()
 
 
 def write_generated(

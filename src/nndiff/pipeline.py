@@ -30,6 +30,7 @@ from .evaluate import compute_metrics, evaluate_params, format_table
 from .generate import (
     GENERATED,
     ParamGenerator,
+    SampleConfig,
     check_generate_args,
     fingerprint,
     read_generated,
@@ -179,39 +180,21 @@ def _locked_run(fn):
 
 
 @_locked_run
-def generate_run(
-    run_dir: str | Path,
-    n: int = 100,
-    seed: int = 0,
-    sampler: str = "ddim",
-    steps: int = 50,
-    device: str = "auto",
-    target_acc: float | None = None,
-    guidance: float = 1.0,
-) -> Path:
-    """Sample n models into run_dir/generated (aimed at validation accuracy `target_acc` when the
-    generator is conditional and a target is given)."""
-    check_generate_args(n, seed, sampler, steps, target_acc, guidance)
+def generate_run(run_dir: str | Path, sample: SampleConfig | None = None, seed: int = 0, device: str = "auto") -> Path:
+    """Sample models into run_dir/generated as `sample` says (aimed at validation accuracy
+    `sample.target_acc` when the generator is conditional and a target is given)."""
+    s = sample or SampleConfig()
+    check_generate_args(s.n, seed, s.sampler, s.steps, s.target_acc, s.guidance)
     run_dir = Path(run_dir)
     _, config = read_run_config(run_dir)
     generator = ParamGenerator.load(run_dir, config, resolve_device(device))
     t0 = time.perf_counter()
-    vectors = generator.sample(n, seed, sampler, steps, target_acc, guidance)
+    vectors = generator.sample(s.n, seed, s.sampler, s.steps, s.target_acc, s.guidance)
     seconds = time.perf_counter() - t0
-    aim = {"target_acc": target_acc, "guidance": guidance} if target_acc is not None else {}
-    out = write_generated(run_dir, vectors, generator.layout, seed, sampler, steps, aim)
-    save_json(
-        out / "info.json",
-        {
-            "count": n,
-            "seed": seed,
-            "sampler": sampler,
-            "steps": steps,
-            **aim,
-            "seconds": round(seconds, 3),
-            "fingerprint": fingerprint(vectors),
-        },
-    )
+    aim = {"target_acc": s.target_acc, "guidance": s.guidance} if s.target_acc is not None else {}
+    out = write_generated(run_dir, vectors, generator.layout, seed, s.sampler, s.steps, aim)
+    info = {"count": s.n, "seed": seed, "sampler": s.sampler, "steps": s.steps, **aim, "seconds": round(seconds, 3)}
+    save_json(out / "info.json", {**info, "fingerprint": fingerprint(vectors)})
     # The evaluation and the report described the previous models: remove them rather than leave
     # numbers beside models they are not about.
     (run_dir / "metrics.json").unlink(missing_ok=True)
@@ -324,27 +307,19 @@ def run_all(
     out: str | Path,
     collect_config: CollectConfig,
     train_config: TrainConfig,
-    n: int = 100,
-    seed: int = 0,
-    sampler: str = "ddim",
-    steps: int = 50,
+    sample: SampleConfig | None = None,
     progress: bool = True,
     log=print,
     base: str | Path | None = None,
     report: bool = True,
     fresh: bool = False,
-    target_acc: float | None = None,
-    guidance: float = 1.0,
 ) -> dict:
-    """Collect -> train -> generate -> evaluate (-> report) into `out` (the zoo goes to out/zoo)."""
-    out = Path(out)
+    """Collect -> train -> generate -> evaluate (-> report) into `out` (the zoo goes to out/zoo);
+    sampling and the report's baselines use the training seed."""
+    out, sample, seed = Path(out), sample or SampleConfig(), train_config.seed
     # every option is checked before anything is collected or trained
-    (
-        collect_config.validate(),
-        train_config.validate(),
-        check_generate_args(n, seed, sampler, steps, target_acc, guidance),
-    )
-    if target_acc is not None and train_config.diffusion.condition == "none":
+    collect_config.validate(), train_config.validate(), sample.validate()
+    if sample.target_acc is not None and train_config.diffusion.condition == "none":
         raise NndiffError("--target-acc needs a conditional generator: add --condition val_acc")
     t0 = time.perf_counter()
     log(f"[1/4] collecting {collect_config.k} snapshots of {task} into {out / 'zoo'}")
@@ -358,9 +333,9 @@ def run_all(
     log("[2/4] training the autoencoder and the latent diffusion model")
     for line in budget_lines(train_run(out / "zoo", out, train_config, progress, fresh)):
         log(f"      {line}")
-    log(f"[3/4] generating {n} models ({sampler}, {steps} steps, seed {seed})")
+    log(f"[3/4] generating {sample.n} models ({sample.sampler}, {sample.steps} steps, seed {seed})")
     if is_main():  # under torchrun: sampling is cheap, rank 0 does it alone
-        generate_run(out, n, seed, sampler, steps, train_config.device, target_acc, guidance)
+        generate_run(out, sample, seed, train_config.device)
     barrier()
     log("[4/4] evaluating" + (" and writing the novelty report" if report else ""))
     metrics = evaluate_run(out, train_config.device, progress)  # sharded over the ranks

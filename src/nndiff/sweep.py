@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .errors import NndiffError
-from .generate import check_generate_args
+from .generate import SampleConfig
 from .report import markdown_table
 from .storage import load_json, save_json, write_bytes_atomic
 from .tasks import get_task
@@ -84,18 +84,17 @@ def run_sweep(
     collect_config: CollectConfig,
     train_config: TrainConfig,
     values: list[int] | None = None,
-    n: int = 100,
-    seed: int = 0,
-    sampler: str = "ddim",
-    steps: int = 50,
+    sample: SampleConfig | None = None,
+    *,
     progress: bool = True,
     log=print,
     base: str | Path | None = None,
     fresh: bool = False,
 ) -> list[dict]:
     """One full run per row of the ablation, all from one shared zoo (collected from `base`, a
-    state_dict file, when given). A finished shared zoo and finished rows are reused when their
-    settings match; `fresh` collects and trains them anew."""
+    state_dict file, when given), sampled as `sample` says with the training seed. A finished
+    shared zoo and finished rows are reused when their settings match; `fresh` collects and trains
+    them anew."""
     from . import pipeline
     from .checks import number
 
@@ -103,7 +102,7 @@ def run_sweep(
     collect_config.validate(), train_config.validate()
     for v in values or []:
         number(v, "--values", low=1, integer=True)
-    check_generate_args(n, seed, sampler, steps)
+    sample, seed = (sample or SampleConfig()).validate(), train_config.seed
     rows = plan_rows(ablation, task, values)
     if ablation == "k":
         collect_config = replace(collect_config, k=max(max(r[1]["k"] for r in rows), collect_config.k))
@@ -124,7 +123,7 @@ def run_sweep(
             base_zoo.save(row_dir / "zoo")
             config.autoencoder.input_noise, config.autoencoder.latent_noise = change["noise"]
         pipeline.train_run(row_dir / "zoo", row_dir, config, progress, fresh)
-        pipeline.generate_run(row_dir, n, seed, sampler, steps, config.device)
+        pipeline.generate_run(row_dir, sample, seed, config.device)
         metrics = pipeline.evaluate_run(row_dir, config.device, progress)
         pipeline.report_run(row_dir, config.device, seed, progress)
         novelty = load_json(row_dir / "report" / "novelty.json")
