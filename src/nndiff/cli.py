@@ -109,6 +109,14 @@ def _run_option(p, help: str) -> None:
     p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True, help=help)
 
 
+def _on_a_run(sub, name: str, help: str, holds: str = "holding generated/", seed: bool = True, description=None):
+    """A command that works on an existing run directory (--run), with --device (and --seed)."""
+    p = _command(sub, name, help, description)
+    _run_option(p, f"run directory {holds}")
+    _seed_device(p, seed)
+    return p
+
+
 def _seed_device(p, seed: bool = True) -> None:
     from .runtime import DEVICES
 
@@ -172,36 +180,27 @@ def build_parser():
     _resume_option(p)
     add_settings(p, TrainConfig)
 
-    p = _command(sub, "generate", "sample new parameter sets from a trained run")
-    _run_option(p, "run directory written by `nndiff train`")
+    p = _on_a_run(sub, "generate", "sample new parameter sets from a trained run", "written by `nndiff train`")
     _generate_options(p)
-    _seed_device(p)
-
-    p = _command(sub, "evaluate", "accuracy of originals, generated models and the weight average")
-    _run_option(p, "run directory holding generated/")
-    _seed_device(p, seed=False)
-
-    p = _command(
+    _on_a_run(sub, "evaluate", "accuracy of originals, generated models and the weight average", seed=False)
+    _on_a_run(
         sub,
         "report",
         "novelty analysis against baselines, figures and report.md",
-        "Compare the generated models with noise-added, weight-averaged, Gaussian and held-out baselines on "
-        "accuracy and similarity to the training snapshots, each number with its 95% interval (paired "
-        "bootstrap), and check whether the generator collapsed or copies; writes RUN/report/.",
+        description="Compare the generated models with noise-added, weight-averaged, Gaussian and held-out "
+        "baselines on accuracy and similarity to the training snapshots, each number with its 95% interval "
+        "(paired bootstrap), and check whether the generator collapsed or copies; writes RUN/report/.",
     )
-    _run_option(p, "run directory holding generated/")
-    _seed_device(p)
-
-    p = _command(
+    _on_a_run(
         sub,
         "doctor",
         "health check of a zoo or a run: pass / warn / fail, each with its fix",
-        "Check a zoo (diversity, accuracy against the base model) or a run (also: the autoencoder's "
-        "reconstructions, the generated models' spread, replicas, NaN share and accuracy), on validation "
-        "data and in parameter space, never the test set. Exit code 1 when a check fails.",
+        "written by `nndiff train`, or a zoo directory written by `nndiff collect`",
+        seed=False,
+        description="Check a zoo (diversity, accuracy against the base model) or a run (also: the autoencoder's "
+        "reconstructions, the generated models' spread, replicas, NaN share and accuracy), on validation data "
+        "and in parameter space, never the test set. Exit code 1 when a check fails.",
     )
-    _run_option(p, "run directory written by `nndiff train`, or a zoo directory written by `nndiff collect`")
-    _seed_device(p, seed=False)
 
     p = _command(
         sub,
