@@ -394,10 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         files = [words[i + 1] for i, a in enumerate(words[:-1]) if a == "--config"]
         if files and "config" in message.lower() and files[-1] not in message:
             message = f"{files[-1]}: {message}"  # which file did not parse
-        print(
-            f"nndiff: error: {message} (see `nndiff {command or ''} --help`)".replace("nndiff  --", "nndiff --"),
-            file=sys.stderr,
-        )
+        hint = f"nndiff {command} --help" if command else "nndiff --help"
+        print(f"nndiff: error: {message} (see `{hint}`)", file=sys.stderr)
         return 2
     command = namespace.command
     args = namespace[command]

@@ -105,11 +105,11 @@ def build(cls: type, values: dict[str, Any], where: str = ""):
     """The dataclass `cls` from the nested dict of its parsed options (fields absent keep their defaults)."""
     if not isinstance(values, dict):
         raise NndiffError(f"{where[:-1] or 'the settings'} must be a mapping of settings, got {values!r}")
-    kwargs = {}
+    kwargs, defaults = {}, cls()
     for f in dataclasses.fields(cls):
         if f.name not in values:
             continue
-        value, default = values[f.name], getattr(cls(), f.name)
+        value, default = values[f.name], getattr(defaults, f.name)
         nested = dataclasses.is_dataclass(default)
         kwargs[f.name] = build(type(default), value or {}, f"{where}{f.name}.") if nested else value
     return cls(**kwargs)
