@@ -1,3 +1,4 @@
+import importlib
 import torch
 
 from nndiff.evaluate import mean_offdiagonal, pairwise_iou
@@ -46,3 +47,20 @@ def test_snapshots_every_n_steps_are_those_of_the_same_trajectory():
     assert [s["step"] for s in sparse.snapshots] == [9, 13, 17]
     assert torch.equal(sparse.params, dense.params[3::4])
     assert sparse.info["collect"]["every"] == 4
+
+
+def test_the_papers_recipe_trains_the_base_model_with_sgd(monkeypatch):
+    """--recipe sgd reaches base training: SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine decay;
+    the default stays AdamW with its one-cycle schedule."""
+    collect_module = importlib.import_module("nndiff.collect")
+
+    made = []
+    real = collect_module.base_optimizer
+    monkeypatch.setattr(collect_module, "base_optimizer", lambda *a: made.append(real(*a)) or made[-1])
+    for recipe in ("sgd", "adamw"):
+        collect("digits-cnn", CollectConfig(k=2, burn_in=1, heldout=0, lr=0.5, base_epochs=1, recipe=recipe), progress=False)
+    (sgd, cosine), (adamw, one_cycle) = made
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["lr"] == 0.1 and sgd.defaults["momentum"] == 0.9
+    assert sgd.defaults["weight_decay"] == 5e-4 and type(cosine) is torch.optim.lr_scheduler.CosineAnnealingLR
+    assert cosine.get_last_lr()[0] < 1e-3  # decayed to (nearly) zero by the last step
+    assert type(adamw) is torch.optim.AdamW and type(one_cycle) is torch.optim.lr_scheduler.OneCycleLR

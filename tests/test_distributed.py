@@ -56,7 +56,7 @@ def _agree_worker(rank: int, port: int, same: bool, out) -> None:
     import torch.distributed as dist
     from torch import nn
 
-    from nndiff.train import check_ranks_agree
+    from nndiff.runtime import check_ranks_agree
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0 if same else rank)
@@ -94,10 +94,17 @@ def test_ranks_that_disagree_are_refused(same):
 
 
 def test_sharded_collection_equals_one_process(tmp_path):
-    """Rank 0 trains the base model, the runs are dealt out over the ranks, evaluation is shared:
-    the zoo is the one a single process collects, bit for bit."""
+    """The runs are dealt out over the ranks, evaluation is shared: from the same base model the zoo is
+    the one a single process collects, bit for bit. (A base model trained data-parallel differs from a
+    single process's in the last bits of its gradient sums; it is tested below.)"""
+    from safetensors.torch import save_file
+
+    from nndiff.tasks import get_task
+
+    torch.manual_seed(0)
+    save_file(get_task("digits-cnn").make_model().state_dict(), tmp_path / "base.safetensors")
     args = ["--quiet", "collect", "--task", "digits-cnn", "-k", "30", "--runs", "3", "--burn-in", "10", "--heldout", "8",
-            "--epochs", "3"]
+            "--base", str(tmp_path / "base.safetensors")]
     torchrun(args + ["--out", str(tmp_path / "two")])
     # torchrun gives each worker one thread; so does the reference, or float sums differ in their last bits
     subprocess.run([sys.executable, "-m", "nndiff", *args, "--out", str(tmp_path / "one")], check=True,
@@ -183,3 +190,69 @@ def test_more_processes_than_gpus_is_refused_before_joining(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(NndiffError, match=r"2 processes on this node, which has 1 GPU\(s\).*--nproc_per_node 1.*--device cpu"):
         init_distributed("auto")
+
+
+def _vision_or_skip():
+    if not os.environ.get("CI"):
+        pytest.importorskip("torchvision")
+        pytest.importorskip("timm")
+
+
+def test_two_process_streamed_vision_collection_equals_one_process(tmp_path):
+    """Image files streamed through DataLoader workers, the runs dealt out over 2 processes: the zoo is a
+    single process's, bit for bit (same base model, given with --base)."""
+    _vision_or_skip()
+    from safetensors.torch import save_file
+
+    from nndiff.tasks import get_task
+    from tests.vision_fixtures import write_imagenet
+
+    root = write_imagenet(tmp_path / "data")
+    torch.manual_seed(0)
+    save_file(get_task("imagenet-resnet18", str(root), 32).make_model().state_dict(), tmp_path / "base.safetensors")
+    args = ["--quiet", "collect", "--task", "imagenet-resnet18", "--data-root", str(root), "--image-size", "32",
+            "--base", str(tmp_path / "base.safetensors"), "-k", "6", "--runs", "2", "--burn-in", "3", "--heldout", "2",
+            "--lr", "0.05"]
+    torchrun(args + ["--out", str(tmp_path / "two")])
+    subprocess.run([sys.executable, "-m", "nndiff", *args, "--out", str(tmp_path / "one")], check=True,
+                   env={**CPU_ENV, "OMP_NUM_THREADS": "1"})
+    two, one = Zoo.load(tmp_path / "two"), Zoo.load(tmp_path / "one")
+    assert torch.equal(two.params, one.params) and torch.equal(two.heldout, one.heldout)
+    assert two.snapshots == one.snapshots
+
+
+BATCH_LOG = '''
+import os
+from nndiff.tasks.digits import digits_cnn
+
+def make_task():
+    task = digits_cnn()
+    task.base_epochs = 2
+    def train_step(model, x, y, opt):
+        with open(os.path.join(os.environ["BATCH_LOG"], os.environ.get("RANK", "0")), "a") as f:
+            f.write(f"{type(model).__name__} {len(x)}\\n")
+        return type(task).train_step(task, model, x, y, opt)
+    task.train_step = train_step
+    return task
+'''
+
+
+def test_base_training_under_torchrun_is_data_parallel(tmp_path):
+    """Both ranks train the base model, each on half of every batch with gradients averaged (DDP), and
+    end with the same weights; the base model is not rank 0's alone while the others wait."""
+    (tmp_path / "task.py").write_text(BATCH_LOG)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    args = ["--quiet", "collect", "--task", f"{tmp_path / 'task.py'}:make_task", "-k", "4", "--burn-in", "2",
+            "--heldout", "0", "--lr", "0.5", "--out", str(tmp_path / "zoo")]
+    result = subprocess.run(TORCHRUN + args, capture_output=True, text=True, timeout=600,
+                            env={**CPU_ENV, "BATCH_LOG": str(logs)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    from nndiff.tasks.digits import digits_cnn
+
+    task = digits_cnn()
+    steps = 2 * (len(task.splits()["train"]) // task.batch_size)  # 2 epochs
+    for r in ("0", "1"):
+        lines = (logs / r).read_text().splitlines()
+        base = [line for line in lines if line.startswith("DistributedDataParallel")]
+        assert len(base) == steps and set(base) == {f"DistributedDataParallel {task.batch_size // 2}"}, (r, lines[:3])

@@ -4,9 +4,11 @@ CI installs the extra, so there these tests run; elsewhere they are skipped only
 or timm is missing.
 """
 
+import importlib
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +28,9 @@ from tests import vision_fixtures as fx  # noqa: E402
 # every rung of its ladder on each of them (the probe is tested on its own).
 TINY = ["--epochs", "1", "-k", "4", "--burn-in", "2", "--heldout", "2", "--lr", "0.05", "--ae-steps", "5", "--diffusion-steps", "5",
         "-n", "3", "--steps", "3", "--no-report"]
-WRITERS = {"cifar10": fx.write_cifar10, "cifar100": fx.write_cifar100, "mnist": fx.write_mnist, "imagefolder": fx.write_imagefolder}
+WRITERS = {"cifar10": fx.write_cifar10, "cifar100": fx.write_cifar100, "mnist": fx.write_mnist, "imagefolder": fx.write_imagefolder,
+           "stl10": fx.write_stl10, "flowers102": fx.write_flowers102, "pets": fx.write_pets, "food101": fx.write_food101,
+           "imagenet": fx.write_imagenet}
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +38,21 @@ def roots(tmp_path_factory):
     return {name: write(tmp_path_factory.mktemp(name)) for name, write in WRITERS.items()}
 
 
-@pytest.mark.parametrize("task", ["cifar10-resnet18", "cifar100-resnet50", "mnist-vit-tiny", "imagefolder-convnext-tiny",
-                                  "cifar10-vit-tiny", "cifar100-convnext-tiny", "mnist-resnet18", "imagefolder-resnet18"])
-def test_pipeline_on_each_format_and_architecture(task, roots, tmp_path):
+# Every dataset and every architecture at least once; in memory (CIFAR, MNIST, STL-10 at 96 px) and
+# streamed (image files, a non-native size), CIFAR-style (<= 64 px) and ImageNet-style (80 px) transforms.
+# The two large models (86M and 88M parameters) see 16-px images, so they cost seconds on the CPU.
+PIPELINES = [("cifar10-resnet18", None), ("cifar100-resnet50", None), ("mnist-vit-tiny", None),
+             ("imagefolder-convnext-tiny", None), ("cifar10-vit-tiny", None), ("mnist-resnet18", 48),
+             ("stl10-resnet18", None), ("flowers102-vit-base", 16), ("pets-resnet50", 80), ("food101-vit-tiny", 32),
+             ("imagenet-convnext-base", 32), ("imagenet-resnet18", 80)]
+
+
+@pytest.mark.parametrize("task,size", PIPELINES)
+def test_pipeline_on_each_format_and_architecture(task, size, roots, tmp_path):
     dataset = task.split("-")[0]
     out = tmp_path / "run"
-    assert main(["--quiet", "run", "--task", task, "--data-root", str(roots[dataset]), "--out", str(out), *TINY]) == 0
+    sized = [] if size is None else ["--image-size", str(size)]
+    assert main(["--quiet", "run", "--task", task, "--data-root", str(roots[dataset]), "--out", str(out), *sized, *TINY]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["generated"]["count"] == 3
     zoo = json.loads((out / "zoo" / "manifest.json").read_text())
@@ -51,7 +64,7 @@ def test_pipeline_on_each_format_and_architecture(task, roots, tmp_path):
 def test_paper_default_selections(capsys):
     # the paper's subsets: ResNet-18 2,048, ResNet-50 5,120, ViT-Tiny 768 values
     expected = {"cifar100-resnet18": "2,048", "cifar100-resnet50": "5,120", "cifar10-vit-tiny": "768",
-                "cifar10-convnext-tiny": "3,072"}
+                "cifar10-convnext-tiny": "3,072", "imagenet-vit-base": "3,072", "imagenet-convnext-base": "4,096"}
     for task, values in expected.items():
         assert main(["inspect", "--task", task]) == 0
         assert f"matches 4 tensors, {values} values" in capsys.readouterr().out
@@ -79,7 +92,7 @@ def test_missing_or_wrong_data_gives_a_clear_error(tmp_path, capsys):
 
 
 def test_cifar_files_cannot_run_code(tmp_path):
-    from nndiff.tasks.vision import _read_cifar_batch
+    from nndiff.tasks.datasets import _read_cifar_batch
 
     marker = tmp_path / "pwned"
 
@@ -124,3 +137,126 @@ def test_batched_evaluation_matches_the_loop(task_name, roots):
     fast = evaluate_params(task, model, layout, params, {"t": test}, progress=False, batched=True)["t"]
     slow = evaluate_params(task, model, layout, params, {"t": test}, progress=False, batched=False)["t"]
     assert torch.equal(fast.predictions, slow.predictions)
+
+
+@pytest.mark.parametrize("dataset", ["stl10", "flowers102", "pets", "food101", "imagenet"])
+def test_each_reader_gives_the_images_and_labels_of_its_layout(dataset, roots):
+    """Every split non-empty, labels within the classes, images standardized; in memory only at the native size."""
+    import torch
+
+    from nndiff.tasks import get_task
+    from nndiff.tasks.base import batches
+
+    task = get_task(f"{dataset}-resnet18", str(roots[dataset]), 32)
+    splits = task.splits()
+    classes = task.make_model().fc.out_features
+    for name, split in splits.items():
+        assert len(split) > 0 and 0 <= int(split.y.min()) and int(split.y.max()) < classes, name
+    x = torch.cat(list(batches(splits["train"].x, 7)))
+    assert x.shape == (len(splits["train"]), 3, 32, 32) and abs(float(x.mean())) < 0.2
+    native = get_task(f"{dataset}-resnet18", str(roots[dataset])).splits()["train"]
+    assert isinstance(native.x, torch.Tensor) == (dataset == "stl10")
+
+
+def test_flowers_uses_its_official_validation_split(roots):
+    from nndiff.tasks import get_task
+
+    splits = get_task("flowers102-resnet18", str(roots["flowers102"]), 32).splits()
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [6, 6, 6]
+
+
+def test_streamed_batches_do_not_depend_on_workers_or_history(roots):
+    """A step's images and augmentation follow from (seed, step) alone: any worker count, any start."""
+    import torch
+
+    from nndiff.tasks import get_task
+
+    train = get_task("imagenet-resnet18", str(roots["imagenet"]), 80).splits()["train"]
+    one = train.random_batches(5, seed=3, start=0)
+    steps = [next(one) for _ in range(4)]
+    train.workers = 2
+    later = next(train.random_batches(5, seed=3, start=3))
+    assert torch.equal(later[0], steps[3][0]) and torch.equal(later[1], steps[3][1])
+    assert not torch.equal(steps[0][0], steps[1][0])  # the steps differ
+    # each image its own draw: one image under two seeds differs, under one seed is the same
+    a, b, again = (train.samples[(0, seed)][0] for seed in (1, 2, 1))
+    assert torch.equal(a, again) and not torch.equal(a, b)
+
+
+def _stop_after(calls: int):
+    """A train_step that raises KeyboardInterrupt after `calls` steps (a stand-in for Ctrl-C)."""
+    from nndiff.tasks.base import ClassificationTask
+
+    count = {"n": 0}
+
+    def step(self, model, x, y, opt):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise KeyboardInterrupt
+        return ClassificationTask.train_step(self, model, x, y, opt)
+
+    return step
+
+
+def test_a_resumed_streamed_collection_equals_an_uninterrupted_one(roots, tmp_path, monkeypatch):
+    import torch
+
+    collect_module = importlib.import_module("nndiff.collect")
+    from nndiff.collect import CollectConfig, collect
+    from nndiff.stage import Stage
+    from nndiff.tasks import get_task
+    from nndiff.tasks.vision import VisionTask
+
+    config = CollectConfig(k=6, runs=2, burn_in=3, heldout=2, lr=0.05, image_size=32, base_epochs=1,
+                           data_root=str(roots["imagenet"]), device="cpu")
+    task = get_task("imagenet-resnet18", str(roots["imagenet"]), 32)
+    torch.manual_seed(0)
+    base = {k: v.clone() for k, v in task.make_model().state_dict().items()}
+    clean = collect("imagenet-resnet18", config, progress=False, base_state=base)
+    monkeypatch.setattr(collect_module, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(VisionTask, "train_step", _stop_after(9), raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        collect("imagenet-resnet18", config, progress=False, base_state=base, stage=Stage(tmp_path))
+    monkeypatch.undo()
+    monkeypatch.setattr(collect_module, "CHECKPOINT_EVERY", 2)
+    resumed = collect("imagenet-resnet18", config, progress=False, base_state=base, stage=Stage(tmp_path))
+    assert resumed.info["resumed_at_steps"][1] > 0  # the second run was cut short and resumed
+    assert torch.equal(resumed.params, clean.params) and torch.equal(resumed.heldout, clean.heldout)
+
+
+def test_a_torchvision_state_dict_is_a_base_for_the_imagenet_rows(roots, tmp_path):
+    """Above 64 px the ResNets are torchvision's own: its state_dict (here with the fixture's 3 classes),
+    saved with torch.save, is a --base as it is; collection starts from exactly those weights."""
+    import torch
+    import torchvision
+
+    from nndiff.zoo import Zoo
+
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(num_classes=3).state_dict()
+    torch.save(state, tmp_path / "resnet18.pth")
+    out = tmp_path / "zoo"
+    assert main(["--quiet", "collect", "--task", "imagenet-resnet18", "--data-root", str(roots["imagenet"]),
+                 "--image-size", "80", "--base", str(tmp_path / "resnet18.pth"), "-k", "2", "--burn-in", "1",
+                 "--heldout", "0", "--lr", "0.05", "--out", str(out)]) == 0
+    base = Zoo.load(out).base_state
+    assert all(torch.equal(base[k], v) for k, v in state.items())
+
+
+def test_the_paper_table_runs_the_rows_whose_data_it_finds(roots, tmp_path, capsys):
+    """bench/paper_table.py: the ImageNet row runs (the paper's SGD recipe for a ResNet) and sits beside
+    the published number; a row without its data is named with the reader's reason, not run."""
+    spec = importlib.util.spec_from_file_location("paper_table", Path(__file__).parents[1] / "bench" / "paper_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    out = tmp_path / "paper"
+    assert table.main(["--data-root", str(tmp_path), "--imagenet", str(roots["imagenet"]), "--rows", "imagenet-resnet18",
+                       "cifar100-resnet18", "--out", str(out), "--", "--image-size", "32", *TINY]) == 0
+    text = (out / "paper_table.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| imagenet-resnet18 |"))
+    assert "| sgd | 69.52 → 70.40 |" in row and "[" in row  # the recipe, the paper's numbers, an interval
+    assert "| cifar100-resnet18 |" in text and "not run: CIFAR data not found" in text
+    manifest = json.loads((out / "imagenet-resnet18" / "zoo" / "manifest.json").read_text())
+    assert manifest["collect"]["recipe"] == "sgd" and manifest["image_size"] == 32
+    assert table.main(["--list", "--rows", "pets-vit-base"]) == 0
+    assert "DATA/oxford-iiit-pet/" in capsys.readouterr().out

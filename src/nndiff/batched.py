@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .params import Layout
+from .tasks.base import batches
 
 
 class TrunkAndHead:
@@ -126,17 +127,18 @@ def predict_batched(
     parts: TrunkAndHead,
     layout: Layout,
     params: torch.Tensor,
-    x: torch.Tensor,
+    x,
     data_batch: int = 1024,
     model_batch: int = 4,
 ) -> torch.Tensor:
-    """[N, n] class predictions (argmax of the output) of N parameter sets on inputs x."""
+    """[N, n] class predictions (argmax of the output) of N parameter sets on inputs x (a tensor, or a
+    streamed split's images)."""
     if len(params) == 0:
-        return torch.empty(0, len(x), dtype=torch.long, device=x.device)
+        return torch.empty(0, len(x), dtype=torch.long, device=params.device)
     parts.module.eval()
     outputs = []
-    for ds in _chunks(len(x), data_batch):
-        boundary = parts.trunk(x[ds])
+    for chunk in batches(x, data_batch):
+        boundary = parts.trunk(chunk)
         cols = []
         for ms in _chunks(len(params), model_batch):
             stacked = {e.name: params[ms, e.offset : e.offset + e.numel].reshape(-1, *e.shape) for e in layout.entries}

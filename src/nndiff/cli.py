@@ -233,6 +233,7 @@ def build_parser():
         dest="data_root",
         help="vision tasks: the dataset directory (only ImageFolder needs it, for its class count)",
     )
+    p.add_argument("--image-size", dest="image_size", type=int, help="vision tasks: the image side in pixels")
 
     _command(sub, "tasks", "list the built-in tasks")
     return parser
@@ -261,7 +262,7 @@ def dispatch(command: str, args, quiet: bool) -> int:
         from .params import describe
         from .tasks import get_task
 
-        task = get_task(args.task, args.data_root)
+        task = get_task(args.task, args.data_root, args.image_size)
         print(describe(task.make_model(), args.select or task.default_select))
     elif command == "tasks":
         from .tasks import TASKS

@@ -32,12 +32,27 @@ from .checks import SEED_MAX, setting, check_fields
 from .errors import NndiffError
 from .evaluate import evaluate_params_sharded, mean_offdiagonal, pairwise_iou
 from .params import Layout
-from .runtime import DEVICES, all_gather, broadcast, is_main, rank, resolve_device, seed_everything, world_size
+from .runtime import (
+    DEVICES,
+    all_gather,
+    broadcast,
+    broadcast_buffers,
+    check_ranks_agree,
+    data_parallel,
+    is_main,
+    rank,
+    resolve_device,
+    seed_everything,
+    shard,
+    world_size,
+)
 from .stage import Stage
 from .tasks import ClassificationTask, get_task, resolve_task_spec
+from .tasks.images import StreamedSplit
 from .zoo import Zoo, load_base
 
 CHECKPOINT_EVERY = 50  # collection steps between progress checkpoints
+RECIPES = ("adamw", "sgd")  # how a base model is trained (base_optimizer)
 
 
 @dataclass
@@ -96,6 +111,22 @@ class CollectConfig:
     amp: bool = setting(
         False, "bf16 autocast for base training and collection (for CUDA; evaluation stays float32)", flag="--amp"
     )
+    recipe: str = setting(
+        "adamw",
+        "how the base model is trained: adamw (AdamW, one-cycle, the task's base_lr) or sgd (the paper's: "
+        "SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine decay)",
+        choices=RECIPES,
+        flag="--recipe",
+    )
+    image_size: int | None = setting(
+        None,
+        "vision tasks: the side of the images the model sees, in pixels (default: the dataset's, "
+        "32 for CIFAR and MNIST, 96 for STL-10, 224 for the others)",
+        low=8,
+        integer=True,
+        optional=True,
+        flag="--image-size",
+    )
 
     def validate(self) -> "CollectConfig":
         check_fields(self)
@@ -113,12 +144,30 @@ def augment(task, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return task.augment(x, generator) if hasattr(task, "augment") else x
 
 
-def train_base(
-    task: ClassificationTask, seed: int, device: torch.device, progress: bool = True, stage: Stage | None = None
-) -> nn.Module:
-    """Train the task's model from scratch: AdamW with a one-cycle schedule for task.base_epochs.
+def base_optimizer(model: nn.Module, task, recipe: str, total: int):
+    """The base model's optimizer and schedule. adamw: AdamW at the task's base_lr, weight decay 1e-4,
+    a one-cycle schedule (what the small built-ins are tuned for); sgd: the paper's recipe, SGD at
+    lr 0.1, momentum 0.9, weight decay 5e-4, the learning rate decayed to zero on a cosine."""
+    if recipe == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    opt = torch.optim.AdamW(model.parameters(), lr=task.base_lr, weight_decay=1e-4)
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=task.base_lr, total_steps=total)
 
-    With a `stage`, the state is saved after every epoch and training resumes from the last one.
+
+def train_base(
+    task: ClassificationTask,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+    stage: Stage | None = None,
+    recipe: str = "adamw",
+) -> nn.Module:
+    """Train the task's model from scratch for task.base_epochs with `recipe` (see base_optimizer).
+
+    Under torchrun it is data-parallel: every rank draws the same batch and trains on its share of
+    it, gradients averaged over the ranks. With a `stage`, the state is saved after every epoch and
+    training resumes from the last one.
     """
     stage = stage or Stage(None)
     gen = seed_everything(seed)
@@ -127,10 +176,9 @@ def train_base(
     batch = min(task.batch_size, len(train))
     steps_per_epoch = max(1, len(train) // batch)
     total = task.base_epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=task.base_lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=task.base_lr, total_steps=total)
+    opt, sched = base_optimizer(model, task, recipe, total)
     start = 0
-    saved = stage.load("base", mine=True)  # rank 0 trains the base model alone
+    saved = stage.load("base")
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
@@ -138,27 +186,42 @@ def train_base(
         set_rng_state(gen, saved["rng"])
         start = saved["epoch"]
     model.train()
-    bar = tqdm(total=total, initial=start * steps_per_epoch, desc="base model", disable=not progress, leave=False)
+    net = data_parallel(model)
+    share = shard(batch)  # this rank's part of every batch (all of it in a single process)
+    streamed = isinstance(train, StreamedSplit)
+    bar = tqdm(
+        total=total,
+        initial=start * steps_per_epoch,
+        desc="base model",
+        disable=not progress or not is_main(),
+        leave=False,
+    )
     for epoch in range(start, task.base_epochs):
-        order = torch.randperm(len(train), generator=gen).to(device)
+        if streamed:  # the images and their augmentation follow from (seed, epoch)
+            loader = train.epoch_batches(batch, seed, epoch, share)
+        else:
+            order = torch.randperm(len(train), generator=gen).to(device)
         for i in range(steps_per_epoch):
-            idx = order[i * batch : (i + 1) * batch]
-            loss = task.train_step(model, augment(task, train.x[idx], gen), train.y[idx], opt)
+            if streamed:
+                x, y = next(loader)
+            else:
+                idx = order[i * batch : (i + 1) * batch]
+                x, y = augment(task, train.x[idx], gen)[share], train.y[idx][share]
+            loss = task.train_step(net, x, y, opt)
             sched.step()
             bar.update()
         bar.set_postfix(loss=f"{loss:.3f}")
-        stage.save(
-            "base",
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": rng_state(gen),
-                "epoch": epoch + 1,
-            },
-            mine=True,
-        )
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": rng_state(gen),
+            "epoch": epoch + 1,
+        }
+        stage.save("base", state)
     bar.close()
+    broadcast_buffers(model)
+    check_ranks_agree(model)
     model.eval()
     return model
 
@@ -184,14 +247,22 @@ class Trajectory:
         self.opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
         self.train = task.splits()["train"].to(device)
         self.device = device
-        self.gen = torch.Generator().manual_seed(seed)
+        self.seed, self.gen = seed, torch.Generator().manual_seed(seed)
         self.steps = 0
+        self._stream = None  # a streamed split's batches, from the current step on
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        count = min(self.task.batch_size, len(self.train))
+        if isinstance(self.train, StreamedSplit):  # a pure function of (seed, step): see tasks/images.py
+            if self._stream is None:
+                self._stream = self.train.random_batches(count, self.seed, self.steps)
+            return next(self._stream)
+        idx = torch.randint(len(self.train), (count,), generator=self.gen).to(self.device)
+        return augment(self.task, self.train.x[idx], self.gen), self.train.y[idx]
 
     def step(self) -> None:
-        count = min(self.task.batch_size, len(self.train))
-        idx = torch.randint(len(self.train), (count,), generator=self.gen).to(self.device)
-        x = augment(self.task, self.train.x[idx], self.gen)
-        loss = self.task.train_step(self.model, x, self.train.y[idx], self.opt)
+        x, y = self.batch()
+        loss = self.task.train_step(self.model, x, y, self.opt)
         if not math.isfinite(loss):
             raise NndiffError(
                 f"collection diverged (loss {loss}) at step {self.steps} with lr {self.lr}; use a smaller --lr"
@@ -222,6 +293,7 @@ class Trajectory:
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
         self.steps = state["steps"]
+        self._stream = None
 
 
 def snapshots(trajectory: Trajectory, count: int, burn_in: int, every: int) -> Iterator[torch.Tensor]:
@@ -281,7 +353,7 @@ def collection_settings(task, config: CollectConfig, base_state: dict[str, torch
 
 def configured_task(task: ClassificationTask | str, config: CollectConfig):
     """The task with the collection's overrides (--amp, --epochs), leaving the caller's object as it was."""
-    task = get_task(task, config.data_root) if isinstance(task, str) else copy.copy(task)
+    task = get_task(task, config.data_root, config.image_size) if isinstance(task, str) else copy.copy(task)
     if config.amp:
         if not hasattr(task, "amp"):
             raise NndiffError("--amp needs a task built on nndiff.tasks.ClassificationTask")
@@ -292,15 +364,9 @@ def configured_task(task: ClassificationTask | str, config: CollectConfig):
 
 
 def _base_model(task, config: CollectConfig, device, progress: bool, base_state, stage: Stage) -> nn.Module:
-    """The model collection starts from: `base_state`, or one trained here. Under torchrun rank 0
-    trains it and the other ranks start from its weights."""
+    """The model collection starts from: `base_state`, or one trained here (data-parallel under torchrun)."""
     if base_state is None:
-        base = train_base(task, config.seed, device, progress, stage) if is_main() else None
-        if world_size() == 1:
-            return base
-        base_state = broadcast({k: v.cpu() for k, v in base.state_dict().items()} if is_main() else None)
-        if is_main():
-            return base
+        return train_base(task, config.seed, device, progress, stage, config.recipe)
     return load_base(task, base_state).to(device)
 
 
@@ -408,6 +474,7 @@ def collect(
     info = {
         "select": list(select),
         "data_root": getattr(task, "data_root", None),
+        "image_size": getattr(task, "image_size", None),
         "mean_pairwise_iou_val": diversity,
         "collect": {**asdict(config), "select": list(select), "lr": lr, "every": every, "device": str(device)},
         "settings": settings,  # what the zoo depends on: a rerun with the same settings reuses it

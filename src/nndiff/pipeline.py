@@ -45,8 +45,8 @@ from .report import write_report
 from .runtime import barrier, is_main, main_lock, resolve_device, world_size
 from .storage import load_json, load_state_dict, load_yaml, save_json, save_yaml
 from .train import fit
-from .tasks import get_task, resolve_task_spec
-from .collect import CollectConfig, collect, collection_settings
+from .tasks import resolve_task_spec
+from .collect import CollectConfig, collect, collection_settings, configured_task
 from .stage import Stage
 from .zoo import Zoo
 
@@ -81,7 +81,7 @@ def collect_zoo(
 def _complete_zoo(out: Path, task: str, config: CollectConfig, base_state) -> Zoo:
     """The zoo already in `out`, when it was collected with these settings: a finished stage is not redone."""
     zoo = Zoo.load(out)
-    wanted = collection_settings(get_task(task, config.data_root), config, base_state)
+    wanted = collection_settings(configured_task(task, config), config, base_state)
     if zoo.task != resolve_task_spec(task) or zoo.info.get("settings") != wanted:
         raise NndiffError(
             f"{out} holds a complete zoo collected with other settings (or for another task); "

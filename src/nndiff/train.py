@@ -7,7 +7,6 @@ resume, checkpoint and budget lines.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 
@@ -25,7 +24,17 @@ from .diffusion import make_scheduler, training_loss
 from .errors import NndiffError
 from .generate import ParamGenerator, fingerprint
 from .params import Normalizer
-from .runtime import all_gather, broadcast, is_main, rank, resolve_device, seed_everything, world_size
+from .runtime import (
+    all_gather,
+    broadcast,
+    check_ranks_agree,
+    data_parallel,
+    is_main,
+    rank,
+    resolve_device,
+    seed_everything,
+    world_size,
+)
 from .stage import Stage
 from .zoo import Zoo
 
@@ -79,7 +88,7 @@ def train_autoencoder(
     train_x = x[keep.to(x.device)]
     check_rows = rows if len(rows) else torch.arange(len(x))
     ae = Autoencoder(x.shape[1], cfg).to(x.device)
-    net = _data_parallel(ae)
+    net = data_parallel(ae)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(train_x))
     stage = stage or Stage(None)
@@ -140,7 +149,7 @@ def train_diffusion(
     auto = cfg.steps == "auto"
     total = cfg.max_steps if auto else cfg.steps
     model = Denoiser(tuple(z.shape[1:]), config.denoiser, 0 if cond is None else cond.shape[1]).to(z.device)
-    net = _data_parallel(model)  # broadcasts rank 0's initial weights, so every EMA starts equal
+    net = data_parallel(model)  # broadcasts rank 0's initial weights, so every EMA starts equal
     ema = copy.deepcopy(model).requires_grad_(False)
     scheduler = make_scheduler(cfg, "ddpm")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -204,32 +213,6 @@ def _budget(cfg, trained: int, stopped: bool, curve: list[dict], held_back: int 
     if held_back is not None and auto:
         out["held_back_snapshots"] = held_back
     return out
-
-
-def check_ranks_agree(*modules: nn.Module) -> None:
-    """Under torchrun every rank must end with the same weights: each step's gradients are averaged
-    over the ranks. A rank that trained on its own batches alone (no all-reduce) would not."""
-    if world_size() == 1:
-        return
-    digest = hashlib.sha256()
-    for module in modules:
-        for value in module.state_dict().values():
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    digests = all_gather(digest.hexdigest())
-    if len(set(digests)) > 1:
-        raise NndiffError(
-            f"the {len(digests)} processes ended training with different weights, so their gradients were "
-            "not averaged; this is a bug, please report it (train with one process meanwhile)"
-        )
-
-
-def _data_parallel(model: nn.Module) -> nn.Module:
-    """DDP-wrapped under torchrun (gradients averaged over ranks), the model itself otherwise."""
-    if world_size() == 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(model)
 
 
 def _per_rank_batch(batch: int, n: int) -> int:

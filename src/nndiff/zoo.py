@@ -42,7 +42,7 @@ class Zoo:
 
     def make_task(self):
         """The task this zoo was collected on (vision tasks: reading the recorded data root)."""
-        return get_task(self.task, self.info.get("data_root"))
+        return get_task(self.task, self.info.get("data_root"), self.info.get("image_size"))
 
     def model(self, task: ClassificationTask) -> nn.Module:
         """A fresh model of the task holding the base weights, in eval mode."""

@@ -51,16 +51,19 @@ def resolve_task_spec(spec: str) -> str:
     return spec
 
 
-def get_task(spec: str, data_root: str | None = None):
+def get_task(spec: str, data_root: str | None = None, image_size: int | None = None):
     """A built-in task by name, or a user task from 'file.py:function' / 'package.module:function'.
 
-    `data_root` is where the vision tasks read their dataset (default: $NNDIFF_DATA_ROOT).
+    `data_root` is where the vision tasks read their dataset (default: $NNDIFF_DATA_ROOT), `image_size`
+    the side of their images (default: the dataset's).
     """
+    vision = parse_vision_name(spec)
+    if image_size is not None and not vision:
+        raise NndiffError(f"--image-size is for the vision tasks; task {spec!r} decides its own inputs")
     if spec in TASKS:
         return TASKS[spec]()
-    vision = parse_vision_name(spec)
     if vision:
-        return make_vision_task(*vision, data_root)
+        return make_vision_task(*vision, data_root, image_size)
     if ":" not in spec:
         raise NndiffError(
             f"unknown task {spec!r}; built-in tasks: {', '.join(TASKS)}, and the vision tasks "

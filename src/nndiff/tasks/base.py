@@ -26,6 +26,13 @@ class Split:
         return Split(self.x.to(device), self.y.to(device))
 
 
+def batches(x, size: int):
+    """`x` in batches of `size`: slices of a tensor, or a streamed split's images read in turn."""
+    if isinstance(x, torch.Tensor):
+        return (x[i : i + size] for i in range(0, len(x), size))
+    return x.batches(size)
+
+
 @dataclass
 class Evaluation:
     accuracy: float  # percent
@@ -85,9 +92,7 @@ class ClassificationTask:
         """Predicted classes for `x`, in eval mode (BatchNorm uses its running statistics)."""
         was_training = model.training
         model.eval()
-        preds = torch.cat(
-            [model(x[i : i + self.eval_batch_size]).argmax(1) for i in range(0, len(x), self.eval_batch_size)]
-        )
+        preds = torch.cat([model(chunk).argmax(1) for chunk in batches(x, self.eval_batch_size)])
         model.train(was_training)
         return preds
 
