@@ -153,7 +153,7 @@ def test_each_reader_gives_the_images_and_labels_of_its_layout(dataset, roots):
     for name, split in splits.items():
         assert len(split) > 0 and 0 <= int(split.y.min()) and int(split.y.max()) < classes, name
     x = torch.cat(list(batches(splits["train"].x, 7)))
-    assert x.shape == (len(splits["train"]), 3, 32, 32) and abs(float(x.mean())) < 0.2
+    assert x.shape == (len(splits["train"]), 3, 32, 32) and abs(float(x.mean())) < 0.2 and abs(float(x.std()) - 1) < 0.2
     native = get_task(f"{dataset}-resnet18", str(roots[dataset])).splits()["train"]
     assert isinstance(native.x, torch.Tensor) == (dataset == "stl10")
 

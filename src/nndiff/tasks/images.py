@@ -123,10 +123,17 @@ class _Samples(Dataset):
 
 
 def channel_stats(source: ImageSource, indices: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of up to STATS_IMAGES training images (a fixed subset), as evaluated."""
+    """Per-channel mean and std of up to STATS_IMAGES training images (a fixed subset), as evaluated;
+    summed image by image, so 1,000 images at 224 px cost no more memory than one."""
     pick = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(0))[:STATS_IMAGES]]
-    x = torch.stack([transform(source.image(int(i)), size, False, None) for i in pick])
-    return x.mean((0, 2, 3))[:, None, None], x.std((0, 2, 3)).clamp_min(1e-3)[:, None, None]
+    total = squares = 0
+    for i in pick:
+        x = transform(source.image(int(i)), size, False, None).double().flatten(1)
+        total, squares = total + x.sum(1), squares + (x * x).sum(1)
+    count = len(pick) * size * size
+    mean = total / count
+    std = ((squares / count - mean**2).clamp_min(0) * count / max(1, count - 1)).sqrt()
+    return mean.float()[:, None, None], std.float().clamp_min(1e-3)[:, None, None]
 
 
 def default_workers() -> int:
