@@ -192,6 +192,26 @@ def test_more_processes_than_gpus_is_refused_before_joining(monkeypatch):
         init_distributed("auto")
 
 
+def test_the_process_group_gets_an_explicit_timeout(monkeypatch):
+    """120 minutes, or $NNDIFF_DIST_TIMEOUT_MINUTES, instead of the backend's default (10 minutes with
+    NCCL, which a rank training alone at ImageNet scale outlasts); a bad value is a one-line error."""
+    import datetime
+
+    import torch.distributed as dist
+
+    joined = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: joined.update(backend=backend, **kw))
+    assert init_distributed("cpu") and joined == {"backend": "gloo", "timeout": datetime.timedelta(minutes=120)}
+    monkeypatch.setenv("NNDIFF_DIST_TIMEOUT_MINUTES", "300")
+    init_distributed("cpu")
+    assert joined["timeout"] == datetime.timedelta(minutes=300)
+    monkeypatch.setenv("NNDIFF_DIST_TIMEOUT_MINUTES", "soon")
+    with pytest.raises(NndiffError, match="NNDIFF_DIST_TIMEOUT_MINUTES must be a positive number"):
+        init_distributed("cpu")
+
+
 def _vision_or_skip():
     if not os.environ.get("CI"):
         pytest.importorskip("torchvision")
