@@ -77,3 +77,23 @@ def test_automatic_token_size():
     assert auto_token_size(14_154) == 16 and auto_token_size(1_000_000) == 1024
     ae = Autoencoder(10_000, AutoencoderConfig(channels=8, depth=2))  # token_size 0: automatic
     assert ae.token == 16 and ae.latent_shape == (4, 157)  # ceil(10,000 / (16 * 2**2))
+
+
+def test_input_noise_drawn_after_the_token_map_has_the_distribution_of_noise_before_it():
+    """Tokenized: W(x + s·e) is drawn as W x + s·L z with L Lᵀ = W Wᵀ; its covariance matches adding the
+    noise to the input, which a transposed factor (covariance Lᵀ L) would not."""
+    from nndiff.autoencoder import PerPositionIn
+
+    torch.manual_seed(0)
+    layer = PerPositionIn(4, 64, token=16)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(4, 16) * torch.linspace(0.2, 2, 16))  # a W Wᵀ far from diagonal
+        x = torch.randn(20000, 60)  # not a multiple of the token: the last token is padded
+        clean = layer(x)
+        after = (layer(x, 0.5) - clean).transpose(1, 2).reshape(-1, 4)
+        before = (layer(x + 0.5 * torch.randn_like(x)) - clean)[:, :, :3].transpose(1, 2).reshape(-1, 4)
+    expected = 0.25 * layer.weight @ layer.weight.T
+    off = lambda c: float((c - expected).norm() / expected.norm())  # noqa: E731
+    assert off(before.T @ before / len(before)) < 0.03 and off(after.T @ after / len(after)) < 0.03
+    factor = torch.linalg.cholesky(expected)
+    assert off(factor.T @ factor) > 0.2  # the test tells the right factor from the wrong one

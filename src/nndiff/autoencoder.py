@@ -67,11 +67,28 @@ class PerPositionIn(nn.Module):
             self.weight = nn.Parameter(torch.randn(channels, token) / math.sqrt(token))
         self.bias = nn.Parameter(torch.zeros(channels, length // token))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        """token = 1: `x` padded to the layer's length. token > 1: `x` as it is, [B, D]: its whole
+        tokens are read in place and only the last one is padded, and input noise of std `noise` is
+        drawn after the linear map, where W(x + noise·e) is W x plus Gaussian noise of covariance
+        noise²·W Wᵀ: [B, N, C] draws instead of B x D (the largest cost of a step at 1M values)."""
         if self.token == 1:
             return x.unsqueeze(1) * self.weight + self.bias
-        tokens = x.view(x.shape[0], -1, self.token)  # [B, N, T]
-        return (tokens @ self.weight.T).transpose(1, 2) + self.bias
+        batch, dim = x.shape
+        t, n = self.token, self.bias.shape[1]
+        whole = dim // t
+        parts = [x[:, : whole * t].reshape(batch, whole, t) @ self.weight.T] if whole else []
+        if whole < n:
+            tail = F.pad(x[:, whole * t :], (0, (n - whole) * t - (dim - whole * t)))
+            parts.append(tail.view(batch, n - whole, t) @ self.weight.T)
+        h = torch.cat(parts, 1) if len(parts) > 1 else parts[0]  # [B, N, C]
+        if noise:
+            cov = self.weight @ self.weight.T
+            jitter = 1e-6 * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+            h = h + noise * (
+                torch.randn(h.shape, dtype=h.dtype, device=h.device) @ torch.linalg.cholesky(cov + jitter).T
+            )
+        return h.transpose(1, 2) + self.bias
 
 
 class PerPositionOut(nn.Module):
@@ -89,10 +106,24 @@ class PerPositionOut(nn.Module):
         self.weight = nn.Parameter(torch.randn(shape) / math.sqrt(channels))
         self.bias = nn.Parameter(torch.zeros(length))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+        """The first `dim` values (all of them by default). token > 1: the bias is added inside the matrix product of the whole
+        tokens and the padding of the last is never made, so no [B, padded] tensor is written (or
+        zero-filled in the backward pass)."""
+        dim = len(self.bias) if dim is None else dim
         if self.token == 1:
-            return (h * self.weight).sum(1) + self.bias
-        return (h.transpose(1, 2) @ self.weight.T).reshape(h.shape[0], -1) + self.bias
+            return ((h * self.weight).sum(1) + self.bias)[:, :dim]
+        batch, t = h.shape[0], self.token
+        whole = dim // t
+        features = h.transpose(1, 2)  # [B, N, C]
+        parts = []
+        if whole:
+            bias = self.bias[: whole * t].view(1, whole, t).expand(batch, whole, t)
+            parts.append(torch.baddbmm(bias, features[:, :whole], self.weight.T.expand(batch, -1, -1)).flatten(1))
+        if dim > whole * t:
+            last = features[:, whole] @ self.weight.T
+            parts.append(last[:, : dim - whole * t] + self.bias[whole * t : dim])
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
 
 def auto_token_size(dim: int) -> int:
@@ -137,19 +168,25 @@ class Autoencoder(nn.Module):
     def latent_shape(self) -> tuple[int, int]:
         return (self.config.latent_channels, self.padded // (2**self.config.depth * self.token))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, D] normalized parameters -> [B, latent_channels, L] latents, standardized per sample."""
-        z = self.encoder(F.pad(x, (0, self.padded - self.dim)))
+    def encode(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        """[B, D] normalized parameters -> [B, latent_channels, L] latents, standardized per sample;
+        `noise`: the std of the input noise augmentation."""
+        first = self.encoder[0]
+        if self.token == 1:
+            if noise:
+                x = x + noise * torch.randn_like(x)
+            h = first(F.pad(x, (0, self.padded - self.dim)))
+        else:
+            h = first(x, noise)
+        z = self.encoder[1:](h)
         return F.layer_norm(z, z.shape[1:])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)[:, : self.dim]
+        return self.decoder[-1](self.decoder[:-1](z), self.dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction with the noise augmentation of p-diff (active in training mode only)."""
-        if self.training:
-            x = x + self.config.input_noise * torch.randn_like(x)
-        z = self.encode(x)
+        z = self.encode(x, self.config.input_noise if self.training else 0.0)
         if self.training:
             z = z + self.config.latent_noise * torch.randn_like(z)
         return self.decode(z)
