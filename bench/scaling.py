@@ -1,12 +1,13 @@
 """How training cost grows with the number of generated parameters (synthetic zoos).
 
-    python bench/scaling.py                  # about 3 minutes on 2 CPU cores
+    python bench/scaling.py                          # 10k to 10M, about 10 minutes on 2 CPU cores
+    python bench/scaling.py --sizes 100000 1000000   # some sizes only
 
-For D = 10k, 100k and 1M parameters, a synthetic zoo of 64 random vectors (timing only: the
-values do not matter for cost) is trained with the tokenized autoencoder (token_size 64) and the
-latent denoiser. Each size runs in a fresh process, which reports the seconds per training step
-of each model and its peak resident memory; the growth exponent is the slope of log(cost) over
-log(D).
+For each D a synthetic zoo of 64 random vectors (timing only: the values do not matter for cost) is
+trained with the autoencoder as the product configures it (automatic token size: about 1,024
+tokens) and the latent denoiser, batch 64. Each size runs in a fresh process, which reports the
+seconds per training step of each model and its peak resident memory against the zoo's own size
+(64 x D float32); the growth exponents are slopes of log(cost) over log(D) from 100k up.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import math
 import subprocess
 import sys
 
-SIZES = (10_000, 100_000, 1_000_000)
-TOKEN = 64
+SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 CHILD = r"""
 import json, resource, sys, time
 import torch, torch.nn.functional as F
@@ -25,10 +25,10 @@ from nndiff.autoencoder import Autoencoder, AutoencoderConfig
 from nndiff.denoiser import Denoiser, DenoiserConfig
 from nndiff.diffusion import DiffusionConfig, make_scheduler, training_loss
 
-dim, token = int(sys.argv[1]), int(sys.argv[2])
+dim = int(sys.argv[1])
 torch.manual_seed(0)
 x = torch.randn(64, dim)
-ae = Autoencoder(dim, AutoencoderConfig(token_size=token))
+ae = Autoencoder(dim, AutoencoderConfig())
 opt = torch.optim.AdamW(ae.parameters(), 1e-3)
 def ae_step():
     idx = torch.randint(64, (64,))
@@ -41,7 +41,7 @@ sched = make_scheduler(DiffusionConfig())
 def diff_step():
     idx = torch.randint(64, (64,))
     loss = training_loss(den, z[idx], sched); dopt.zero_grad(); loss.backward(); dopt.step()
-out = {"dim": dim, "latent": list(z.shape[1:])}
+out = {"dim": dim, "token": ae.token, "latent": list(z.shape[1:]), "zoo_mib": x.numel() * 4 / 2**20}
 for name, step in (("autoencoder", ae_step), ("diffusion", diff_step)):
     for _ in range(2):
         step()  # warm-up
@@ -61,24 +61,31 @@ def slope(xs, ys) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    sizes = p.parse_args().sizes
     rows = []
-    for dim in SIZES:
-        result = subprocess.run([sys.executable, "-c", CHILD, str(dim), str(TOKEN)], capture_output=True, text=True, check=True)
+    for dim in sizes:
+        result = subprocess.run([sys.executable, "-c", CHILD, str(dim)], capture_output=True, text=True, check=True)
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"D={dim:>9,}: latent {r['latent']}, autoencoder {r['autoencoder_s_per_step']:.3f} s/step, "
-              f"diffusion {r['diffusion_s_per_step']:.3f} s/step, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
-    dims = [r["dim"] for r in rows]
-    print("\n| parameters | latent (channels x length) | autoencoder s/step | diffusion s/step | peak RSS MiB |")
-    print("| --- | --- | --- | --- | --- |")
+        print(f"D={dim:>10,}: token {r['token']}, latent {r['latent']}, autoencoder {r['autoencoder_s_per_step']:.3f} "
+              f"s/step, diffusion {r['diffusion_s_per_step']:.3f} s/step, peak RSS {r['peak_rss_mib']:.0f} MiB "
+              f"(zoo {r['zoo_mib']:.0f} MiB)", flush=True)
+    print("\n| parameters | token | latent (channels x length) | autoencoder s/step | diffusion s/step | peak RSS MiB | zoo MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['dim']:,} | {r['latent'][0]} x {r['latent'][1]} | {r['autoencoder_s_per_step']:.3f} | "
-              f"{r['diffusion_s_per_step']:.3f} | {r['peak_rss_mib']:.0f} |")
-    total = [r["autoencoder_s_per_step"] + r["diffusion_s_per_step"] for r in rows]
-    print(f"\ngrowth exponents (slope of log cost over log D): autoencoder step "
-          f"{slope(dims, [r['autoencoder_s_per_step'] for r in rows]):.2f}, diffusion step "
-          f"{slope(dims, [r['diffusion_s_per_step'] for r in rows]):.2f}, both {slope(dims, total):.2f}, "
-          f"peak memory {slope(dims, [r['peak_rss_mib'] for r in rows]):.2f}")
+        print(f"| {r['dim']:,} | {r['token']} | {r['latent'][0]} x {r['latent'][1]} | {r['autoencoder_s_per_step']:.3f} | "
+              f"{r['diffusion_s_per_step']:.3f} | {r['peak_rss_mib']:.0f} | {r['zoo_mib']:.0f} |")
+    big = [r for r in rows if r["dim"] >= 100_000]
+    if len(big) >= 2:
+        dims = [r["dim"] for r in big]
+        print(f"\ngrowth exponents from {dims[0]:,} to {dims[-1]:,} (slope of log cost over log D): autoencoder step "
+              f"{slope(dims, [r['autoencoder_s_per_step'] for r in big]):.2f}, diffusion step "
+              f"{slope(dims, [r['diffusion_s_per_step'] for r in big]):.2f}, peak memory "
+              f"{slope(dims, [r['peak_rss_mib'] for r in big]):.2f}")
 
 
 if __name__ == "__main__":

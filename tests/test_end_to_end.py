@@ -169,13 +169,14 @@ def test_zoo_diversity_is_measured_on_validation_not_test(tiny_run):
     assert "mean_pairwise_iou" not in zoo.info
 
 
-@pytest.mark.parametrize("task,size", [("mnist1d-mlp", 14_154), ("mnist1d-convnet", 6_378)])
+@pytest.mark.parametrize("task,size", [("mnist1d-mlp", 14_154), ("mnist1d-convnet", 6_378), ("mnist1d-mlp1m", 969_354)])
 def test_whole_network_generation_runs(tmp_path, task, size):
     """The whole-network tasks generate every parameter; the automatic token size makes that affordable."""
     out = tmp_path / task
+    short = ["--epochs", "2"] if size > 100_000 else []  # the 1M MLP's base model costs a minute at its 20 epochs
     assert main(["--quiet", "run", "--task", task, "--out", str(out), "-k", "16", "--heldout", "4", "--burn-in", "10",
                  "--lr", str(get_task(task).collect_lr), "--ae-steps", "20", "--diffusion-steps", "20", "-n", "4", "--steps", "5",
-                 "--no-report"]) == 0
+                 "--no-report", *short]) == 0
     m = json.loads((out / "metrics.json").read_text())
     zoo = Zoo.load(out / "zoo")
     assert zoo.layout.size == sum(p.numel() for p in get_task(task).make_model().parameters()) == size

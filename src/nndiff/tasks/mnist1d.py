@@ -120,6 +120,15 @@ def mnist1d_mlp() -> ClassificationTask:
     return _whole_network_task("mnist1d-mlp", "40-128-64-10 MLP (14k params)", Mnist1dMLP)
 
 
+def mnist1d_mlp1m() -> ClassificationTask:
+    """The same MLP at 40-1024-896-10 (969k parameters): 89.8% validation accuracy after its 20 epochs
+    (the 14k MLP: 75%), at one multiply-add per parameter per sample, so hundreds of whole generated
+    models are evaluated in minutes on a CPU."""
+    return _whole_network_task(
+        "mnist1d-mlp1m", "40-1024-896-10 MLP (969k params)", lambda: Mnist1dMLP(hidden=(1024, 896))
+    )
+
+
 class Mnist1dConvNet(nn.Module):
     """Three strided 1-D convolutions and a linear classifier, no normalization layers (6.4k params),
     small enough to generate whole."""
