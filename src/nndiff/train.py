@@ -110,8 +110,8 @@ def train_autoencoder(
     for step in [] if stopped else bar:
         set_lr(opt, cosine_lr(step, total, cfg.lr))
         idx = torch.randint(len(train_x), (batch,), generator=gen).to(x.device)
-        rows = train_x[idx]  # gathered once: at 1M values a gather is a pass over 256 MB
-        loss = F.mse_loss(net(rows), rows)
+        sample = train_x[idx]  # gathered once: at 1M values a gather is a pass over 256 MB
+        loss = F.mse_loss(net(sample), sample)
         optimizer_step(opt, loss, ae)
         loss_value = loss.item()
         if step % 50 == 0:
