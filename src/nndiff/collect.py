@@ -120,8 +120,8 @@ class CollectConfig:
     )
     image_size: int | None = setting(
         None,
-        "vision tasks: the side of the images the model sees, in pixels (default: the dataset's, "
-        "32 for CIFAR and MNIST, 96 for STL-10, 224 for the others)",
+        "vision tasks: the side of the images the model sees, in pixels (default: the dataset's, 32 for "
+        "CIFAR, MNIST and ImageFolder, 96 for STL-10, 224 for Flowers-102, Pets, Food-101 and ImageNet)",
         low=8,
         integer=True,
         optional=True,
