@@ -107,9 +107,9 @@ class PerPositionOut(nn.Module):
         self.bias = nn.Parameter(torch.zeros(length))
 
     def forward(self, h: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-        """The first `dim` values (all of them by default). token > 1: the bias is added inside the matrix product of the whole
-        tokens and the padding of the last is never made, so no [B, padded] tensor is written (or
-        zero-filled in the backward pass)."""
+        """The first `dim` values (all of them by default). token > 1: the bias is added inside the
+        matrix product of the whole tokens and the padding of the last is never made, so no
+        [B, padded] tensor is written (or zero-filled in the backward pass)."""
         dim = len(self.bias) if dim is None else dim
         if self.token == 1:
             return ((h * self.weight).sum(1) + self.bias)[:, :dim]
