@@ -74,7 +74,7 @@ def write_imagenet_like(root: Path, train: int, val: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--device", default="cuda", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--out", type=Path, default=Path("/tmp/nndiff-row"))
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "synthetic_row")
     p.add_argument("--streamed", type=int, default=0, metavar="N", help="N ImageNet-style JPEGs at 224 px instead")
     p.add_argument("--train", type=int, default=50_000, help="training images of the CIFAR-100-shaped set")
     p.add_argument("--test", type=int, default=10_000, help="its test images")

@@ -169,7 +169,7 @@ class StreamedSplit:
         std: torch.Tensor,
         workers: int | None = None,
     ):
-        self.source, self.indices, self.size = source, indices.long(), size
+        self.indices = indices.long()
         self.samples = _Samples(source, size, mean, std)
         self.y = torch.from_numpy(source.labels)[self.indices]
         self.workers = default_workers() if workers is None else workers
@@ -204,7 +204,7 @@ class StreamedSplit:
 
     def random_batches(self, count: int, seed: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Step after step from `start`: `count` images drawn with replacement, each augmented."""
-        return self.loader(_RandomSteps(len(self.indices), self.indices, count, seed, start))
+        return self.loader(_RandomSteps(self.indices, count, seed, start))
 
     def epoch_batches(self, batch: int, seed: int, epoch: int, share: slice = slice(None)):
         """One epoch in a random order (batches of `batch`, the last partial one dropped); `share`:
@@ -223,14 +223,14 @@ class _RandomSteps:
     """Batch sampler: step s draws its images and their augmentation seeds from a generator seeded
     by (seed, s), so any step can be produced without the ones before it."""
 
-    def __init__(self, n: int, indices: torch.Tensor, count: int, seed: int, start: int):
-        self.n, self.indices, self.count, self.seed, self.start = n, indices, count, seed, start
+    def __init__(self, indices: torch.Tensor, count: int, seed: int, start: int):
+        self.indices, self.count, self.seed, self.start = indices, count, seed, start
 
     def __iter__(self):
         step = self.start
         while True:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-            picks = self.indices[torch.randint(self.n, (self.count,), generator=g)]
+            picks = self.indices[torch.randint(len(self.indices), (self.count,), generator=g)]
             seeds = torch.randint(SEED_SPAN, (self.count,), generator=g)
             yield list(zip(picks.tolist(), seeds.tolist()))
             step += 1
