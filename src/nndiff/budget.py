@@ -107,7 +107,7 @@ class Judge:
         vectors = generator.sample(BATCH, CHECK_SEED, "ddim", SAMPLE_STEPS)
         acc = self.val_acc(vectors)
         finite = finite_rows(vectors)
-        spread = spread_ratio(normalizer(vectors[finite]), normalizer(self.originals))["median"]
+        spread = spread_ratio(vectors[finite], self.originals)["median"]  # the same in raw space
         return {
             "val_acc": float(acc.mean()),
             "spread": spread,

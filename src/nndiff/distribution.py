@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from .params import BLOCK_VALUES
+
 NEIGHBOURS = 3  # k of the k-NN manifold estimate, as in the paper that introduced it
 COLLAPSED_SPREAD = 0.1  # median std ratio below this: the generated models barely vary
 COPIES_SHARE = 0.5  # at least this share of replicas: the generator copies training snapshots
@@ -44,10 +46,19 @@ def precision_recall(generated: torch.Tensor, reference: torch.Tensor, k: int = 
 
 
 def spread_ratio(generated: torch.Tensor, originals: torch.Tensor) -> dict:
-    """Per-dimension std of the generated over the originals' (median and quartiles over dimensions)."""
+    """Per-dimension std of the generated over the originals' (median and quartiles over dimensions).
+    A ratio per coordinate, so the same in normalized and raw space (per-coordinate standardization
+    divides both stds alike). Computed in float64 a block of columns at a time: no copy of the zoo."""
     if len(generated) < 2 or len(originals) < 2:
         return {"median": float("nan"), "q25": float("nan"), "q75": float("nan")}
-    ratio = generated.double().std(0) / originals.double().std(0).clamp_min(1e-12)
+    dim = originals.shape[1]
+    step = max(1, BLOCK_VALUES // max(len(originals), 1))
+    ratio = torch.cat(
+        [
+            generated[:, i : i + step].double().std(0) / originals[:, i : i + step].double().std(0).clamp_min(1e-12)
+            for i in range(0, dim, step)
+        ]
+    )
     q = torch.quantile(ratio, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
     return {"median": q[1], "q25": q[0], "q75": q[2]}
 

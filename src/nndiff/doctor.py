@@ -8,6 +8,7 @@ the test set would be a way of tuning on it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,7 +17,7 @@ from .budget import unexplained_share
 from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
-from .params import finite_rows
+from .params import BLOCK_VALUES, finite_rows
 from .uncertainty import Bootstrap, estimate, mean_accuracy
 
 # Thresholds, in the units each check reports.
@@ -69,12 +70,25 @@ def _grade(value: float, warn: float, fail: float, higher_is_worse: bool = True)
     return "fail" if bad(fail) else "warn" if bad(warn) else "pass"
 
 
+def parameter_spread(params: torch.Tensor) -> float:
+    """The snapshots' per-dimension std (median over dimensions) over the subset's RMS value, in
+    float64 a block of columns at a time (no float64 copy of the zoo)."""
+    step = max(1, BLOCK_VALUES // max(len(params), 1))
+    stds, square_sum = [], 0.0
+    for i in range(0, params.shape[1], step):
+        block = params[:, i : i + step].double()
+        stds.append(block.std(0))
+        square_sum += float(block.pow(2).sum())
+    rms = math.sqrt(square_sum / max(params.numel(), 1))
+    return float(torch.cat(stds).median()) / max(rms, 1e-12)
+
+
 def zoo_checks(zoo, task, model, val, snapshots: torch.Tensor) -> list[Check]:
     """Are the snapshots diverse, and still as accurate as the base model they started from?
     `snapshots`: their [K, n] validation predictions."""
     iou = mean_offdiagonal(pairwise_iou(snapshots, val.y.cpu()))
     # In parameter space: the snapshots' per-dimension spread (median) relative to the subset's scale.
-    spread = float(zoo.params.double().std(0).median() / zoo.params.double().pow(2).mean().sqrt().clamp_min(1e-12))
+    spread = parameter_spread(zoo.params)
     lr = zoo.info.get("collect", {}).get("lr")  # the rate used (what --lr auto chose)
     factor = 10 if spread < COPIES_SPREAD[1] else 3  # copies even in parameters: the lr is far too small
     raise_lr = (

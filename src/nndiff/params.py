@@ -192,6 +192,21 @@ class Normalizer:
         return cls(mean.float(), std.float())
 
 
+# Passes over a whole zoo go through it in blocks of rows of about this many values (64 MB of
+# float32), so their temporaries stay a fixed size however large the zoo (a 1M-parameter zoo of 200
+# snapshots is 800 MB; one float64 copy of it would be 1.6 GB).
+BLOCK_VALUES = 2**24
+
+
+def row_blocks(count: int, dim: int, values: int = BLOCK_VALUES) -> list[slice]:
+    """Slices of `count` rows of `dim` values, each block at most `values` values (at least one row)."""
+    step = max(1, values // max(dim, 1))
+    return [slice(i, min(i + step, count)) for i in range(0, count, step)]
+
+
 def finite_rows(vectors: torch.Tensor) -> torch.Tensor:
     """[N] bool: which parameter vectors hold no NaN or Inf (the others cannot be evaluated)."""
-    return torch.isfinite(vectors).all(1)
+    if vectors.ndim != 2:
+        return torch.isfinite(vectors).all(1)
+    blocks = row_blocks(len(vectors), vectors.shape[1])
+    return torch.cat([torch.isfinite(vectors[b]).all(1) for b in blocks]) if blocks else torch.ones(0, dtype=torch.bool)

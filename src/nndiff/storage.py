@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -56,6 +58,46 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise NndiffError(
             f"{path}: not a readable safetensors file ({e}); it may be truncated or corrupt — regenerate it"
         ) from None
+
+
+_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def map_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, memory-mapped instead of read: pages come from the file
+    as they are touched (and the OS can drop them again), so a zoo larger than memory can be
+    trained on. The mapping is copy-on-write: writing to a tensor never changes the file.
+    Floating-point tensors only; `load_tensors` reads any file into memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise NndiffError(f"{path}: file not found")
+    bad = f"{path}: not a readable safetensors file"
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length)) if 8 + length <= size else None
+        except (struct.error, ValueError, UnicodeDecodeError):
+            header = None
+        if not isinstance(header, dict):
+            raise NndiffError(f"{bad} (bad header); it may be truncated or corrupt — regenerate it")
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
+    out = {}
+    for name, item in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = _DTYPES[item["dtype"]], [int(n) for n in item["shape"]], item["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise NndiffError(f"{bad} (tensor {name!r}: {item!r}); regenerate it") from None
+        count, width = math.prod(shape), torch.empty(0, dtype=dtype).element_size()
+        if end - start != count * width or not 0 <= start <= end <= size - 8 - length or any(n < 0 for n in shape):
+            raise NndiffError(f"{bad} (tensor {name!r} does not fit the file); it may be truncated — regenerate it")
+        if count == 0:
+            out[name] = torch.empty(shape, dtype=dtype)
+        else:
+            out[name] = torch.frombuffer(mapped, dtype=dtype, count=count, offset=8 + length + start).view(shape)
+    return out
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ resume, checkpoint and budget lines.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -23,7 +24,7 @@ from .denoiser import Denoiser
 from .diffusion import make_scheduler, training_loss
 from .errors import NndiffError
 from .generate import ParamGenerator, fingerprint
-from .params import Normalizer
+from .params import Normalizer, row_blocks
 from .runtime import (
     all_gather,
     broadcast,
@@ -68,6 +69,38 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Mo
     opt.step()
 
 
+def autoencoder_step(net: nn.Module, ae: Autoencoder, opt: torch.optim.Optimizer, sample: torch.Tensor) -> float:
+    """One optimizer step on the batch's mean squared reconstruction error. The batch goes through
+    in micro-batches of at most BLOCK_VALUES values (their gradients summed), so a step's
+    activations stay a fixed size whatever D: one pass for small subsets, 16 rows at a time at 1M."""
+    blocks = row_blocks(len(sample), sample.shape[1])
+    opt.zero_grad(set_to_none=True)
+    total = 0.0
+    for i, block in enumerate(blocks):
+        part = sample[block]
+        quiet = net.no_sync() if i < len(blocks) - 1 and hasattr(net, "no_sync") else contextlib.nullcontext()
+        with quiet:  # under DDP the gradients are averaged once, after the last micro-batch
+            loss = F.mse_loss(net(part), part)
+            if len(blocks) > 1:
+                loss = loss * (len(part) / len(sample))
+            loss.backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+    opt.step()
+    return total
+
+
+@torch.no_grad()
+def reconstruction_mse(ae: Autoencoder, x: torch.Tensor, normalizer: Normalizer | None, device) -> float:
+    """Mean squared error of the reconstructions of all rows of `x` (normalized space), block by block."""
+    total = 0.0
+    for block in row_blocks(len(x), x.shape[1]):
+        rows = normalizer(x[block]) if normalizer is not None else x[block]
+        rows = rows.to(device)
+        total += float(F.mse_loss(ae.decode(ae.encode(rows)), rows, reduction="sum"))
+    return total / max(x.numel(), 1)
+
+
 def train_autoencoder(
     x: torch.Tensor,
     config: TrainConfig,
@@ -76,27 +109,31 @@ def train_autoencoder(
     stage: Stage | None = None,
     judge: Judge | None = None,
     normalizer: Normalizer | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[Autoencoder, dict]:
-    """x: [K, D] normalized parameters, on the training device. With `steps: auto`, a held-back
-    tenth of them is not trained on: `judge` measures its reconstructions (budget.py)."""
+    """x: [K, D] parameters, normalized by `normalizer` batch by batch (None: `x` is normalized
+    already), so no normalized copy of the zoo is made and `x` may be memory-mapped. Batches are
+    moved to `device` (default: x's). With `steps: auto`, a held-back tenth of them is not trained
+    on: `judge` measures its reconstructions (budget.py)."""
     cfg = config.autoencoder
+    device = x.device if device is None else torch.device(device)
     auto = cfg.steps == "auto"
     total = cfg.max_steps if auto else cfg.steps
     rows = held_back(len(x)) if auto else torch.zeros(0, dtype=torch.long)
     keep = torch.ones(len(x), dtype=torch.bool)
     keep[rows] = False
-    train_x = x[keep.to(x.device)]
+    train_rows = keep.nonzero().squeeze(1)
     check_rows = rows if len(rows) else torch.arange(len(x))
-    ae = Autoencoder(x.shape[1], cfg).to(x.device)
+    ae = Autoencoder(x.shape[1], cfg).to(device)
     net = data_parallel(ae)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    batch = _per_rank_batch(cfg.batch_size, len(train_x))
+    batch = _per_rank_batch(cfg.batch_size, len(train_rows))
     stage = stage or Stage(None)
     start, loss_value, curve = _resume(stage, "autoencoder", ae, opt, gen)
     ae.train()  # enables the input and latent noise augmentation
 
     def check() -> dict:
-        return judge.reconstruction(ae, normalizer, check_rows, x.device)
+        return judge.reconstruction(ae, normalizer, check_rows, device)
 
     stopped = auto and autoencoder_done(curve)
     bar = tqdm(
@@ -109,11 +146,10 @@ def train_autoencoder(
     )
     for step in [] if stopped else bar:
         set_lr(opt, cosine_lr(step, total, cfg.lr))
-        idx = torch.randint(len(train_x), (batch,), generator=gen).to(x.device)
-        sample = train_x[idx]  # gathered once: at 1M values a gather is a pass over 256 MB
-        loss = F.mse_loss(net(sample), sample)
-        optimizer_step(opt, loss, ae)
-        loss_value = loss.item()
+        idx = train_rows[torch.randint(len(train_rows), (batch,), generator=gen)].to(x.device)
+        sample = x[idx]  # gathered once: at 1M values a gather is a pass over 256 MB
+        sample = (normalizer(sample) if normalizer is not None else sample).to(device)
+        loss_value = autoencoder_step(net, ae, opt, sample)
         if step % 50 == 0:
             bar.set_postfix(mse=f"{loss_value:.4f}")
         point = _check_point(step + 1, total, cfg.check_every, loss_value, check if auto else None, curve)
@@ -123,15 +159,20 @@ def train_autoencoder(
             break
     bar.close()
     ae.eval()
-    with torch.no_grad():
-        recon = F.mse_loss(ae.decode(ae.encode(x)), x).item()
     trained = curve[-1]["step"] if curve else start
     return ae, {
         "final_loss": loss_value,
-        "reconstruction_mse": recon,
+        "reconstruction_mse": reconstruction_mse(ae, x, normalizer, device),
         "resumed_at_step": start,
         **_budget(cfg, trained, stopped, curve, len(rows)),
     }
+
+
+@torch.no_grad()
+def encode_all(ae: Autoencoder, x: torch.Tensor, normalizer: Normalizer, device) -> torch.Tensor:
+    """[K, C, L] latents of all rows of `x` (CPU), normalized and encoded block by block."""
+    blocks = row_blocks(len(x), x.shape[1])
+    return torch.cat([ae.encode(normalizer(x[b]).to(device)).cpu() for b in blocks])
 
 
 def train_diffusion(
@@ -291,18 +332,16 @@ def fit(
     # Rank r draws its own batches and noise; rank 0 draws what a single process would.
     gen = seed_everything(config.seed + 7919 * rank())
     normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)
-    x = normalizer(zoo.params).to(device)
 
     auto = "auto" in (config.autoencoder.steps, config.diffusion.steps)
     judge = Judge.of_zoo(zoo, device) if auto and is_main() else None  # budgets chosen on validation (budget.py)
 
     t0 = time.perf_counter()
-    ae, ae_stats = train_autoencoder(x, config, gen, progress, stage, judge, normalizer)
+    ae, ae_stats = train_autoencoder(zoo.params, config, gen, progress, stage, judge, normalizer, device)
     t1 = time.perf_counter()
-    with torch.no_grad():
-        z = ae.encode(x)
-    latent_normalizer = Normalizer.fit(z.flatten(1).cpu(), None, "element")
-    z = latent_normalizer(z.flatten(1).cpu()).view(z.shape).to(device)
+    z = encode_all(ae, zoo.params, normalizer, device)
+    latent_normalizer = Normalizer.fit(z.flatten(1), None, "element")
+    z = latent_normalizer(z.flatten(1)).view(z.shape).to(device)
     cond, cond_normalizer = conditions(zoo, config.diffusion.condition)
 
     def check_batch(ema: Denoiser) -> dict:

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .errors import NndiffError
-from .params import Layout
-from .storage import load_json, load_tensors, save_json, save_tensors
+from .params import Layout, finite_rows
+from .storage import load_json, load_tensors, map_tensors, save_json, save_tensors
 from .tasks import ClassificationTask, get_task
 
 ZOO_VERSION = 1
@@ -29,7 +29,7 @@ FILES = {"params": "params.safetensors", "base": "base.safetensors"}
 class Zoo:
     task: str
     layout: Layout
-    params: torch.Tensor  # [K, D]
+    params: torch.Tensor  # [K, D]; memory-mapped from params.safetensors when loaded
     base_state: dict[str, torch.Tensor]
     snapshots: list[dict]  # per row of params: run, seed, step, val_acc, test_acc
     info: dict = field(default_factory=dict)  # select patterns, collection config, base metrics
@@ -95,7 +95,7 @@ class Zoo:
         if not isinstance(task, str):
             raise TypeError("task must be a string")
         layout = Layout.from_json(m.get("layout", []))
-        tensors = load_tensors(paths["params"])
+        tensors = map_tensors(paths["params"])  # memory-mapped: a zoo need not fit in memory
         params = tensors.get("params")
         if params is None or params.ndim != 2 or params.shape[1] != layout.size:
             shape = None if params is None else list(params.shape)
@@ -116,8 +116,8 @@ class Zoo:
         if not params.is_floating_point() or not heldout.is_floating_point():
             raise NndiffError(f"{paths['params']}: parameters must be floating point, got {params.dtype}")
         for name, rows in (("snapshot", params), ("held-out snapshot", heldout)):
-            if not torch.isfinite(rows).all():
-                bad = int((~torch.isfinite(rows)).any(1).sum())
+            bad = int((~finite_rows(rows)).sum())
+            if bad:
                 raise NndiffError(f"{d}: {bad} {name}(s) contain NaN or Inf; re-collect with a smaller learning rate")
         for where, records in (("snapshots", snapshots), ("heldout", heldout_snapshots)):
             _check_records(d / "manifest.json", where, records)
