@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .params import BLOCK_VALUES
+from .params import column_blocks
 
 NEIGHBOURS = 3  # k of the k-NN manifold estimate, as in the paper that introduced it
 COLLAPSED_SPREAD = 0.1  # median std ratio below this: the generated models barely vary
@@ -51,13 +51,9 @@ def spread_ratio(generated: torch.Tensor, originals: torch.Tensor) -> dict:
     divides both stds alike). Computed in float64 a block of columns at a time: no copy of the zoo."""
     if len(generated) < 2 or len(originals) < 2:
         return {"median": float("nan"), "q25": float("nan"), "q75": float("nan")}
-    dim = originals.shape[1]
-    step = max(1, BLOCK_VALUES // max(len(originals), 1))
+    blocks = column_blocks(len(originals), originals.shape[1])
     ratio = torch.cat(
-        [
-            generated[:, i : i + step].double().std(0) / originals[:, i : i + step].double().std(0).clamp_min(1e-12)
-            for i in range(0, dim, step)
-        ]
+        [generated[:, b].double().std(0) / originals[:, b].double().std(0).clamp_min(1e-12) for b in blocks]
     )
     q = torch.quantile(ratio, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
     return {"median": q[1], "q25": q[0], "q75": q[2]}

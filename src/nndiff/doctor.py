@@ -17,7 +17,7 @@ from .budget import unexplained_share
 from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
-from .params import BLOCK_VALUES, finite_rows
+from .params import column_blocks, finite_rows
 from .uncertainty import Bootstrap, estimate, mean_accuracy
 
 # Thresholds, in the units each check reports.
@@ -73,10 +73,9 @@ def _grade(value: float, warn: float, fail: float, higher_is_worse: bool = True)
 def parameter_spread(params: torch.Tensor) -> float:
     """The snapshots' per-dimension std (median over dimensions) over the subset's RMS value, in
     float64 a block of columns at a time (no float64 copy of the zoo)."""
-    step = max(1, BLOCK_VALUES // max(len(params), 1))
     stds, square_sum = [], 0.0
-    for i in range(0, params.shape[1], step):
-        block = params[:, i : i + step].double()
+    for b in column_blocks(len(params), params.shape[1]):
+        block = params[:, b].double()
         stds.append(block.std(0))
         square_sum += float(block.pow(2).sum())
     rms = math.sqrt(square_sum / max(params.numel(), 1))

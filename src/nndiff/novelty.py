@@ -21,7 +21,7 @@ import torch
 from .conditional import AIMS, GUIDANCES, aim_name
 from .distribution import distribution_check, flag_sentences
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
-from .params import BLOCK_VALUES, Normalizer
+from .params import Normalizer, column_blocks
 from .uncertainty import REPLICATES, Bootstrap, compare, curve_at, estimate, excludes_zero, group_mean, interval
 
 # Noise amplitudes in normalized parameter space (units of the originals' per-element spread):
@@ -94,9 +94,8 @@ def nearest_distances(x: torch.Tensor, originals: torch.Tensor, exclude_self: bo
     Squared distances are summed over blocks of columns in float64 (each block's own in float32),
     so no float64 copy of the zoo is made and a near-copy's distance keeps its precision."""
     d = torch.zeros(len(x), len(originals), dtype=torch.float64)
-    step = max(1, BLOCK_VALUES // max(len(x) + len(originals), 1))
-    for i in range(0, x.shape[1], step):
-        d += torch.cdist(x[:, i : i + step].float(), originals[:, i : i + step].float()).double().pow(2)
+    for b in column_blocks(len(x) + len(originals), x.shape[1]):
+        d += torch.cdist(x[:, b].float(), originals[:, b].float()).double().pow(2)
     d = d.sqrt()
     if exclude_self:
         d.fill_diagonal_(float("inf"))

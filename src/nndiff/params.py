@@ -198,10 +198,16 @@ class Normalizer:
 BLOCK_VALUES = 2**24
 
 
-def row_blocks(count: int, dim: int, values: int = BLOCK_VALUES) -> list[slice]:
-    """Slices of `count` rows of `dim` values, each block at most `values` values (at least one row)."""
-    step = max(1, values // max(dim, 1))
+def row_blocks(count: int, dim: int) -> list[slice]:
+    """Slices of `count` rows of `dim` values, each block at most BLOCK_VALUES values (at least one row)."""
+    step = max(1, BLOCK_VALUES // max(dim, 1))
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
+
+
+def column_blocks(rows: int, dim: int) -> list[slice]:
+    """Slices of `dim` columns of `rows` rows, each block at most BLOCK_VALUES values (at least one column)."""
+    step = max(1, BLOCK_VALUES // max(rows, 1))
+    return [slice(i, min(i + step, dim)) for i in range(0, dim, step)]
 
 
 def finite_rows(vectors: torch.Tensor) -> torch.Tensor:

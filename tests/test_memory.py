@@ -1,0 +1,101 @@
+"""A zoo larger than memory: it is memory-mapped, and passes over it go block by block.
+
+Each block-wise computation is checked against the plain whole-matrix one with blocks made tiny
+(BLOCK_VALUES patched), so a block that is skipped, overlapped or weighted wrongly fails.
+"""
+
+import pytest
+import torch
+
+import nndiff.params as params_module
+from nndiff import NndiffError
+from nndiff.autoencoder import Autoencoder, AutoencoderConfig
+from nndiff.distribution import spread_ratio
+from nndiff.doctor import parameter_spread
+from nndiff.generate import fingerprint
+from nndiff.novelty import nearest_distances
+from nndiff.params import Layout, column_blocks, finite_rows, row_blocks
+from nndiff.storage import map_tensors, save_tensors
+from nndiff.train import autoencoder_step, encode_all, reconstruction_mse
+from nndiff.zoo import Zoo
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    monkeypatch.setattr(params_module, "BLOCK_VALUES", 24)
+
+
+def test_blocks_cover_every_row_and_column_once(tiny_blocks):
+    for count, dim in ((7, 5), (1, 100), (30, 1), (0, 3)):
+        rows = [i for b in row_blocks(count, dim) for i in range(count)[b]]
+        cols = [i for b in column_blocks(count, dim) for i in range(dim)[b]]
+        assert rows == list(range(count)) and cols == list(range(dim))
+    assert all(b.stop - b.start <= 4 for b in row_blocks(10, 6))  # 24 values of 6 each
+
+
+def test_a_loaded_zoo_is_memory_mapped_and_copy_on_write(tmp_path):
+    layout = Layout.from_shapes([("w", (3, 4)), ("b", (4,))])
+    rows = torch.randn(5, layout.size)
+    Zoo("t", layout, rows, {"w": torch.zeros(1)}, [{"val_acc": 50.0, "test_acc": 50.0}] * 5).save(tmp_path)
+    zoo = Zoo.load(tmp_path)
+    assert torch.equal(zoo.params, rows)
+    maps = open("/proc/self/maps").read()
+    assert str((tmp_path / "params.safetensors").resolve()) in maps  # read through a mapping, not into memory
+    zoo.params[0, 0] = 123.0  # copy-on-write: the file keeps its values
+    assert torch.equal(Zoo.load(tmp_path).params, rows)
+
+
+def test_a_truncated_params_file_is_a_one_line_error(tmp_path):
+    save_tensors(tmp_path / "p.safetensors", {"params": torch.randn(4, 8)})
+    data = (tmp_path / "p.safetensors").read_bytes()
+    (tmp_path / "p.safetensors").write_bytes(data[:-10])
+    with pytest.raises(NndiffError, match="does not fit the file") as e:
+        map_tensors(tmp_path / "p.safetensors")
+    assert "\n" not in str(e.value)
+    (tmp_path / "q.safetensors").write_bytes(b"\x05")
+    with pytest.raises(NndiffError, match="bad header"):
+        map_tensors(tmp_path / "q.safetensors")
+
+
+def test_block_wise_statistics_equal_the_whole_matrix_ones(tiny_blocks):
+    g = torch.Generator().manual_seed(0)
+    x, originals = torch.randn(6, 50, generator=g), torch.randn(9, 50, generator=g) * 2 + 1
+    originals[3] = x[2]  # an exact copy keeps distance 0
+    whole = torch.cdist(x.double(), originals.double()).min(1).values
+    assert torch.allclose(nearest_distances(x, originals), whole, rtol=1e-5)
+    assert float(nearest_distances(x, originals)[2]) < 1e-3
+    ratio = x.double().std(0) / originals.double().std(0)
+    q = torch.quantile(ratio, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+    got = spread_ratio(x, originals)
+    assert got["median"] == pytest.approx(q[1]) and got["q25"] == pytest.approx(q[0])
+    expected = float(originals.double().std(0).median() / originals.double().pow(2).mean().sqrt())
+    assert parameter_spread(originals) == pytest.approx(expected)
+    originals[5, 40] = float("nan")
+    assert finite_rows(originals).tolist() == [i != 5 for i in range(9)]
+    assert fingerprint(x) == fingerprint(x.clone())
+
+
+def test_micro_batches_give_the_whole_batch_gradient(tiny_blocks):
+    """With noise off, a step in micro-batches (4 rows of 6 values at a time) must change the
+    weights exactly as one pass over the whole batch."""
+    torch.manual_seed(0)
+    config = AutoencoderConfig(channels=4, depth=1, input_noise=0.0, latent_noise=0.0)
+    x = torch.randn(16, 6)
+    one, parts = Autoencoder(6, config), Autoencoder(6, config)
+    parts.load_state_dict(one.state_dict())
+    for ae in (one, parts):
+        ae.train()
+    opt_one, opt_parts = torch.optim.SGD(one.parameters(), 0.1), torch.optim.SGD(parts.parameters(), 0.1)
+    loss = torch.nn.functional.mse_loss(one(x), x)
+    opt_one.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(one.parameters(), 1.0)
+    opt_one.step()
+    assert autoencoder_step(parts, parts, opt_parts, x) == pytest.approx(loss.item(), rel=1e-5)
+    for a, b in zip(one.parameters(), parts.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    parts.eval()
+    norm = params_module.Normalizer(torch.zeros(6), torch.ones(6))
+    assert torch.allclose(encode_all(parts, x, norm, "cpu"), parts.encode(x), atol=1e-6)
+    expected = torch.nn.functional.mse_loss(parts(x), x).item()
+    assert reconstruction_mse(parts, x, norm, "cpu") == pytest.approx(expected, rel=1e-5)
