@@ -34,7 +34,7 @@ def test_baselines_have_the_right_shapes_and_statistics():
     heldout = torch.randn(30, d, generator=g)
     layout = Layout.from_shapes([("w", [d])])
     norm = Normalizer.fit(originals, layout, "element")
-    b = make_baselines(originals, heldout, norm, n, seed=1)
+    b = {name: make() for name, make in make_baselines(originals, heldout, norm, n, seed=1).items()}
     assert set(b) == {noise_name(a) for a in NOISE_AMPLITUDES} | {"weight_average", "gaussian", "heldout"}
     for name, v in b.items():
         assert v.shape == ((30, d) if name == "heldout" else (n, d)), name

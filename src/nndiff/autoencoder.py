@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import auto_steps, setting
+from .params import row_blocks
 
 
 @dataclass
@@ -183,6 +184,12 @@ class Autoencoder(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder[-1](self.decoder[:-1](z), self.dim)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstructions of [B, D] normalized rows without noise, a block of rows at a time, so the
+        activations stay a fixed size whatever B and D (64 rows at 1M values would take gigabytes)."""
+        return torch.cat([self.decode(self.encode(x[b])) for b in row_blocks(len(x), x.shape[1])])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction with the noise augmentation of p-diff (active in training mode only)."""

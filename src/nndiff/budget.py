@@ -94,7 +94,7 @@ class Judge:
         """How well the autoencoder reproduces the snapshots at `rows`."""
         x = normalizer(self.originals[rows])
         ae.eval()
-        recon_n = ae.decode(ae.encode(x.to(device))).cpu()
+        recon_n = ae.reconstruct(x.to(device)).cpu()
         ae.train()
         unexplained = unexplained_share(x, recon_n)
         acc = float(self.val_acc(normalizer.inverse(recon_n)).mean())

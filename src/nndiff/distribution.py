@@ -18,31 +18,53 @@ from __future__ import annotations
 
 import torch
 
-from .params import column_blocks
+from .params import Normalizer, column_blocks
 
 NEIGHBOURS = 3  # k of the k-NN manifold estimate, as in the paper that introduced it
 COLLAPSED_SPREAD = 0.1  # median std ratio below this: the generated models barely vary
 COPIES_SHARE = 0.5  # at least this share of replicas: the generator copies training snapshots
 
 
-def knn_radii(x: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
+def distances(x: torch.Tensor, y: torch.Tensor, normalizer: Normalizer | None = None) -> torch.Tensor:
+    """[N, M] float64 Euclidean distances between the rows of x and of y, in normalized space when
+    `normalizer` is given (each block of columns normalized as it is read). Squared distances are
+    summed over blocks of columns in float64 (each block's own in float32), so no normalized or
+    float64 copy of either matrix is made and a near-copy's distance keeps its precision."""
+    d = torch.zeros(len(x), len(y), dtype=torch.float64)
+    for b in column_blocks(len(x) + len(y), x.shape[1]):
+        xb, yb = x[:, b].float(), y[:, b].float()
+        if normalizer is not None:
+            part = normalizer.columns(b)
+            xb, yb = part(xb), part(yb)
+        d += torch.cdist(xb, yb).double().pow(2)
+    return d.sqrt()
+
+
+def knn_radii(x: torch.Tensor, k: int = NEIGHBOURS, normalizer: Normalizer | None = None) -> torch.Tensor:
     """Distance from each row of x to its k-th nearest other row."""
-    d = torch.cdist(x.double(), x.double())
+    d = distances(x, x, normalizer)
     d.fill_diagonal_(float("inf"))
     return d.kthvalue(min(k, len(x) - 1), dim=1).values
 
 
-def coverage(points: torch.Tensor, manifold: torch.Tensor, k: int = NEIGHBOURS) -> float:
-    """Share of `points` that lie inside the k-NN manifold of `manifold` (both [*, D], normalized)."""
+def coverage(
+    points: torch.Tensor, manifold: torch.Tensor, k: int = NEIGHBOURS, normalizer: Normalizer | None = None
+) -> float:
+    """Share of `points` that lie inside the k-NN manifold of `manifold` (both [*, D])."""
     if len(manifold) < 2 or len(points) == 0:
         return float("nan")
-    radii = knn_radii(manifold, k)
-    d = torch.cdist(points.double(), manifold.double())
+    radii = knn_radii(manifold, k, normalizer)
+    d = distances(points, manifold, normalizer)
     return float((d <= radii[None]).any(1).double().mean())
 
 
-def precision_recall(generated: torch.Tensor, reference: torch.Tensor, k: int = NEIGHBOURS) -> dict:
-    return {"precision": coverage(generated, reference, k), "recall": coverage(reference, generated, k)}
+def precision_recall(
+    generated: torch.Tensor, reference: torch.Tensor, k: int = NEIGHBOURS, normalizer: Normalizer | None = None
+) -> dict:
+    return {
+        "precision": coverage(generated, reference, k, normalizer),
+        "recall": coverage(reference, generated, k, normalizer),
+    }
 
 
 def spread_ratio(generated: torch.Tensor, originals: torch.Tensor) -> dict:
@@ -65,9 +87,11 @@ def distribution_check(
     heldout: torch.Tensor,
     replica_share: float,
     nonfinite_share: float = 0.0,
+    normalizer: Normalizer | None = None,
 ) -> dict:
     """Spread, precision/recall against the training and held-out snapshots, and the flags that say
-    what went wrong (empty when nothing did). All inputs normalized, generated rows finite."""
+    what went wrong (empty when nothing did). Distances in the space `normalizer` maps to (None:
+    the inputs are normalized already); generated rows finite."""
     spread = spread_ratio(generated, originals)
     flags = []
     if not spread["median"] >= COLLAPSED_SPREAD:  # also when undefined: fewer than two generated models
@@ -78,8 +102,8 @@ def distribution_check(
         flags.append("non-finite")
     return {
         "spread_ratio": spread,
-        "training": precision_recall(generated, originals),
-        "heldout": precision_recall(generated, heldout) if len(heldout) >= 2 else None,
+        "training": precision_recall(generated, originals, normalizer=normalizer),
+        "heldout": precision_recall(generated, heldout, normalizer=normalizer) if len(heldout) >= 2 else None,
         "nonfinite_share": nonfinite_share,
         "flags": flags,
         "neighbours": NEIGHBOURS,

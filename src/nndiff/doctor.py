@@ -128,7 +128,7 @@ def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor,
     ae, norm = generator.autoencoder, generator.normalizer
     ae.eval()
     x = norm(zoo.params[rows])
-    recon_n = ae.decode(ae.encode(x.to(generator.device))).cpu()
+    recon_n = ae.reconstruct(x.to(generator.device)).cpu()
     unexplained = unexplained_share(x, recon_n)
     recon = norm.inverse(recon_n)
     if torch.isfinite(recon).all():
@@ -169,8 +169,7 @@ def generator_checks(
         return checks + [
             Check("generator", "fail", f"{len(gen)} finite generated model(s)", "generate more models (-n)")
         ]
-    orig_n, gen_n = normalizer(zoo.params), normalizer(gen)
-    spread = spread_ratio(gen_n, orig_n)["median"]
+    spread = spread_ratio(gen, zoo.params)["median"]  # the same in raw and normalized space
     if spread > 1 / SPREAD[0]:
         grade, fix = "warn", "wider than the zoo: train the diffusion model longer (--diffusion-steps)"
     else:
@@ -179,9 +178,10 @@ def generator_checks(
     checks.append(
         Check("generator spread", grade, f"generated spread {spread:.2f}x the snapshots' (median over dimensions)", fix)
     )
-    if len(orig_n) > 1:
-        spacing = float(nearest_distances(orig_n, orig_n, exclude_self=True).median())
-        replicas = float((nearest_distances(gen_n, orig_n) / spacing < REPLICA_RELATIVE_DISTANCE).double().mean())
+    if len(zoo.params) > 1:
+        own = nearest_distances(zoo.params, zoo.params, exclude_self=True, normalizer=normalizer)
+        nearest = nearest_distances(gen, zoo.params, normalizer=normalizer)
+        replicas = float((nearest / float(own.median()) < REPLICA_RELATIVE_DISTANCE).double().mean())
         checks.append(
             Check(
                 "replicas",

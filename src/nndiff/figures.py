@@ -112,21 +112,16 @@ def novelty_plane(per_model: dict, novelty: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def pca_map(per_model: dict, path: Path) -> None:
-    from sklearn.decomposition import PCA
-
-    orig = per_model["originals"]["normalized"].numpy()
-    basis = "the originals'"
-    if len(orig) < 3:  # too few originals to define two components: use every group's models
-        orig = np.concatenate([per_model[n]["normalized"].numpy() for n, _, _ in _groups(per_model)])
-        basis = "all models'"
-    pca = PCA(n_components=2).fit(orig)
+def pca_map(per_model: dict, plane: dict, path: Path) -> None:
+    """Every group's models in the principal plane novelty.analyze projected them on (`plane`: its
+    basis and the share of that basis's variance each component holds)."""
+    basis = "the originals'" if plane["basis"] == "originals" else "all models'"
+    ev = plane["explained_variance"]
     fig = Figure(figsize=(6.5, 5))
     ax = fig.subplots()
     for n, label, color in _groups(per_model):
-        xy = pca.transform(per_model[n]["normalized"].numpy())
+        xy = per_model[n]["plane"].numpy()
         ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.5, color=color, label=label)
-    ev = pca.explained_variance_ratio_
     ax.set_xlabel(f"PC 1 of {basis} parameters ({100 * ev[0]:.0f}% of their variance)")
     ax.set_ylabel(f"PC 2 ({100 * ev[1]:.0f}%)")
     ax.set_title(f"Normalized parameters, projected on {basis} principal components")

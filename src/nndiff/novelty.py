@@ -13,15 +13,18 @@ with each other and are read together.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .conditional import AIMS, GUIDANCES, aim_name
-from .distribution import distribution_check, flag_sentences
+from .distribution import distances, distribution_check, flag_sentences
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
-from .params import Normalizer, column_blocks
+from .params import Normalizer, column_blocks, row_blocks
+from .plane import Plane
 from .uncertainty import REPLICATES, Bootstrap, compare, curve_at, estimate, excludes_zero, group_mean, interval
 
 # Noise amplitudes in normalized parameter space (units of the originals' per-element spread):
@@ -60,11 +63,14 @@ def noise_baseline(
     originals: torch.Tensor, normalizer: Normalizer, amplitude: float, n: int, seed: int = 0
 ) -> torch.Tensor:
     """n random originals plus Gaussian noise of `amplitude` in normalized space (its own random
-    stream per amplitude, so adding an amplitude changes no other group)."""
+    stream per amplitude, so adding an amplitude changes no other group). Noise of a in normalized
+    space is noise of a * std in raw space, so it is added there, a block of rows at a time."""
     g = torch.Generator().manual_seed(seed * 100_003 + round(amplitude * 1000))
     idx = torch.randint(len(originals), (n,), generator=g)
-    z = normalizer(originals[idx]) + amplitude * torch.randn(n, originals.shape[1], generator=g)
-    return normalizer.inverse(z)
+    out = torch.randn(n, originals.shape[1], generator=g)
+    for b in row_blocks(n, originals.shape[1]):
+        out[b].mul_(amplitude * normalizer.std).add_(originals[idx[b]])
+    return out
 
 
 def make_baselines(
@@ -74,29 +80,37 @@ def make_baselines(
     n: int,
     seed: int = 0,
     amplitudes=NOISE_AMPLITUDES,
-) -> dict[str, torch.Tensor]:
-    """[n, D] parameter vectors per baseline, built from the training snapshots only (and held-out ones)."""
-    out = {noise_name(a): noise_baseline(originals, normalizer, a, n, seed) for a in amplitudes}
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """Per baseline, what makes its [n, D] parameter vectors from the training snapshots only (and
+    the held-out ones): each is built when it is measured, so only one baseline is in memory at a time."""
+    out: dict[str, Callable[[], torch.Tensor]] = {
+        noise_name(a): functools.partial(noise_baseline, originals, normalizer, a, n, seed) for a in amplitudes
+    }
     g = torch.Generator().manual_seed(seed)
     k, d = originals.shape
     m = min(SUBSET_SIZE, k)
     subsets = torch.stack([torch.randperm(k, generator=g)[:m] for _ in range(n)])
-    out["weight_average"] = originals[subsets].mean(1)
-    mean, std = originals.mean(0), originals.std(0, unbiased=k > 1)
-    out["gaussian"] = mean + std * torch.randn(n, d, generator=g)
+    out["weight_average"] = lambda: torch.stack([originals[s].mean(0) for s in subsets])
+
+    def gaussian() -> torch.Tensor:
+        x = torch.randn(n, d, generator=g)
+        for b in column_blocks(k, d):
+            block = originals[:, b]
+            x[:, b].mul_(block.std(0, unbiased=k > 1)).add_(block.mean(0))
+        return x
+
+    out["gaussian"] = gaussian
     if len(heldout):
-        out["heldout"] = heldout[:n]
+        out["heldout"] = lambda: heldout[:n]
     return out
 
 
-def nearest_distances(x: torch.Tensor, originals: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
-    """Euclidean distance from each row of x to its nearest original (both already normalized).
-    Squared distances are summed over blocks of columns in float64 (each block's own in float32),
-    so no float64 copy of the zoo is made and a near-copy's distance keeps its precision."""
-    d = torch.zeros(len(x), len(originals), dtype=torch.float64)
-    for b in column_blocks(len(x) + len(originals), x.shape[1]):
-        d += torch.cdist(x[:, b].float(), originals[:, b].float()).double().pow(2)
-    d = d.sqrt()
+def nearest_distances(
+    x: torch.Tensor, originals: torch.Tensor, exclude_self: bool = False, normalizer: Normalizer | None = None
+) -> torch.Tensor:
+    """Euclidean distance from each row of x to its nearest original, in normalized space when
+    `normalizer` is given (None: both are normalized already); see `distances`."""
+    d = distances(x, originals, normalizer)
     if exclude_self:
         d.fill_diagonal_(float("inf"))
     return d.min(1).values
@@ -111,6 +125,7 @@ class Measured:
     max_iou: torch.Tensor  # [N] max IoU of wrong predictions with any training snapshot (itself excluded)
     iou: torch.Tensor  # [N, K] IoU with each training snapshot, -inf where a pair must not count
     distance: torch.Tensor  # [N] relative nearest-snapshot distance in normalized space
+    plane: torch.Tensor  # [N, 2] coordinates in the principal-component plane of the PCA map
     within: float  # mean pairwise IoU inside the group
     to_originals: float  # mean IoU with the training snapshots
 
@@ -168,13 +183,16 @@ def analyze(
     device = next(model.parameters()).device
     labels = test.y.cpu()
     test_dev = test.to(device)
-    orig_norm = normalizer(zoo.params)
+    # The originals' principal plane (every model's, when fewer than 3 originals cannot define it).
+    reference = zoo.params if len(zoo.params) >= 3 else torch.cat([zoo.params, generated])
+    plane = Plane(reference, normalizer)
     # The originals' own spacing: each one's distance to its nearest other original.
-    spacing = (
-        float(nearest_distances(orig_norm, orig_norm, exclude_self=True).median())
-        if len(orig_norm) > 1
-        else float("nan")
+    own = (
+        nearest_distances(zoo.params, zoo.params, exclude_self=True, normalizer=normalizer)
+        if len(zoo.params) > 1
+        else torch.full((1,), float("nan"), dtype=torch.float64)
     )
+    spacing = float(own.median())
     orig = evaluate_params(task, model, zoo.layout, zoo.params, {"test": test_dev}, progress=False)["test"]
 
     def measure(name: str, p: torch.Tensor) -> Measured:
@@ -186,36 +204,40 @@ def analyze(
         iou = pairwise_iou(ev.predictions, labels, orig.predictions)
         if name == "originals":
             masked = iou.clone().fill_diagonal_(-float("inf"))
-            single = len(iou) < 2
-            max_iou = torch.full((1,), float("nan")) if single else masked.max(1).values
-            dist = (
-                torch.full((1,), float("nan")) if single else nearest_distances(orig_norm, orig_norm, exclude_self=True)
-            )
-            within = to_orig = mean_offdiagonal(iou)
+            max_iou = torch.full((1,), float("nan")) if len(iou) < 2 else masked.max(1).values
+            dist, within = own, mean_offdiagonal(iou)
+            to_orig = within
         else:
             masked, max_iou = iou, iou.max(1).values
-            dist = nearest_distances(normalizer(p), orig_norm)
+            dist = nearest_distances(p, zoo.params, normalizer=normalizer)
             within, to_orig = mean_offdiagonal(pairwise_iou(ev.predictions, labels)), float(iou.mean())
-        return Measured(ev.accuracy, ev.predictions != labels, max_iou, masked, dist / spacing, within, to_orig)
+        wrong = ev.predictions != labels
+        return Measured(ev.accuracy, wrong, max_iou, masked, dist / spacing, plane.project(p), within, to_orig)
 
-    groups = {
-        "originals": zoo.params,
-        "generated": generated,
-        **make_baselines(zoo.params, zoo.heldout, normalizer, n, seed),
-        **(extra or {}),
-    }
-    measured = {name: measure(name, p) for name, p in groups.items()}
-    gap_groups = [name for name in groups if name in LABELS or name in (extra or {})]
+    # Each group is built, measured and let go in turn: at 1M parameters a group of 100 models is
+    # 400 MB, so holding every baseline at once would take several times the zoo.
+    measured = {"originals": measure("originals", zoo.params), "generated": measure("generated", generated)}
+    baselines = make_baselines(zoo.params, zoo.heldout, normalizer, n, seed)
+    measured.update({name: measure(name, make()) for name, make in baselines.items()})
+    measured.update({name: measure(name, p) for name, p in (extra or {}).items()})
+    gap_groups = [name for name in measured if name in LABELS or name in (extra or {})]
 
     amplitudes = list(NOISE_AMPLITUDES)
     lowest = min(float(measured[g].max_iou.mean()) for g in gap_groups)
     while lowest < float(measured[noise_name(amplitudes[-1])].max_iou.mean()) and amplitudes[-1] < MAX_AMPLITUDE:
         a = amplitudes[-1] * 2
-        groups[noise_name(a)] = noise_baseline(zoo.params, normalizer, a, n, seed)
-        measured[noise_name(a)] = measure(noise_name(a), groups[noise_name(a)])
+        measured[noise_name(a)] = measure(noise_name(a), noise_baseline(zoo.params, normalizer, a, n, seed))
         amplitudes.append(a)
 
-    result: dict = {"test_samples": len(labels), "originals_nearest_spacing": spacing, "groups": {}}
+    result: dict = {
+        "test_samples": len(labels),
+        "originals_nearest_spacing": spacing,
+        "principal_plane": {
+            "basis": "originals" if reference is zoo.params else "originals and generated",
+            "explained_variance": plane.explained,
+        },
+        "groups": {},
+    }
     per_model: dict = {}
     for name, m in measured.items():
         stats = group_stats(m)
@@ -226,7 +248,7 @@ def analyze(
             "test_acc": m.accuracy,
             "max_similarity": m.max_iou,
             "nearest_distance_relative": m.distance,
-            "normalized": normalizer(groups[name]),
+            "plane": m.plane,
         }
 
     curve = [
@@ -284,11 +306,10 @@ def analyze(
         "resampled": "test samples (shared by every group) and each group's models",
     }
 
-    held = normalizer(zoo.heldout) if len(zoo.heldout) else torch.empty(0, zoo.layout.size)
     share = nonfinite / (len(generated) + nonfinite) if len(generated) + nonfinite else 0.0
-    result["distribution"] = distribution_check(
-        normalizer(generated), orig_norm, held, result["groups"]["generated"]["replica_share"], share
-    )
+    held = zoo.heldout if len(zoo.heldout) else torch.empty(0, zoo.layout.size)
+    replicas = result["groups"]["generated"]["replica_share"]
+    result["distribution"] = distribution_check(generated, zoo.params, held, replicas, share, normalizer)
     result["pairwise_iou"] = {
         "originals": result["groups"]["originals"]["mean_pairwise_iou_within"],
         "generated": result["groups"]["generated"]["mean_pairwise_iou_within"],

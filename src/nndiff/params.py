@@ -162,6 +162,10 @@ class Normalizer:
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.std + self.mean
 
+    def columns(self, block: slice) -> "Normalizer":
+        """The normalizer of a block of columns (to normalize a zoo a block at a time)."""
+        return Normalizer(self.mean[block], self.std[block])
+
     def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
         return {prefix + "mean": self.mean, prefix + "std": self.std}
 

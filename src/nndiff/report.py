@@ -43,7 +43,7 @@ def write_report(
     accuracy_histogram(per_model, out / "accuracy.png")
     novelty_plane(per_model, novelty, out / "novelty_plane.png")
     gap_plot(novelty, out / "gaps.png")
-    pca_map(per_model, out / "pca.png")
+    pca_map(per_model, novelty["principal_plane"], out / "pca.png")
     distance_histogram(per_model, out / "nearest_distance.png")
     if novelty.get("calibration"):
         calibration_plot(novelty["calibration"], out / "calibration.png")

@@ -1,0 +1,54 @@
+"""The principal-component plane the PCA map draws every group on, found without a copy of the zoo.
+
+With K snapshots of D parameters (K small, D up to millions) the components come from the K x K
+Gram matrix of the centred, normalized snapshots, summed a block of columns at a time: its top
+eigenvectors u with eigenvalues s give the components X^T u / sqrt(s), which are exactly the
+principal directions a PCA of X would find. Projecting a group goes through the same blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .params import Normalizer, column_blocks
+
+COMPONENTS = 2
+
+
+class Plane:
+    """The first two principal components of `reference` in the space `normalizer` maps to."""
+
+    def __init__(self, reference: torch.Tensor, normalizer: Normalizer):
+        rows, dim = reference.shape
+        self.normalizer = normalizer
+        self.mean = torch.zeros(dim)  # normalized-space mean of the reference rows
+        blocks = column_blocks(rows, dim)
+        gram = torch.zeros(rows, rows, dtype=torch.float64)
+        for b in blocks:
+            part = normalizer.columns(b)(reference[:, b].float())
+            self.mean[b] = part.mean(0)
+            part = (part - self.mean[b]).double()
+            gram += part @ part.T
+        values, vectors = torch.linalg.eigh(gram)  # ascending
+        values, vectors = values.flip(0).clamp_min(0.0), vectors.flip(1)
+        top = torch.zeros(COMPONENTS, dtype=torch.float64)
+        top[: min(COMPONENTS, rows)] = values[:COMPONENTS]
+        total = float(values.sum())
+        # Share of the reference's variance along each component (0 where fewer rows leave it undefined).
+        self.explained = [float(v) / total if total > 0 else 0.0 for v in top]
+        scale = torch.zeros(rows, COMPONENTS, dtype=torch.float64)
+        defined = top > top[0] * 1e-12 if top[0] > 0 else torch.zeros(COMPONENTS, dtype=torch.bool)
+        n = int(defined.sum())
+        scale[:, :n] = vectors[:, :n] / top[:n].sqrt()
+        self.components = torch.zeros(COMPONENTS, dim)
+        for b in blocks:
+            part = (normalizer.columns(b)(reference[:, b].float()) - self.mean[b]).double()
+            self.components[:, b] = (scale.T @ part).float()
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 2] coordinates of the rows of x (raw parameters) in the plane."""
+        out = torch.zeros(len(x), COMPONENTS, dtype=torch.float64)
+        for b in column_blocks(len(x) + COMPONENTS, x.shape[1]):
+            part = self.normalizer.columns(b)(x[:, b].float()) - self.mean[b]
+            out += part.double() @ self.components[:, b].double().T
+        return out.float()
