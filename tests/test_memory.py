@@ -99,3 +99,21 @@ def test_micro_batches_give_the_whole_batch_gradient(tiny_blocks):
     assert torch.allclose(encode_all(parts, x, norm, "cpu"), parts.encode(x), atol=1e-6)
     expected = torch.nn.functional.mse_loss(parts(x), x).item()
     assert reconstruction_mse(parts, x, norm, "cpu") == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_principal_plane_is_the_pca_of_the_normalized_snapshots(tiny_blocks):
+    """Found from the Gram matrix block by block, the plane must be sklearn's PCA (up to each
+    component's sign): same explained variance, same coordinates for new rows."""
+    from sklearn.decomposition import PCA
+
+    from nndiff.plane import Plane
+
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(12, 40, generator=g) * torch.linspace(0.1, 3, 40) + 5
+    norm = params_module.Normalizer(rows.mean(0), rows.std(0) * 2)
+    plane, pca = Plane(rows, norm), PCA(2).fit(norm(rows).double().numpy())
+    assert plane.explained == pytest.approx(pca.explained_variance_ratio_.tolist(), rel=1e-4)
+    new = torch.randn(5, 40, generator=g)
+    ours, theirs = plane.project(new).double(), torch.from_numpy(pca.transform(norm(new).double().numpy()))
+    signs = torch.sign((ours * theirs).sum(0))
+    assert torch.allclose(ours * signs, theirs, atol=1e-4)
