@@ -302,31 +302,34 @@ def snapshots(trajectory: Trajectory, count: int, burn_in: int, every: int) -> I
 
 
 def collect_run(
-    trajectory: Trajectory, count: int, burn_in: int, every: int, name: str, stage: Stage, bar=None
-) -> tuple[torch.Tensor, int]:
-    """A trajectory's [count, D] snapshots and the step it resumed from (0: started afresh),
-    resuming from and checkpointing to the stage under `name` as it goes."""
-    snaps: list[torch.Tensor] = []
+    trajectory: Trajectory, out: torch.Tensor, burn_in: int, every: int, name: str, stage: Stage, bar=None
+) -> int:
+    """Fill `out` ([count, D], a block of the zoo's rows) with a trajectory's snapshots, resuming
+    from and checkpointing to the stage under `name` as it goes; returns the step it resumed from
+    (0: started afresh). Snapshots go straight into `out`, so the zoo is held once, not once as a
+    list and again stacked."""
+    filled = 0
     saved = stage.load(name, mine=True)  # each run is collected by one rank
     if saved is not None:
         trajectory.load_state_dict(saved["trajectory"])
-        snaps = list(saved["snapshots"])
+        filled = len(saved["snapshots"])
+        out[:filled] = saved["snapshots"]
     resumed_at = trajectory.steps
     if bar is not None:
         bar.update(trajectory.steps)
-    total = burn_in + count * every
+    total = burn_in + len(out) * every
 
     def state() -> dict:
-        rows = torch.stack(snaps) if snaps else torch.empty(0, trajectory.layout.size)
-        return {"trajectory": trajectory.state_dict(), "snapshots": rows}
+        return {"trajectory": trajectory.state_dict(), "snapshots": out[:filled]}
 
-    for snap in trajectory.run(count, burn_in, every):
+    for snap in trajectory.run(len(out), burn_in, every):  # steps on from where it resumed
         if snap is not None:
-            snaps.append(snap)
+            out[filled] = snap
+            filled += 1
         if bar is not None:
             bar.update()
         stage.checkpoint(name, trajectory.steps, total, state, CHECKPOINT_EVERY, mine=True)
-    return torch.stack(snaps), resumed_at
+    return resumed_at
 
 
 def collection_settings(task, config: CollectConfig, base_state: dict[str, torch.Tensor] | None = None) -> dict:
@@ -441,23 +444,28 @@ def collect(
         per_run.append(config.heldout)  # the last run is held out
     # Run r is collected by rank r mod world size (all of them in a single process), then gathered.
     mine = [run for run in range(len(per_run)) if run % world_size() == rank()]
-    collected = {}
+    offsets = [sum(per_run[:r]) for r in range(len(per_run) + 1)]
+    params = torch.empty(offsets[-1], layout.size)  # every snapshot, preallocated once
+    resumed_at: dict[int, int] = {}
     bar = tqdm(
         total=sum(per_run[r] * every + config.burn_in for r in mine), desc="collect", disable=not progress, leave=False
     )
     for run in mine:
         trajectory = Trajectory(task, base, layout, _run_seed(config, run), lr, config.momentum, device)
-        snaps, resumed_at = collect_run(trajectory, per_run[run], config.burn_in, every, f"run{run}", stage, bar)
-        collected[run] = (snaps.cpu(), resumed_at)
+        rows = params[offsets[run] : offsets[run + 1]]
+        resumed_at[run] = collect_run(trajectory, rows, config.burn_in, every, f"run{run}", stage, bar)
     bar.close()
-    for part in all_gather(collected):
-        collected.update(part)
+    if world_size() > 1:  # each rank filled its own runs' rows: share them
+        parts = all_gather({run: (params[offsets[run] : offsets[run + 1]].clone(), resumed_at[run]) for run in mine})
+        for part in parts:
+            for run, (rows, resumed) in part.items():
+                params[offsets[run] : offsets[run + 1]] = rows
+                resumed_at[run] = resumed
     records = [
         {"run": run, "seed": _run_seed(config, run), "step": config.burn_in + (i + 1) * every}
         for run, count in enumerate(per_run)
         for i in range(count)
     ]
-    params = torch.cat([collected[run][0] for run in range(len(per_run))])
     evals = evaluate_params_sharded(task, base, layout, params, {"val": val, "test": test}, progress)
     for meta, va, te in zip(records, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
         meta["val_acc"], meta["test_acc"] = va, te
@@ -481,7 +489,7 @@ def collect(
         "base": base_metrics,
         "seconds": round(time.perf_counter() - t0, 2),
         # per run, the step collection resumed from after an interruption
-        "resumed_at_steps": [collected[run][1] for run in range(len(per_run))],
+        "resumed_at_steps": [resumed_at[run] for run in range(len(per_run))],
     }
     if probe is not None:
         info["lr_probe"] = probe
