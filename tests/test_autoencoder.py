@@ -97,3 +97,56 @@ def test_input_noise_drawn_after_the_token_map_has_the_distribution_of_noise_bef
     assert off(before.T @ before / len(before)) < 0.03 and off(after.T @ after / len(after)) < 0.03
     factor = torch.linalg.cholesky(expected)
     assert off(factor.T @ factor) > 0.2  # the test tells the right factor from the wrong one
+
+
+def test_tokens_follow_the_layers():
+    """Layers of 5 and 7 values in tokens of 4: layer 1 gets tokens 0-1, layer 2 tokens 2-3, so no
+    token mixes two layers (cut across the layers, token 1 would hold values 4-7)."""
+    from nndiff.autoencoder import PerPositionIn, PerPositionOut, layer_spans
+
+    torch.manual_seed(0)
+    spans = layer_spans([5, 7], 4)
+    assert spans == [(0, 5, 0), (5, 7, 2)]
+    emb, out = PerPositionIn(3, 24, 4, spans), PerPositionOut(3, 24, 4, spans)
+    x = torch.randn(2, 12)
+    h = emb(x)
+    assert h.shape == (2, 3, 6)  # 4 tokens of values and 2 of padding (the latent grid's multiple)
+    moved = x.clone()
+    moved[:, 5] += 1.0  # the first value of layer 2
+    changed = (emb(moved) - h).abs().sum((0, 1)) > 0
+    assert changed.tolist() == [False, False, True, False, False, False]
+    torch.testing.assert_close(h[0, :, 1], emb.weight[:, 0] * x[0, 4] + emb.bias[:, 1])  # padded: value 4 alone
+    y = out(h)
+    assert y.shape == (2, 12)
+    # value 5 is value 0 of token 2: token 2's read-out plus the bias of token 2's first slot
+    torch.testing.assert_close(y[1, 5], (h[1, :, 2] * out.weight[0]).sum() + out.bias[8])
+    ae = Autoencoder(12, AutoencoderConfig(channels=8, depth=1, token_size=4), sizes=[5, 7])
+    assert ae.latent_shape == (4, 2) and ae.decode(ae.encode(x)).shape == (2, 12)
+    with pytest.raises(ValueError, match="add up"):
+        Autoencoder(12, AutoencoderConfig(token_size=4), sizes=[5, 6])
+
+
+def test_a_saved_generator_keeps_its_layer_tokens(tmp_path):
+    """The layer sizes travel with autoencoder.safetensors; a file without them (saved when tokens cut
+    across layers) is rebuilt with one span, as it was trained."""
+    from nndiff.config import TrainConfig
+    from nndiff.denoiser import Denoiser
+    from nndiff.generate import ParamGenerator
+    from nndiff.params import Layout, Normalizer
+    from nndiff.storage import load_tensors, save_tensors
+
+    torch.manual_seed(0)
+    config = TrainConfig()
+    config.autoencoder.channels, config.autoencoder.depth, config.autoencoder.token_size = 8, 1, 4
+    layout = Layout.from_shapes([("a", (5,)), ("b", (7,))])
+    ae = Autoencoder(12, config.autoencoder, [5, 7]).eval()
+    den = Denoiser(ae.latent_shape, config.denoiser)
+    unit = lambda n: Normalizer(torch.zeros(n), torch.ones(n))  # noqa: E731
+    ParamGenerator(layout, config, unit(12), unit(8), ae, den).save(tmp_path)
+    loaded = ParamGenerator.load(tmp_path, config)
+    z = torch.randn(3, *ae.latent_shape)
+    assert loaded.autoencoder.sizes == [5, 7]
+    torch.testing.assert_close(loaded.autoencoder.decode(z), ae.decode(z))
+    path = tmp_path / "autoencoder.safetensors"
+    save_tensors(path, load_tensors(path), {"dim": 12})
+    assert ParamGenerator.load(tmp_path, config).autoencoder.sizes == [12]

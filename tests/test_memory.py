@@ -80,7 +80,10 @@ def test_micro_batches_give_the_whole_batch_gradient(tiny_blocks):
     weights exactly as one pass over the whole batch."""
     torch.manual_seed(0)
     config = AutoencoderConfig(channels=4, depth=1, input_noise=0.0, latent_noise=0.0)
-    x = torch.randn(16, 6)
+    # the batch as the product draws it: raw rows, repeated, gathered and normalized a micro-batch at a time
+    raw, rows = torch.randn(10, 6) * 3 + 1, torch.tensor([3, 1, 3, 0, 9, 9, 2, 5, 4, 7, 7, 8, 6, 0, 1, 2])
+    norm = params_module.Normalizer(torch.full((6,), 1.0), torch.full((6,), 3.0))
+    x = norm(raw[rows])
     one, parts = Autoencoder(6, config), Autoencoder(6, config)
     parts.load_state_dict(one.state_dict())
     for ae in (one, parts):
@@ -91,7 +94,7 @@ def test_micro_batches_give_the_whole_batch_gradient(tiny_blocks):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(one.parameters(), 1.0)
     opt_one.step()
-    assert autoencoder_step(parts, parts, opt_parts, x) == pytest.approx(loss.item(), rel=1e-5)
+    assert autoencoder_step(parts, parts, opt_parts, raw, rows, norm) == pytest.approx(loss.item(), rel=1e-5)
     for a, b in zip(one.parameters(), parts.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     parts.eval()
@@ -117,3 +120,13 @@ def test_the_principal_plane_is_the_pca_of_the_normalized_snapshots(tiny_blocks)
     ours, theirs = plane.project(new).double(), torch.from_numpy(pca.transform(norm(new).double().numpy()))
     signs = torch.sign((ours * theirs).sum(0))
     assert torch.allclose(ours * signs, theirs, atol=1e-4)
+
+
+def test_freed_memory_is_kept_for_reuse_under_glibc():
+    import platform
+
+    from nndiff.runtime import reuse_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert reuse_freed_memory()

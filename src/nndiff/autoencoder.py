@@ -50,18 +50,33 @@ class AutoencoderConfig:
     lr: float = setting(1e-3, "autoencoder learning rate (AdamW, cosine schedule)", low=0, low_open=True)
 
 
+Span = tuple[int, int, int]  # a layer's (first value, number of values, first token)
+
+
+def layer_spans(sizes: list[int], token: int) -> list[Span]:
+    """Where each layer lies among the values and among the tokens: a layer of n values gets
+    ceil(n / token) tokens of its own (its last one padded), so no token mixes two layers."""
+    spans, offset, first = [], 0, 0
+    for n in sizes:
+        spans.append((offset, n, first))
+        offset, first = offset + n, first + math.ceil(n / token)
+    return spans
+
+
 class PerPositionIn(nn.Module):
     """The first encoder layer: the parameter vector as a sequence of `channels`-dim features.
 
     token = 1: h[b, c, p] = x[b, p] * w[c, p] + bias[c, p], weights of its own for every value.
-    token > 1: each token of `token` values goes through one shared linear map, plus a learned
-    embedding of the token's position, h[b, :, n] = W x[b, n, :] + pos[:, n] (as a ViT embeds
-    patches), so the layer's size grows with D / token only.
+    token > 1: each layer (`spans`; default: the whole vector as one) is cut into tokens of `token`
+    values, each goes through one shared linear map, plus a learned embedding of the token's position,
+    h[b, :, n] = W x[b, n, :] + pos[:, n] (as a ViT embeds patches), so the layer's size grows with the
+    number of tokens only. A token holds values of one layer only, so its position embedding tells the
+    layer too. Positions after the last token (up to `length`) are padding: W 0 + pos.
     """
 
-    def __init__(self, channels: int, length: int, token: int = 1):
+    def __init__(self, channels: int, length: int, token: int = 1, spans: list[Span] | None = None):
         super().__init__()
-        self.token = token
+        self.token, self.spans = token, spans
         if token == 1:
             self.weight = nn.Parameter(torch.randn(channels, length))
         else:
@@ -69,19 +84,24 @@ class PerPositionIn(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels, length // token))
 
     def forward(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
-        """token = 1: `x` padded to the layer's length. token > 1: `x` as it is, [B, D]: its whole
-        tokens are read in place and only the last one is padded, and input noise of std `noise` is
-        drawn after the linear map, where W(x + noise·e) is W x plus Gaussian noise of covariance
+        """token = 1: `x` padded to the layer's length. token > 1: `x` as it is, [B, D]: each layer's
+        whole tokens are read in place and only its last one is padded, and input noise of std `noise`
+        is drawn after the linear map, where W(x + noise·e) is W x plus Gaussian noise of covariance
         noise²·W Wᵀ: [B, N, C] draws instead of B x D (the largest cost of a step at 1M values)."""
         if self.token == 1:
             return x.unsqueeze(1) * self.weight + self.bias
-        batch, dim = x.shape
-        t, n = self.token, self.bias.shape[1]
-        whole = dim // t
-        parts = [x[:, : whole * t].reshape(batch, whole, t) @ self.weight.T] if whole else []
-        if whole < n:
-            tail = F.pad(x[:, whole * t :], (0, (n - whole) * t - (dim - whole * t)))
-            parts.append(tail.view(batch, n - whole, t) @ self.weight.T)
+        batch, t, n = x.shape[0], self.token, self.bias.shape[1]
+        parts, filled = [], 0
+        for offset, size, _ in self.spans or [(0, x.shape[1], 0)]:
+            whole = size // t
+            if whole:
+                parts.append(x[:, offset : offset + whole * t].reshape(batch, whole, t) @ self.weight.T)
+            if size > whole * t:
+                tail = F.pad(x[:, offset + whole * t : offset + size], (0, (whole + 1) * t - size))
+                parts.append(tail.unsqueeze(1) @ self.weight.T)
+            filled += math.ceil(size / t)
+        if filled < n:
+            parts.append(x.new_zeros(batch, n - filled, len(self.weight)))
         h = torch.cat(parts, 1) if len(parts) > 1 else parts[0]  # [B, N, C]
         if noise:
             cov = self.weight @ self.weight.T
@@ -97,33 +117,36 @@ class PerPositionOut(nn.Module):
 
     token = 1: y[b, p] = sum_c h[b, c, p] * w[c, p] + bias[p], a read-out of its own per value.
     token > 1: a shared linear read-out from each token's features to its `token` values, plus a
-    bias of its own for every value.
+    bias of its own for every value (bias[n * token + i]: value i of token n).
     """
 
-    def __init__(self, channels: int, length: int, token: int = 1):
+    def __init__(self, channels: int, length: int, token: int = 1, spans: list[Span] | None = None):
         super().__init__()
-        self.token = token
+        self.token, self.spans = token, spans
         shape = (channels, length) if token == 1 else (token, channels)
         self.weight = nn.Parameter(torch.randn(shape) / math.sqrt(channels))
         self.bias = nn.Parameter(torch.zeros(length))
 
     def forward(self, h: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-        """The first `dim` values (all of them by default). token > 1: the bias is added inside the
-        matrix product of the whole tokens and the padding of the last is never made, so no
-        [B, padded] tensor is written (or zero-filled in the backward pass)."""
+        """The values of every layer, [B, D] (without spans: the first `dim` values, all by default).
+        token > 1: the bias is added inside the matrix product of each layer's whole tokens and the
+        padding of its last is never made, so no [B, padded] tensor is written (or zero-filled in the
+        backward pass)."""
         dim = len(self.bias) if dim is None else dim
         if self.token == 1:
             return ((h * self.weight).sum(1) + self.bias)[:, :dim]
         batch, t = h.shape[0], self.token
-        whole = dim // t
         features = h.transpose(1, 2)  # [B, N, C]
         parts = []
-        if whole:
-            bias = self.bias[: whole * t].view(1, whole, t).expand(batch, whole, t)
-            parts.append(torch.baddbmm(bias, features[:, :whole], self.weight.T.expand(batch, -1, -1)).flatten(1))
-        if dim > whole * t:
-            last = features[:, whole] @ self.weight.T
-            parts.append(last[:, : dim - whole * t] + self.bias[whole * t : dim])
+        for _, size, first in self.spans or [(0, dim, 0)]:
+            whole = size // t
+            if whole:
+                bias = self.bias[first * t : (first + whole) * t].view(1, whole, t).expand(batch, whole, t)
+                block = features[:, first : first + whole]
+                parts.append(torch.baddbmm(bias, block, self.weight.T.expand(batch, -1, -1)).flatten(1))
+            if size > whole * t:
+                start, rest = (first + whole) * t, size - whole * t
+                parts.append((features[:, first + whole] @ self.weight.T)[:, :rest] + self.bias[start : start + rest])
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
 
@@ -134,19 +157,26 @@ def auto_token_size(dim: int) -> int:
 
 
 class Autoencoder(nn.Module):
-    def __init__(self, dim: int, config: AutoencoderConfig):
+    """`sizes`: the number of values of each layer, in order (default: one layer of `dim`); with
+    tokens of more than one value, each layer gets tokens of its own (layer_spans)."""
+
+    def __init__(self, dim: int, config: AutoencoderConfig, sizes: list[int] | None = None):
         super().__init__()
         self.dim = dim
         self.config = config
         self.token = config.token_size or auto_token_size(dim)
-        stride = 2**config.depth * self.token
-        self.padded = math.ceil(dim / stride) * stride
+        self.sizes = list(sizes) if sizes is not None else [dim]
+        if sum(self.sizes) != dim or min(self.sizes, default=1) < 1:
+            raise ValueError(f"layer sizes {self.sizes} do not add up to {dim} values")
+        spans = layer_spans(self.sizes, self.token) if self.token > 1 else None
+        tokens = sum(math.ceil(n / self.token) for n in self.sizes)
+        self.padded = math.ceil(tokens / 2**config.depth) * 2**config.depth * self.token
         c, token = config.channels, self.token
         down = []
         for _ in range(config.depth):
             down += [nn.Conv1d(c, c, 4, stride=2, padding=1), nn.SiLU()]
         self.encoder = nn.Sequential(
-            PerPositionIn(c, self.padded, token),
+            PerPositionIn(c, self.padded, token, spans),
             nn.SiLU(),
             nn.Conv1d(c, c, 3, padding=1),
             nn.SiLU(),
@@ -162,7 +192,7 @@ class Autoencoder(nn.Module):
             *up,
             nn.Conv1d(c, c, 3, padding=1),
             nn.SiLU(),
-            PerPositionOut(c, self.padded, token),
+            PerPositionOut(c, self.padded, token, spans),
         )
 
     @property

@@ -403,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = namespace.debug or args.get("debug", False)
     quiet = namespace.quiet or args.get("quiet", False)
     try:
-        from .runtime import init_distributed, is_main
+        from .runtime import init_distributed, is_main, reuse_freed_memory
 
+        reuse_freed_memory()
         if init_distributed(args.get("device", "auto")):  # launched by torchrun
             if command not in DISTRIBUTED:
                 raise NndiffError(

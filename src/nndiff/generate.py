@@ -96,7 +96,7 @@ class ParamGenerator:
         save_tensors(
             d / "autoencoder.safetensors",
             self.autoencoder.state_dict(),
-            {"dim": self.layout.size, "config": cfg["autoencoder"]},
+            {"dim": self.layout.size, "config": cfg["autoencoder"], "layer_sizes": self.autoencoder.sizes},
         )
         save_tensors(
             d / "denoiser.safetensors",
@@ -119,7 +119,7 @@ class ParamGenerator:
     def load(cls, run_dir: str | Path, config: TrainConfig, device: torch.device | str = "cpu") -> "ParamGenerator":
         d = Path(run_dir)
         layout, norms = read_normalizers(d)
-        ae = Autoencoder(layout.size, config.autoencoder)
+        ae = Autoencoder(layout.size, config.autoencoder, _layer_sizes(d / "autoencoder.safetensors", layout))
         conditional = config.diffusion.condition != "none"
         if conditional and not {"condition.mean", "condition.range"} <= set(norms):
             raise NndiffError(
@@ -148,6 +148,19 @@ class ParamGenerator:
                 raise NndiffError(f"{source}: condition.range must be two finite numbers; retrain the run")
             generator.condition_range = tuple(lo_hi.tolist())
         return generator
+
+
+def _layer_sizes(path: Path, layout: Layout) -> list[int] | None:
+    """The layer sizes the autoencoder's tokens follow, as saved (None: a run saved before tokens
+    followed layers, whose tokens cut across them: it is rebuilt that way)."""
+    sizes = load_metadata(path).get("layer_sizes")
+    if sizes is None:
+        return None
+    if not (isinstance(sizes, list) and all(isinstance(n, int) and n > 0 for n in sizes) and sum(sizes) == layout.size):
+        raise NndiffError(
+            f"{path}: its layer_sizes do not describe the run's {layout.size} parameters; retrain the run"
+        )
+    return sizes
 
 
 def read_normalizers(run_dir: Path) -> tuple[Layout, dict[str, torch.Tensor]]:

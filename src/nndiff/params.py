@@ -196,10 +196,11 @@ class Normalizer:
         return cls(mean.float(), std.float())
 
 
-# Passes over a whole zoo go through it in blocks of rows of about this many values (64 MB of
-# float32), so their temporaries stay a fixed size however large the zoo (a 1M-parameter zoo of 200
-# snapshots is 800 MB; one float64 copy of it would be 1.6 GB).
-BLOCK_VALUES = 2**24
+# Passes over a whole zoo go through it in blocks of rows of about this many values (just under
+# 32 MiB of float32), so their temporaries stay a fixed size however large the zoo (a 1M-parameter
+# zoo of 200 snapshots is 800 MB; one float64 copy of it would be 1.6 GB). Below 32 MiB, glibc can
+# serve them from memory it keeps for reuse (runtime.reuse_freed_memory) rather than a fresh mapping.
+BLOCK_VALUES = 2**23 - 2**12
 
 
 def row_blocks(count: int, dim: int) -> list[slice]:

@@ -69,20 +69,32 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Mo
     opt.step()
 
 
-def autoencoder_step(net: nn.Module, ae: Autoencoder, opt: torch.optim.Optimizer, sample: torch.Tensor) -> float:
-    """One optimizer step on the batch's mean squared reconstruction error. The batch goes through
-    in micro-batches of at most BLOCK_VALUES values (their gradients summed), so a step's
-    activations stay a fixed size whatever D: one pass for small subsets, 16 rows at a time at 1M."""
-    blocks = row_blocks(len(sample), sample.shape[1])
+def autoencoder_step(
+    net: nn.Module,
+    ae: Autoencoder,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    normalizer: Normalizer | None = None,
+    device: torch.device | str | None = None,
+) -> float:
+    """One optimizer step on the mean squared reconstruction error of the batch `x[rows]` (all of `x`
+    by default), normalized by `normalizer` (None: `x` is normalized already). The batch is gathered,
+    normalized and sent through in micro-batches of at most BLOCK_VALUES values (their gradients
+    summed), so a step's memory stays a fixed size whatever D: one pass for small subsets, 16 rows at
+    a time at 1M, and never a [batch, D] copy of the zoo's rows."""
+    rows = torch.arange(len(x)) if rows is None else rows
+    blocks = row_blocks(len(rows), x.shape[1])
     opt.zero_grad(set_to_none=True)
     total = 0.0
     for i, block in enumerate(blocks):
-        part = sample[block]
+        part = x[rows[block]]
+        part = (normalizer(part) if normalizer is not None else part).to(device if device is not None else x.device)
         quiet = net.no_sync() if i < len(blocks) - 1 and hasattr(net, "no_sync") else contextlib.nullcontext()
         with quiet:  # under DDP the gradients are averaged once, after the last micro-batch
             loss = F.mse_loss(net(part), part)
             if len(blocks) > 1:
-                loss = loss * (len(part) / len(sample))
+                loss = loss * (len(part) / len(rows))
             loss.backward()
         total += loss.item()
     torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
@@ -110,11 +122,13 @@ def train_autoencoder(
     judge: Judge | None = None,
     normalizer: Normalizer | None = None,
     device: torch.device | str | None = None,
+    sizes: list[int] | None = None,
 ) -> tuple[Autoencoder, dict]:
     """x: [K, D] parameters, normalized by `normalizer` batch by batch (None: `x` is normalized
     already), so no normalized copy of the zoo is made and `x` may be memory-mapped. Batches are
     moved to `device` (default: x's). With `steps: auto`, a held-back tenth of them is not trained
-    on: `judge` measures its reconstructions (budget.py)."""
+    on: `judge` measures its reconstructions (budget.py). `sizes`: the values of each layer, so that
+    tokens follow the layers (default: one layer)."""
     cfg = config.autoencoder
     device = x.device if device is None else torch.device(device)
     auto = cfg.steps == "auto"
@@ -124,7 +138,7 @@ def train_autoencoder(
     keep[rows] = False
     train_rows = keep.nonzero().squeeze(1)
     check_rows = rows if len(rows) else torch.arange(len(x))
-    ae = Autoencoder(x.shape[1], cfg).to(device)
+    ae = Autoencoder(x.shape[1], cfg, sizes).to(device)
     net = data_parallel(ae)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(train_rows))
@@ -147,9 +161,7 @@ def train_autoencoder(
     for step in [] if stopped else bar:
         set_lr(opt, cosine_lr(step, total, cfg.lr))
         idx = train_rows[torch.randint(len(train_rows), (batch,), generator=gen)].to(x.device)
-        sample = x[idx]  # gathered once: at 1M values a gather is a pass over 256 MB
-        sample = (normalizer(sample) if normalizer is not None else sample).to(device)
-        loss_value = autoencoder_step(net, ae, opt, sample)
+        loss_value = autoencoder_step(net, ae, opt, x, idx, normalizer, device)
         if step % 50 == 0:
             bar.set_postfix(mse=f"{loss_value:.4f}")
         point = _check_point(step + 1, total, cfg.check_every, loss_value, check if auto else None, curve)
@@ -327,7 +339,15 @@ def fit(
     device = resolve_device(config.device)
     stage = stage or Stage(None)
     stage.claim(
-        {**config.to_dict(), "device": None, "zoo": fingerprint(zoo.params), "processes": world_size()}, "training"
+        # "tokens": progress saved before tokens followed the layers is not resumed into layer tokens
+        {
+            **config.to_dict(),
+            "device": None,
+            "zoo": fingerprint(zoo.params),
+            "processes": world_size(),
+            "tokens": "layers",
+        },
+        "training",
     )
     # Rank r draws its own batches and noise; rank 0 draws what a single process would.
     gen = seed_everything(config.seed + 7919 * rank())
@@ -337,7 +357,8 @@ def fit(
     judge = Judge.of_zoo(zoo, device) if auto and is_main() else None  # budgets chosen on validation (budget.py)
 
     t0 = time.perf_counter()
-    ae, ae_stats = train_autoencoder(zoo.params, config, gen, progress, stage, judge, normalizer, device)
+    sizes = [e.numel for e in zoo.layout.entries]
+    ae, ae_stats = train_autoencoder(zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes)
     t1 = time.perf_counter()
     z = encode_all(ae, zoo.params, normalizer, device)
     latent_normalizer = Normalizer.fit(z.flatten(1), None, "element")
