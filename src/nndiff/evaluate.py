@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batched import predict_batched, trunk_and_head
+from .memo import MEMO, context_key, row_digests, split_key
 from .params import Layout, finite_rows
 from .runtime import all_gather, shard
 from .uncertainty import REPLICATES, Bootstrap, compare, estimate, mean_accuracy
@@ -62,8 +63,38 @@ def evaluate_params(
     Uses the batched path (frozen trunk once, generated head vectorized over models) when the task
     predicts by argmax and the model can be traced; its answer for one parameter set is checked
     against the plain `task.evaluate` path, and a disagreement falls back to one forward pass per
-    model (with a warning), so the batched path can never silently differ from the model.
+    model (with a warning), so the batched path can never silently differ from the model. Rows this
+    process has evaluated on the same split before are answered from memo.py.
     """
+    device = next(model.parameters()).device
+    keys = {name: split_key(split) for name, split in splits.items()}
+    if not len(params) or any(k is None for k in keys.values()):
+        return _evaluate(task, model, layout, params, splits, progress, batched)
+    # Vectors evaluated before in this process (the snapshots at collection, the generated models
+    # at evaluation) are not evaluated again: memo.py keys them by everything their predictions depend on.
+    context = context_key(task, model, layout, device, batched)
+    rows = row_digests(params)
+    todo = [i for i, r in enumerate(rows) if any((context, keys[n], r) not in MEMO.entries for n in splits)]
+    skip = set(todo)
+    cached = {n: {i: MEMO.get((context, keys[n], r)) for i, r in enumerate(rows) if i not in skip} for n in splits}
+    missing = params if len(todo) == len(params) else params[todo]  # a copy only of what is not known
+    fresh = _evaluate(task, model, layout, missing, splits, progress, batched) if todo else {}
+    out = {}
+    for name, split in splits.items():
+        preds = torch.empty(len(params), len(split), dtype=torch.long)
+        for i, p in cached[name].items():
+            preds[i] = p
+        if todo:
+            preds[todo] = fresh[name].predictions.cpu()
+            for i, p in zip(todo, fresh[name].predictions):
+                MEMO.put((context, keys[name], rows[i]), p)
+        out[name] = GroupEvaluation(_accuracy(preds, split.y.cpu()), preds)
+    return out
+
+
+def _evaluate(
+    task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict, progress: bool, batched: bool
+):
     device = next(model.parameters()).device
     parts = trunk_and_head(model, layout) if batched and len(params) and batchable(task) else None
     if parts is not None:
