@@ -52,6 +52,15 @@ def test_baselines_have_the_right_shapes_and_statistics():
     assert ((spread > 0.2) & (spread < 0.3)).all(), spread
 
 
+def test_baseline_groups_shrink_only_for_networks_too_large_to_evaluate_often():
+    from nndiff.novelty import MIN_BASELINE, baseline_count
+
+    assert baseline_count(100, 14_154, 10_000) == 100  # the whole-network MLP: as many as generated
+    assert baseline_count(100, 969_354, 10_000) == 51  # 1M parameters: 5e11 multiply-adds per group
+    assert baseline_count(100, 50_000_000, 10_000) == MIN_BASELINE
+    assert baseline_count(6, 50_000_000, 10_000) == 6
+
+
 def test_report_from_a_tiny_run(tiny_run):
     report = tiny_run / "report"
     for name in ("report.md", "novelty.json", "accuracy.png", "novelty_plane.png", "gaps.png", "pca.png", "nearest_distance.png"):
@@ -62,7 +71,7 @@ def test_report_from_a_tiny_run(tiny_run):
     groups = novelty["groups"]
     assert set(groups) >= {"originals", "generated", "weight_average", "gaussian", "heldout"}
     assert groups["generated"]["count"] == metrics["generated"]["count"] == 6
-    assert groups["heldout"]["count"] == 6
+    assert groups["heldout"]["count"] == 6 == novelty["baseline_models"]
     # the same models evaluated twice give the same numbers in both files
     assert groups["generated"]["test_acc_mean"] == pytest.approx(metrics["generated"]["test_acc"]["mean"], abs=1e-9)
     assert groups["generated"]["test_acc_median"] == pytest.approx(metrics["generated"]["test_acc"]["median"], abs=1e-9)

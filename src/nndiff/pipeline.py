@@ -256,9 +256,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         generator = ParamGenerator.load(run_dir, config, resolve_device(device))
         extra = aimed_sets(generator, zoo, len(generated), seed)
         calibration = calibrate(generator, task, model, zoo, seed=seed)
-    novelty, per_model = analyze(
-        task, model, zoo, normalizer, generated, n_baseline=len(generated), seed=seed, extra=extra, nonfinite=nonfinite
-    )
+    novelty, per_model = analyze(task, model, zoo, normalizer, generated, seed=seed, extra=extra, nonfinite=nonfinite)
     novelty["fingerprint"] = metrics["generated"]["fingerprint"]
     novelty["health"] = to_json(doctor_run(run_dir, device))
     if calibration is not None:
