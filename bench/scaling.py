@@ -1,13 +1,20 @@
-"""How training cost grows with the number of generated parameters (synthetic zoos).
+"""How cost grows with the number of generated parameters: synthetic zoos, and real ones end to end.
 
-    python bench/scaling.py                          # 10k to 10M, about 10 minutes on 2 CPU cores
+    python bench/scaling.py                          # synthetic, 10k to 10M, about 10 minutes on 2 CPU cores
     python bench/scaling.py --sizes 100000 1000000   # some sizes only
+    python bench/scaling.py --real mnist1d-convnet mnist1d-mlp mnist1d-mlp100k mnist1d-mlp1m
 
-For each D a synthetic zoo of 64 random vectors (timing only: the values do not matter for cost) is
+Synthetic: for each D a zoo of 64 random vectors (timing only: the values do not matter for cost) is
 trained with the autoencoder as the product configures it (automatic token size: about 1,024
-tokens) and the latent denoiser, batch 64. Each size runs in a fresh process, which reports the
-seconds per training step of each model and its peak resident memory against the zoo's own size
+tokens) and its own training step (autoencoder_step: the batch gathered, normalized and sent through
+in micro-batches), and the latent denoiser, batch 64. Each size runs in a fresh process, which reports
+the seconds per training step of each model and its peak resident memory against the zoo's own size
 (64 x D float32); the growth exponents are slopes of log(cost) over log(D) from 100k up.
+
+Real: `nndiff run --task T` with no other settings, in a child process whose peak resident memory is
+read per stage (Linux: /proc/PID/status VmHWM, reset at each stage's first line through clear_refs),
+with the stage times, the seconds per step of both models, and the generated models' test accuracy
+against the originals' (from metrics.json and the novelty report). Runs go to --out/TASK.
 """
 
 from __future__ import annotations
@@ -16,23 +23,30 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 CHILD = r"""
 import json, resource, sys, time
-import torch, torch.nn.functional as F
+import torch
 from nndiff.autoencoder import Autoencoder, AutoencoderConfig
 from nndiff.denoiser import Denoiser, DenoiserConfig
 from nndiff.diffusion import DiffusionConfig, make_scheduler, training_loss
+from nndiff.params import Normalizer
+from nndiff.train import autoencoder_step
+from nndiff.runtime import reuse_freed_memory
+reuse_freed_memory()
 
 dim = int(sys.argv[1])
 torch.manual_seed(0)
 x = torch.randn(64, dim)
+normalizer = Normalizer(torch.zeros(dim), torch.ones(dim))
 ae = Autoencoder(dim, AutoencoderConfig())
 opt = torch.optim.AdamW(ae.parameters(), 1e-3)
 def ae_step():
-    idx = torch.randint(64, (64,))
-    loss = F.mse_loss(ae(x[idx]), x[idx]); opt.zero_grad(); loss.backward(); opt.step()
+    autoencoder_step(ae, ae, opt, x, torch.randint(64, (64,)), normalizer)
 with torch.no_grad():
     z = ae.encode(x)
 den = Denoiser(tuple(z.shape[1:]), DenoiserConfig())
@@ -52,6 +66,95 @@ for name, step in (("autoencoder", ae_step), ("diffusion", diff_step)):
 out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
 """
+STAGES = ("collect", "train", "generate", "evaluate + report")
+
+
+def _peak_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak(pid: int) -> None:
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def real_run(task: str, out: Path) -> dict:
+    """`nndiff run --task TASK --out OUT/TASK` with its peak memory per stage."""
+    run_dir = out / task
+    cmd = [sys.executable, "-m", "nndiff", "run", "--task", task, "--out", str(run_dir), "--fresh"]
+    log = (out / f"{task}.log").open("w")
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    stage, peaks, polled = [0], [0.0] * len(STAGES), [0.0]
+
+    def follow() -> None:
+        for line in child.stdout:
+            log.write(line)
+            log.flush()
+            if line.startswith("[") and "/4]" in line[:6]:
+                k = int(line[1]) - 1
+                if k > stage[0]:
+                    peaks[stage[0]] = max(peaks[stage[0]], _peak_mib(child.pid) or polled[0])
+                    _reset_peak(child.pid)
+                    stage[0], polled[0] = k, 0.0
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    t0 = time.perf_counter()
+    while child.poll() is None:
+        polled[0] = max(polled[0], _peak_mib(child.pid) or 0.0)
+        time.sleep(0.25)
+    wall = time.perf_counter() - t0
+    reader.join()
+    peaks[stage[0]] = max(peaks[stage[0]], polled[0])
+    if child.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {child.returncode}; see {out / (task + '.log')}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    stats = json.loads((run_dir / "train_stats.json").read_text())
+    novelty = json.loads((run_dir / "report" / "novelty.json").read_text())
+    t, g = metrics["timings_s"], novelty["groups"]["generated"]
+    dist = novelty.get("distribution", {})
+    return {
+        "task": task,
+        "dim": json.loads((run_dir / "zoo" / "manifest.json").read_text())["dim"],
+        "zoo_mib": (run_dir / "zoo" / "params.safetensors").stat().st_size / 2**20,
+        "wall_s": wall,
+        "seconds": {k: t.get(k) for k in ("collect", "train_autoencoder", "train_diffusion", "evaluate", "report")},
+        "autoencoder_steps": stats["autoencoder"]["steps"],
+        "diffusion_steps": stats["diffusion"]["steps"],
+        "autoencoder_s_per_step": t["train_autoencoder"] / max(stats["autoencoder"]["steps"], 1),
+        "diffusion_s_per_step": t["train_diffusion"] / max(stats["diffusion"]["steps"], 1),
+        "peak_mib": dict(zip(STAGES, peaks)),
+        "originals_mean": metrics["originals"]["test_acc"]["mean"],
+        "generated_mean": metrics["generated"]["test_acc"]["mean"],
+        "generated_minus_originals": metrics["comparisons"]["generated_minus_originals"],
+        "within_1pt_of_best_original": metrics["generated"]["within_1pt_of_best_original"],
+        "replica_share": g.get("replica_share"),
+        "spread_ratio_median": dist.get("spread_ratio", {}).get("median"),
+    }
+
+
+def print_real(rows: list[dict]) -> None:
+    print("\n| task | parameters | zoo MiB | wall s | collect s | autoencoder s/step (steps) | diffusion s/step (steps) "
+          "| report s | peak MiB: collect / train / generate / evaluate + report | originals | generated - originals "
+          "| within 1 pt | replicas | spread |")
+    print("| --- " * 14 + "|")
+    for r in rows:
+        d, s, p = r["generated_minus_originals"], r["seconds"], r["peak_mib"]
+        spread = r["spread_ratio_median"]
+        print(f"| {r['task']} | {r['dim']:,} | {r['zoo_mib']:.0f} | {r['wall_s']:.0f} | {s['collect']:.0f} | "
+              f"{r['autoencoder_s_per_step']:.3f} ({r['autoencoder_steps']}) | {r['diffusion_s_per_step']:.3f} "
+              f"({r['diffusion_steps']}) | {s['report']:.0f} | {' / '.join(f'{p[k]:.0f}' for k in STAGES)} | "
+              f"{r['originals_mean']:.2f} | {d['estimate']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] | "
+              f"{100 * r['within_1pt_of_best_original']:.0f}% | {100 * (r['replica_share'] or 0):.0f}% | "
+              f"{'-' if spread is None else f'{spread:.2f}x'} |")
 
 
 def slope(xs, ys) -> float:
@@ -64,8 +167,21 @@ def main() -> None:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    sizes = p.parse_args().sizes
+    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="synthetic zoos' numbers of parameters")
+    p.add_argument("--real", nargs="+", metavar="TASK", help="whole-network tasks to run end to end instead")
+    p.add_argument("--out", default="bench/results/scaling", help="where --real writes its runs and results.json")
+    args = p.parse_args()
+    if args.real:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for task in args.real:
+            rows.append(real_run(task, out))
+            print(json.dumps(rows[-1]), flush=True)
+        (out / "results.json").write_text(json.dumps(rows, indent=1))
+        print_real(rows)
+        return
+    sizes = args.sizes
     rows = []
     for dim in sizes:
         result = subprocess.run([sys.executable, "-c", CHILD, str(dim)], capture_output=True, text=True, check=True)

@@ -17,7 +17,7 @@ from typing import Callable
 from ..errors import NndiffError
 from .base import ClassificationTask, Evaluation, Split
 from .digits import digits_cnn
-from .mnist1d import mnist1d_cnn, mnist1d_convnet, mnist1d_mlp, mnist1d_mlp1m
+from .mnist1d import mnist1d_cnn, mnist1d_convnet, mnist1d_mlp, mnist1d_mlp1m, mnist1d_mlp100k
 from .vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, parse_vision_name
 
 TASKS: dict[str, Callable[[], ClassificationTask]] = {
@@ -25,6 +25,7 @@ TASKS: dict[str, Callable[[], ClassificationTask]] = {
     "digits-cnn": digits_cnn,
     "mnist1d-mlp": mnist1d_mlp,
     "mnist1d-convnet": mnist1d_convnet,
+    "mnist1d-mlp100k": mnist1d_mlp100k,
     "mnist1d-mlp1m": mnist1d_mlp1m,
 }
 DEFAULT_TASK = "mnist1d-cnn"

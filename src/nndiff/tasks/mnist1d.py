@@ -120,6 +120,14 @@ def mnist1d_mlp() -> ClassificationTask:
     return _whole_network_task("mnist1d-mlp", "40-128-64-10 MLP (14k params)", Mnist1dMLP)
 
 
+def mnist1d_mlp100k() -> ClassificationTask:
+    """The MLP at 40-320-256-10 (97,866 parameters): the middle of the whole-network sizes
+    (6k, 14k, 98k, 969k) that bench/scaling.py measures on real zoos."""
+    return _whole_network_task(
+        "mnist1d-mlp100k", "40-320-256-10 MLP (98k params)", lambda: Mnist1dMLP(hidden=(320, 256))
+    )
+
+
 def mnist1d_mlp1m() -> ClassificationTask:
     """The same MLP at 40-1024-896-10 (969k parameters): 89.8% validation accuracy after its 20 epochs
     (the 14k MLP: 75%), at one multiply-add per parameter per sample, so hundreds of whole generated
