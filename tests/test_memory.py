@@ -130,3 +130,35 @@ def test_freed_memory_is_kept_for_reuse_under_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert reuse_freed_memory()
+
+
+def test_tensors_are_written_a_block_at_a_time_in_the_safetensors_format(tmp_path, monkeypatch):
+    """What save_tensors streams must be what safetensors itself reads back, for every dtype we
+    store, a non-contiguous tensor, a 0-d and an empty one, with blocks smaller than a row."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    import nndiff.storage as storage
+
+    monkeypatch.setattr(storage, "BLOCK_BYTES", 12)
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "params": torch.randn(5, 7, generator=g),
+        "wide": torch.randn(3, 4, generator=g, dtype=torch.float64).T,  # not contiguous
+        "half": torch.randn(9, generator=g).bfloat16(),
+        "steps": torch.arange(-3, 8),
+        "mask": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5),
+        "none": torch.empty(0, 4),
+    }
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, tensors, {"layout": [1, 2], "name": "zoo"})
+    back = load_file(path)
+    assert set(back) == set(tensors)
+    for name, t in tensors.items():
+        assert back[name].dtype == t.dtype and torch.equal(back[name], t), name
+    with safe_open(path, "pt") as f:
+        assert f.metadata() == {"layout": "[1, 2]", "name": '"zoo"'}
+    mapped = map_tensors(path)
+    for name, t in tensors.items():
+        assert mapped[name].dtype == t.dtype and torch.equal(mapped[name], t), name

@@ -94,8 +94,9 @@ class PerPositionIn(nn.Module):
         parts, filled = [], 0
         for offset, size, _ in self.spans or [(0, x.shape[1], 0)]:
             whole = size // t
-            if whole:
-                parts.append(x[:, offset : offset + whole * t].reshape(batch, whole, t) @ self.weight.T)
+            if whole:  # a batched product reads the tokens in place (a plain matmul would copy them first)
+                tokens = x[:, offset : offset + whole * t].reshape(batch, whole, t)
+                parts.append(torch.bmm(tokens, self.weight.T.expand(batch, t, -1)))
             if size > whole * t:
                 tail = F.pad(x[:, offset + whole * t : offset + size], (0, (whole + 1) * t - size))
                 parts.append(tail.unsqueeze(1) @ self.weight.T)
@@ -137,16 +138,25 @@ class PerPositionOut(nn.Module):
             return ((h * self.weight).sum(1) + self.bias)[:, :dim]
         batch, t = h.shape[0], self.token
         features = h.transpose(1, 2)  # [B, N, C]
-        parts = []
-        for _, size, first in self.spans or [(0, dim, 0)]:
+        spans = self.spans or [(0, dim, 0)]
+        # The bias is split once into each layer's whole tokens, its tail and the padding between: a
+        # slice per layer would make autograd zero-fill a gradient as long as the whole bias for each.
+        cuts, end = [], 0
+        for _, size, first in spans:
             whole = size // t
+            cuts += [first * t - end, whole * t, size - whole * t]
+            end = first * t + size
+        pieces = iter(self.bias.split(cuts + [len(self.bias) - end]))
+        parts = []
+        for _, size, first in spans:
+            whole = size // t
+            _, bias, tail_bias = next(pieces), next(pieces), next(pieces)
             if whole:
-                bias = self.bias[first * t : (first + whole) * t].view(1, whole, t).expand(batch, whole, t)
+                bias = bias.view(1, whole, t).expand(batch, whole, t)
                 block = features[:, first : first + whole]
                 parts.append(torch.baddbmm(bias, block, self.weight.T.expand(batch, -1, -1)).flatten(1))
             if size > whole * t:
-                start, rest = (first + whole) * t, size - whole * t
-                parts.append((features[:, first + whole] @ self.weight.T)[:, :rest] + self.bias[start : start + rest])
+                parts.append((features[:, first + whole] @ self.weight.T)[:, : size - whole * t] + tail_bias)
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
 

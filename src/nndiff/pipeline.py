@@ -258,7 +258,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         calibration = calibrate(generator, task, model, zoo, seed=seed)
     novelty, per_model = analyze(task, model, zoo, normalizer, generated, seed=seed, extra=extra, nonfinite=nonfinite)
     novelty["fingerprint"] = metrics["generated"]["fingerprint"]
-    novelty["health"] = to_json(doctor_run(run_dir, device))
+    novelty["health"] = to_json(doctor_run(run_dir, device, zoo))
     if calibration is not None:
         novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, aim_targets(zoo)
     save_json(run_dir / "report" / "novelty.json", novelty)
@@ -266,13 +266,14 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     return write_report(run_dir / "report", metrics, novelty, per_model, training if isinstance(training, dict) else {})
 
 
-def doctor_run(path: str | Path, device: str = "auto") -> list[Check]:
-    """The health checks of a run directory, or of a zoo directory alone (its two zoo checks)."""
+def doctor_run(path: str | Path, device: str = "auto", zoo: Zoo | None = None) -> list[Check]:
+    """The health checks of a run directory, or of a zoo directory alone (its two zoo checks).
+    `zoo`: the run's zoo, when the caller has it loaded already (not mapped a second time)."""
     path = Path(path)
     dev = resolve_device(device)
     is_zoo = (path / "manifest.json").is_file()
     zoo_dir, config = (path, None) if is_zoo else read_run_config(path)
-    zoo = Zoo.load(zoo_dir)
+    zoo = zoo if zoo is not None else Zoo.load(zoo_dir)
     task = zoo.make_task()
     model = zoo.model(task).to(dev)
     val = task.splits()["val"].to(dev)
@@ -328,6 +329,7 @@ def run_all(
     )
     for line in summary_lines(zoo.info.get("lr_probe")):
         log(line)
+    del zoo  # the later stages read the zoo from disk, memory-mapped: its collected copy is let go
     log("[2/4] training the autoencoder and the latent diffusion model")
     for line in budget_lines(train_run(out / "zoo", out, train_config, progress, fresh)):
         log(f"      {line}")

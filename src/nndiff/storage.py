@@ -14,23 +14,44 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
 from .errors import NndiffError
 
 
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+BLOCK_BYTES = 2**25  # what save_tensors writes at a time
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    write_atomic(path, lambda f: f.write(data))
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call `write` on a temporary file next to `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -42,10 +63,36 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def save_tensors(
     path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None
 ) -> None:
-    """Write tensors as safetensors; `metadata` values are stored JSON-encoded."""
+    """Write tensors as safetensors; `metadata` values are stored JSON-encoded.
+
+    The file is the format's header followed by each tensor's bytes, written a block at a time
+    straight from the tensor: safetensors' own `save` first builds the whole file as one bytes
+    object, which for a zoo is a second copy of it in memory."""
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    write_bytes_atomic(path, save(tensors, metadata=meta))
+    # widest elements first, as safetensors orders them: every tensor then starts aligned to its element
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    tensors = {k: tensors[k].detach() for k in order}
+    header: dict[str, Any] = {"__metadata__": meta} if meta else {}
+    offset = 0
+    for name, t in tensors.items():
+        if t.dtype not in _NAMES:
+            raise NndiffError(f"{path}: cannot store tensor {name!r} of dtype {t.dtype}")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+
+    def write(f: BinaryIO) -> None:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for t in tensors.values():
+            flat = t.reshape(-1)
+            step = max(1, BLOCK_BYTES // max(t.element_size(), 1))
+            for start in range(0, len(flat), step):
+                f.write(flat[start : start + step].cpu().contiguous().view(torch.uint8).numpy())
+
+    write_atomic(path, write)
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -60,14 +107,10 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16}
-
-
 def map_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, memory-mapped instead of read: pages come from the file
     as they are touched (and the OS can drop them again), so a zoo larger than memory can be
-    trained on. The mapping is copy-on-write: writing to a tensor never changes the file.
-    Floating-point tensors only; `load_tensors` reads any file into memory."""
+    trained on. The mapping is copy-on-write: writing to a tensor never changes the file."""
     path = Path(path)
     if not path.is_file():
         raise NndiffError(f"{path}: file not found")
