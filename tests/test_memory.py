@@ -130,6 +130,17 @@ def test_freed_memory_is_kept_for_reuse_under_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert reuse_freed_memory()
+    from nndiff.runtime import release_freed_memory
+
+    def rss_mib() -> float:
+        line = next(x for x in open("/proc/self/status") if x.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    blocks = [torch.ones(2**20) for _ in range(200)]  # 800 MiB in 4 MiB blocks, from the kept heap
+    held = rss_mib()
+    del blocks
+    release_freed_memory()
+    assert rss_mib() < held - 400  # given back
 
 
 def test_tensors_are_written_a_block_at_a_time_in_the_safetensors_format(tmp_path, monkeypatch):

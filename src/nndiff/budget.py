@@ -26,7 +26,7 @@ import torch
 
 from .distribution import spread_ratio
 from .evaluate import evaluate_params
-from .params import finite_rows
+from .params import finite_rows, rows_where
 
 HELD_BACK = 10  # one snapshot in this many is held back from the autoencoder to judge it (zoos of 10 or more)
 MAX_HELD_BACK = 32
@@ -78,7 +78,9 @@ class Judge:
         acc = torch.zeros(len(params), dtype=torch.float64)
         finite = finite_rows(params)
         if finite.any():
-            ev = evaluate_params(self.task, self.model, self.layout, params[finite], {"val": self.val}, progress=False)
+            ev = evaluate_params(
+                self.task, self.model, self.layout, rows_where(params, finite), {"val": self.val}, progress=False
+            )
             acc[finite] = ev["val"].accuracy.double().cpu()
         return acc
 
@@ -86,7 +88,8 @@ class Judge:
         """Mean validation accuracy of the snapshots at `rows` (measured once)."""
         key = tuple(rows.tolist())
         if key not in self._reference:
-            self._reference[key] = float(self.val_acc(self.originals[rows]).mean())
+            every = len(rows) == len(self.originals) and torch.equal(rows, torch.arange(len(rows)))
+            self._reference[key] = float(self.val_acc(self.originals if every else self.originals[rows]).mean())
         return self._reference[key]
 
     @torch.no_grad()
@@ -107,7 +110,7 @@ class Judge:
         vectors = generator.sample(BATCH, CHECK_SEED, "ddim", SAMPLE_STEPS)
         acc = self.val_acc(vectors)
         finite = finite_rows(vectors)
-        spread = spread_ratio(vectors[finite], self.originals)["median"]  # the same in raw space
+        spread = spread_ratio(rows_where(vectors, finite), self.originals)["median"]  # the same in raw space
         return {
             "val_acc": float(acc.mean()),
             "spread": spread,

@@ -17,7 +17,7 @@ from .budget import unexplained_share
 from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
-from .params import column_blocks, finite_rows
+from .params import column_blocks, finite_rows, rows_where
 from .uncertainty import Bootstrap, estimate, mean_accuracy
 
 # Thresholds, in the units each check reports.
@@ -164,7 +164,7 @@ def generator_checks(
             "the generator diverged: retrain with --fresh and a smaller learning rate in config.yaml (diffusion.lr)",
         )
     ]
-    gen = generated[finite]
+    gen = rows_where(generated, finite)
     if len(gen) < 2:
         return checks + [
             Check("generator", "fail", f"{len(gen)} finite generated model(s)", "generate more models (-n)")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .batched import predict_batched, trunk_and_head
 from .memo import MEMO, context_key, row_digests, split_key
-from .params import Layout, finite_rows
+from .params import Layout, finite_rows, rows_where
 from .runtime import all_gather, shard
 from .uncertainty import REPLICATES, Bootstrap, compare, estimate, mean_accuracy
 
@@ -198,7 +198,7 @@ def compute_metrics(
     labels = splits["test"].y.cpu()
     finite = finite_rows(generated)
     files = finite.nonzero().squeeze(1).tolist()  # the file number of each evaluated model
-    gen_evals = evaluate_params_sharded(task, model, zoo.layout, generated[finite], splits, progress)
+    gen_evals = evaluate_params_sharded(task, model, zoo.layout, rows_where(generated, finite), splits, progress)
     gen_val, gen_test = gen_evals["val"].accuracy.tolist(), gen_evals["test"].accuracy.tolist()
     ens = evaluate_params(task, model, zoo.layout, zoo.params.mean(0, keepdim=True), splits, progress=False)
     orig_eval = evaluate_params_sharded(task, model, zoo.layout, zoo.params, {"test": splits["test"]}, progress=False)[

@@ -40,9 +40,9 @@ from .generate import (
 from .novelty import analyze
 from .budget import summary_lines as budget_lines
 from .lr_probe import summary_lines
-from .params import Normalizer, finite_rows
+from .params import Normalizer, finite_rows, rows_where
 from .report import write_report
-from .runtime import barrier, is_main, main_lock, resolve_device, world_size
+from .runtime import barrier, is_main, main_lock, release_freed_memory, resolve_device, world_size
 from .storage import load_json, load_state_dict, load_yaml, save_json, save_yaml
 from .train import fit
 from .tasks import resolve_task_spec
@@ -249,7 +249,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         # missing, or about another set of models than generated/ holds now: evaluate these
         metrics = evaluate_run(run_dir, device, progress)
     finite = finite_rows(generated)
-    nonfinite, generated = int((~finite).sum()), generated[finite]
+    nonfinite, generated = int((~finite).sum()), rows_where(generated, finite)
     model = zoo.model(task).to(resolve_device(device))
     extra, calibration = {}, None
     if config.diffusion.condition != "none":  # what the condition buys: aimed sets and calibration
@@ -330,13 +330,16 @@ def run_all(
     for line in summary_lines(zoo.info.get("lr_probe")):
         log(line)
     del zoo  # the later stages read the zoo from disk, memory-mapped: its collected copy is let go
+    release_freed_memory()
     log("[2/4] training the autoencoder and the latent diffusion model")
     for line in budget_lines(train_run(out / "zoo", out, train_config, progress, fresh)):
         log(f"      {line}")
+    release_freed_memory()
     log(f"[3/4] generating {sample.n} models ({sample.sampler}, {sample.steps} steps, seed {seed})")
     if is_main():  # under torchrun: sampling is cheap, rank 0 does it alone
         generate_run(out, sample, seed, train_config.device)
     barrier()
+    release_freed_memory()
     log("[4/4] evaluating" + (" and writing the novelty report" if report else ""))
     metrics = evaluate_run(out, train_config.device, progress)  # sharded over the ranks
     if is_main():

@@ -52,6 +52,18 @@ def reuse_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**31 - 1))
 
 
+def release_freed_memory() -> None:
+    """Give the memory glibc kept for reuse back to the system (malloc_trim), between stages: what one
+    stage freed is not held through the next. Does nothing where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 # ---------------------------------------------------------------- data-parallel training (torchrun)
 
 
