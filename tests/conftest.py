@@ -15,6 +15,17 @@ def _cache(tmp_path_factory):
     os.environ.setdefault("NNDIFF_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_predictions():
+    # Each test evaluates for itself: predictions memoized by an earlier test (memo.py) would let a
+    # test that patches an evaluation path, or counts evaluations, see another test's results.
+    from nndiff.memo import MEMO
+
+    MEMO.clear()
+    yield
+    MEMO.clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A complete run directory of the digits task with tiny settings (about 10 s)."""
