@@ -1,4 +1,6 @@
 import importlib
+
+import pytest
 import torch
 
 from nndiff.evaluate import mean_offdiagonal, pairwise_iou
@@ -64,3 +66,47 @@ def test_the_papers_recipe_trains_the_base_model_with_sgd(monkeypatch):
     assert sgd.defaults["weight_decay"] == 5e-4 and type(cosine) is torch.optim.lr_scheduler.CosineAnnealingLR
     assert cosine.get_last_lr()[0] < 1e-3  # decayed to (nearly) zero by the last step
     assert type(adamw) is torch.optim.AdamW and type(one_cycle) is torch.optim.lr_scheduler.OneCycleLR
+
+
+def test_snapshots_go_to_disk_as_they_are_taken_and_a_resumed_collection_keeps_them(tmp_path, monkeypatch):
+    """With a progress directory, each snapshot is written to the stage's row file when it is
+    taken (the file holds exactly the rows taken so far, so the zoo is never gathered in memory);
+    an interrupted collection resumes from that file, and without it starts its runs afresh —
+    either way the zoo equals an uninterrupted one."""
+    collect_module = importlib.import_module("nndiff.collect")
+    from nndiff.stage import Stage
+
+    config = CollectConfig(k=12, runs=2, burn_in=3, heldout=4, lr=2.0)  # a set rate: no probe runs first
+    clean = collect("digits-cnn", config, progress=False)
+    rows_file = tmp_path / ".progress" / "zoo-rows.rank0.safetensors"
+    written, on_disk = [], []
+    write = collect_module.RowFile.write
+
+    def watched(self, index, rows):
+        # the rows on disk so far: those not written yet are still the sparse file's zeros
+        on_disk.append(int((collect_module.RowFile(rows_file, self.blocks, self.dim).matrix() != 0).any(1).sum()))
+        written.append(index)
+        if len(written) == 9:
+            raise KeyboardInterrupt  # interrupted in the second run
+        write(self, index, rows)
+
+    monkeypatch.setattr(collect_module.RowFile, "write", watched)
+    monkeypatch.setattr(collect_module, "CHECKPOINT_EVERY", 2)
+    with pytest.raises(KeyboardInterrupt):
+        collect("digits-cnn", config, progress=False, base_state=clean.base_state, stage=Stage(tmp_path))
+    assert written == on_disk == list(range(9))  # one row at a time, every earlier one already on disk
+    monkeypatch.setattr(collect_module.RowFile, "write", write)
+    resumed = collect("digits-cnn", config, progress=False, base_state=clean.base_state, stage=Stage(tmp_path))
+    assert resumed.info["resumed_at_steps"][:2] == [9, 4]  # run 0 finished, run 1 at its last checkpoint
+    assert torch.equal(resumed.params, clean.params) and torch.equal(resumed.heldout, clean.heldout)
+    # the row file lost: the checkpoints count rows that are not there, so the runs start over
+    stage = Stage(tmp_path / "again")
+    monkeypatch.setattr(collect_module.RowFile, "write", watched)
+    written.clear()
+    with pytest.raises(KeyboardInterrupt):
+        collect("digits-cnn", config, progress=False, base_state=clean.base_state, stage=stage)
+    (tmp_path / "again" / ".progress" / "zoo-rows.rank0.safetensors").unlink()
+    monkeypatch.setattr(collect_module.RowFile, "write", write)
+    again = collect("digits-cnn", config, progress=False, base_state=clean.base_state, stage=stage)
+    assert again.info["resumed_at_steps"] == [0, 0, 0]
+    assert torch.equal(again.params, clean.params) and torch.equal(again.heldout, clean.heldout)

@@ -32,6 +32,7 @@ from .checks import SEED_MAX, setting, check_fields
 from .errors import NndiffError
 from .evaluate import evaluate_params_sharded, mean_offdiagonal, pairwise_iou
 from .params import Layout
+from .rowfile import RowFile
 from .runtime import (
     DEVICES,
     all_gather,
@@ -53,6 +54,7 @@ from .zoo import Zoo, load_base
 
 CHECKPOINT_EVERY = 50  # collection steps between progress checkpoints
 RECIPES = ("adamw", "sgd")  # how a base model is trained (base_optimizer)
+ZOO_ROWS = "zoo-rows"  # the stage's row file the snapshots are written to (it becomes params.safetensors)
 
 
 @dataclass
@@ -302,29 +304,37 @@ def snapshots(trajectory: Trajectory, count: int, burn_in: int, every: int) -> I
 
 
 def collect_run(
-    trajectory: Trajectory, out: torch.Tensor, burn_in: int, every: int, name: str, stage: Stage, bar=None
+    trajectory: Trajectory,
+    rows: RowFile,
+    start: int,
+    count: int,
+    burn_in: int,
+    every: int,
+    name: str,
+    stage: Stage,
+    bar=None,
 ) -> int:
-    """Fill `out` ([count, D], a block of the zoo's rows) with a trajectory's snapshots, resuming
-    from and checkpointing to the stage under `name` as it goes; returns the step it resumed from
-    (0: started afresh). Snapshots go straight into `out`, so the zoo is held once, not once as a
-    list and again stacked."""
+    """Write a trajectory's `count` snapshots into rows start .. start + count - 1 of `rows` as they
+    are taken, resuming from and checkpointing to the stage under `name` as it goes; returns the
+    step it resumed from (0: started afresh). A checkpoint counts the rows already on disk, so no
+    snapshot is held in memory beyond the one being written."""
     filled = 0
     saved = stage.load(name, mine=True)  # each run is collected by one rank
-    if saved is not None:
+    if saved is not None and rows.kept:  # without the rows it counted, a checkpoint is no use
         trajectory.load_state_dict(saved["trajectory"])
-        filled = len(saved["snapshots"])
-        out[:filled] = saved["snapshots"]
+        filled = saved["filled"]
     resumed_at = trajectory.steps
     if bar is not None:
         bar.update(trajectory.steps)
-    total = burn_in + len(out) * every
+    total = burn_in + count * every
 
     def state() -> dict:
-        return {"trajectory": trajectory.state_dict(), "snapshots": out[:filled]}
+        rows.sync()
+        return {"trajectory": trajectory.state_dict(), "filled": filled}
 
-    for snap in trajectory.run(len(out), burn_in, every):  # steps on from where it resumed
+    for snap in trajectory.run(count, burn_in, every):  # steps on from where it resumed
         if snap is not None:
-            out[filled] = snap
+            rows.write(start + filled, snap[None])
             filled += 1
         if bar is not None:
             bar.update()
@@ -445,28 +455,33 @@ def collect(
     # Run r is collected by rank r mod world size (all of them in a single process), then gathered.
     mine = [run for run in range(len(per_run)) if run % world_size() == rank()]
     offsets = [sum(per_run[:r]) for r in range(len(per_run) + 1)]
-    params = torch.empty(offsets[-1], layout.size)  # every snapshot, preallocated once
+    # every snapshot goes to disk as it is taken (the held-out run's after the others')
+    rows = stage.rows(ZOO_ROWS, {"params": config.k, "heldout": config.heldout}, layout.size)
     resumed_at: dict[int, int] = {}
     bar = tqdm(
         total=sum(per_run[r] * every + config.burn_in for r in mine), desc="collect", disable=not progress, leave=False
     )
     for run in mine:
         trajectory = Trajectory(task, base, layout, _run_seed(config, run), lr, config.momentum, device)
-        rows = params[offsets[run] : offsets[run + 1]]
-        resumed_at[run] = collect_run(trajectory, rows, config.burn_in, every, f"run{run}", stage, bar)
+        resumed_at[run] = collect_run(
+            trajectory, rows, offsets[run], per_run[run], config.burn_in, every, f"run{run}", stage, bar
+        )
     bar.close()
-    if world_size() > 1:  # each rank filled its own runs' rows: share them
-        parts = all_gather({run: (params[offsets[run] : offsets[run + 1]].clone(), resumed_at[run]) for run in mine})
+    if world_size() > 1:  # each rank wrote its own runs' rows: share them
+        parts = all_gather({run: (rows.read(offsets[run], offsets[run + 1]), resumed_at[run]) for run in mine})
         for part in parts:
-            for run, (rows, resumed) in part.items():
-                params[offsets[run] : offsets[run + 1]] = rows
+            for run, (block, resumed) in part.items():
+                rows.write(offsets[run], block)
                 resumed_at[run] = resumed
+    everything = rows.matrix()
+    rows.close()
+    params, heldout = everything[: config.k], everything[config.k :]
     records = [
         {"run": run, "seed": _run_seed(config, run), "step": config.burn_in + (i + 1) * every}
         for run, count in enumerate(per_run)
         for i in range(count)
     ]
-    evals = evaluate_params_sharded(task, base, layout, params, {"val": val, "test": test}, progress)
+    evals = evaluate_params_sharded(task, base, layout, everything, {"val": val, "test": test}, progress)
     for meta, va, te in zip(records, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
         meta["val_acc"], meta["test_acc"] = va, te
     k = config.k
@@ -494,4 +509,4 @@ def collect(
     if probe is not None:
         info["lr_probe"] = probe
     base_state = {name: v.cpu() for name, v in base.state_dict().items()}
-    return Zoo(task_ref, layout, params[:k], base_state, records[:k], info, params[k:], records[k:])
+    return Zoo(task_ref, layout, params, base_state, records[:k], info, heldout, records[k:])

@@ -46,9 +46,9 @@ from .runtime import barrier, is_main, main_lock, release_freed_memory, resolve_
 from .storage import load_json, load_state_dict, load_yaml, save_json, save_yaml
 from .train import fit
 from .tasks import resolve_task_spec
-from .collect import CollectConfig, collect, collection_settings, configured_task
+from .collect import ZOO_ROWS, CollectConfig, collect, collection_settings, configured_task
 from .stage import Stage
-from .zoo import Zoo
+from .zoo import FILES, Zoo
 
 TRAINED_ON = "trained_on.json"
 
@@ -73,7 +73,8 @@ def collect_zoo(
             return _complete_zoo(out, task, config, base_state)
         zoo = collect(task, config, progress, base_state, stage)
         if is_main():
-            zoo.save(out)
+            stage.move_rows(ZOO_ROWS, out / FILES["params"])
+            zoo.save(out, params_in_place=True)
         stage.finish()
     return zoo
 

@@ -17,13 +17,15 @@ calls the same methods, rank 0 alone reads and writes files, and the others get 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .checkpoint import PROGRESS, read_checkpoint, write_checkpoint
 from .errors import NndiffError
-from .runtime import barrier, broadcast, is_main, main_lock
+from .rowfile import RowFile
+from .runtime import barrier, broadcast, is_main, main_lock, rank
 
 
 class Stage:
@@ -92,6 +94,19 @@ class Stage:
         if self.dir is None or (step % every and step != total and not force):
             return
         self.save(name, make_state(), mine)
+
+    def rows(self, name: str, blocks: dict[str, int], dim: int) -> RowFile:
+        """This rank's row file `name` in the progress directory (reopened with its rows when an
+        earlier attempt left one), or rows in memory for a stage that keeps no progress."""
+        return RowFile(None if self.dir is None else self._rows_path(name), blocks, dim)
+
+    def move_rows(self, name: str, target: str | Path) -> None:
+        """Rank 0's finished row file becomes `target` (renamed: the rows are not copied)."""
+        if self.dir is not None and is_main():
+            os.replace(self._rows_path(name), target)
+
+    def _rows_path(self, name: str) -> Path:
+        return self.dir / f"{name}.rank{rank()}.safetensors"
 
     def finish(self) -> None:
         """The stage wrote its result: its progress goes."""

@@ -71,23 +71,12 @@ def save_tensors(
     The file is the format's header followed by each tensor's bytes, written a block at a time
     straight from the tensor: safetensors' own `save` first builds the whole file as one bytes
     object, which for a zoo is a second copy of it in memory."""
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     # widest elements first, as safetensors orders them: every tensor then starts aligned to its element
     order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
     tensors = {k: tensors[k].detach() for k in order}
-    header: dict[str, Any] = {"__metadata__": meta} if meta else {}
-    offset = 0
-    for name, t in tensors.items():
-        if t.dtype not in _NAMES:
-            raise NndiffError(f"{path}: cannot store tensor {name!r} of dtype {t.dtype}")
-        size = t.numel() * t.element_size()
-        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    raw = safetensors_header({k: (t.dtype, list(t.shape)) for k, t in tensors.items()}, path, metadata)
 
     def write(f: BinaryIO) -> None:
-        f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for t in tensors.values():
             flat = t.reshape(-1)
@@ -96,6 +85,24 @@ def save_tensors(
                 f.write(flat[start : start + step].cpu().contiguous().view(torch.uint8).numpy())
 
     write_atomic(path, write)
+
+
+def safetensors_header(
+    entries: Mapping[str, tuple[torch.dtype, list[int]]], path, metadata: Mapping[str, Any] | None = None
+) -> bytes:
+    """The bytes before the data of a safetensors file holding `entries` ({name: (dtype, shape)})
+    stored back to back in the order given; `metadata` values are stored JSON-encoded."""
+    header: dict[str, Any] = {"__metadata__": {k: json.dumps(v) for k, v in metadata.items()}} if metadata else {}
+    offset = 0
+    for name, (dtype, shape) in entries.items():
+        if dtype not in _NAMES:
+            raise NndiffError(f"{path}: cannot store tensor {name!r} of dtype {dtype}")
+        size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        header[name] = {"dtype": _NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    return struct.pack("<Q", len(raw)) + raw
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:

@@ -50,12 +50,14 @@ class Zoo:
         self.layout.check_model(model)
         return model
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, params_in_place: bool = False) -> None:
+        """Write the zoo into `directory`; `params_in_place`: its params file is there already (a
+        collection wrote its rows straight to it)."""
         d = Path(directory)
         save_tensors(d / FILES["base"], self.base_state)
-        save_tensors(
-            d / FILES["params"], {"params": self.params, "heldout": self.heldout.reshape(-1, self.layout.size)}
-        )
+        if not params_in_place:
+            heldout = self.heldout.reshape(-1, self.layout.size)
+            save_tensors(d / FILES["params"], {"params": self.params, "heldout": heldout})
         manifest = {
             "format": "nndiff-zoo",
             "version": ZOO_VERSION,
