@@ -61,3 +61,19 @@ def test_same_mistakes_with_distinct_parameters_is_a_warning_not_a_failure(tiny_
     monkeypatch.setattr(nndiff.doctor, "mean_offdiagonal", lambda m: 1.0)  # every snapshot makes the same mistakes
     code, out = doctor(capsys, tiny_run / "zoo")
     assert code == 0 and status(out, "zoo diversity") == "WARN", out
+
+
+def test_the_autoencoder_check_a_few_rows_at_a_time_says_what_it_says_whole(tiny_run, monkeypatch):
+    """The check goes over its rows in chunks (a whole network's rows are large): its share of the
+    variation missed and its accuracy loss must not depend on the chunk size, here the whole set at
+    once, one row at a time, and chunks that leave a remainder."""
+    import nndiff.doctor
+    import nndiff.pipeline
+
+    results = []
+    for chunk in (10**6, 1, 5):
+        monkeypatch.setattr(nndiff.doctor, "RECONSTRUCT_CHUNK", chunk)
+        checks = nndiff.pipeline.doctor_run(tiny_run, "cpu")
+        results.append(next(c for c in checks if c.check == "autoencoder"))
+    assert len({(c.status, c.measured) for c in results}) == 1, results
+    assert "% of the snapshots' variation not reproduced" in results[0].measured

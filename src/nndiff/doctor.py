@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .budget import unexplained_share
 from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
@@ -31,7 +30,8 @@ GENERATED_GAP = (1.0, 5.0)  # points of validation accuracy the generated models
 SPREAD = (0.3, COLLAPSED_SPREAD)  # generated spread / originals' spread (median over dimensions)
 REPLICAS = (0.1, COPIES_SHARE)  # share of generated models closer to a snapshot than 0.1 of the snapshots' spacing
 NONFINITE = (0.0, 0.1)  # share of generated models with NaN/Inf
-RECONSTRUCTED = 64  # snapshots the autoencoder check reconstructs
+RECONSTRUCTED = 64  # snapshots the autoencoder check reconstructs ...
+RECONSTRUCT_CHUNK = 8  # ... this many at a time
 
 
 @dataclass
@@ -127,16 +127,25 @@ def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor,
     rows = torch.linspace(0, len(zoo) - 1, min(RECONSTRUCTED, len(zoo))).round().long().unique()
     ae, norm = generator.autoencoder, generator.normalizer
     ae.eval()
-    x = norm(zoo.params[rows])
-    recon_n = ae.reconstruct(x.to(generator.device)).cpu()
-    unexplained = unexplained_share(x, recon_n)
-    recon = norm.inverse(recon_n)
-    if torch.isfinite(recon).all():
-        loss = _loss(
-            val,
-            snapshots[rows],
-            evaluate_params(task, model, zoo.layout, recon, {"val": val}, progress=False)["val"].predictions,
-        )
+    # a few rows at a time (a whole network's rows are large): the share of the variation missed
+    # is the squared error summed over the chunks over the squared spread around the rows' mean
+    chunks = rows.split(RECONSTRUCT_CHUNK)
+    mean = sum(norm(zoo.params[c]).sum(0) for c in chunks) / len(rows)
+    missed = spread = 0.0
+    finite, predictions = True, []
+    for c in chunks:
+        x = norm(zoo.params[c])
+        recon_n = ae.reconstruct(x.to(generator.device)).cpu()
+        missed += float(((recon_n - x) ** 2).sum())
+        spread += float(((x - mean) ** 2).sum())
+        recon = norm.inverse(recon_n)
+        finite = finite and bool(torch.isfinite(recon).all())
+        if finite:
+            evals = evaluate_params(task, model, zoo.layout, recon, {"val": val}, progress=False)
+            predictions.append(evals["val"].predictions)
+    unexplained = missed / spread if spread > 0 else 0.0
+    if finite:
+        loss = _loss(val, snapshots[rows], torch.cat(predictions))
         grades, says = [_grade(unexplained, *UNEXPLAINED), _graded_loss(loss, *RECONSTRUCTION_GAP)], _says(loss)
     else:
         grades, says = ["fail"], "NaN or Inf reconstructions"

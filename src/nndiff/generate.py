@@ -298,8 +298,8 @@ def read_generated(run_dir: str | Path, layout: Layout) -> torch.Tensor:
     files = sorted(d.glob("*.safetensors"))
     if not files:
         raise NndiffError(f"no generated models in {d}; run `nndiff generate --run {run_dir}` first")
-    rows, names, inside = [], set(layout.names), d.resolve()
-    for f in files:
+    rows, names, inside = torch.empty(len(files), layout.size), set(layout.names), d.resolve()
+    for i, f in enumerate(files):
         if f.is_symlink() or f.resolve().parent != inside:
             raise NndiffError(f"{f} is a link; generated/ must hold the generated files themselves (regenerate it)")
         state = load_tensors(f)
@@ -320,5 +320,5 @@ def read_generated(run_dir: str | Path, layout: Layout) -> torch.Tensor:
                     f"{f}: {e.name} has dtype {str(t.dtype).removeprefix('torch.')}; parameters are floating point — "
                     "regenerate it"
                 )
-        rows.append(layout.flatten(state).float())
-    return torch.stack(rows)
+        rows[i] = layout.flatten(state)  # filled in place: the set is held once, not as a list and stacked
+    return rows

@@ -21,6 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from .checks import seed as check_seed
 from .doctor import Check, autoencoder_check, generator_checks, to_json, zoo_checks
 from .conditional import aim_targets, aimed_sets, calibrate
@@ -249,7 +251,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     if not isinstance(metrics, dict) or metrics.get("generated", {}).get("fingerprint") != fingerprint(generated):
         # missing, or about another set of models than generated/ holds now: evaluate these
         metrics = evaluate_run(run_dir, device, progress)
-    finite = finite_rows(generated)
+    everything, finite = generated, finite_rows(generated)
     nonfinite, generated = int((~finite).sum()), rows_where(generated, finite)
     model = zoo.model(task).to(resolve_device(device))
     extra, calibration = {}, None
@@ -259,7 +261,8 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         calibration = calibrate(generator, task, model, zoo, seed=seed)
     novelty, per_model = analyze(task, model, zoo, normalizer, generated, seed=seed, extra=extra, nonfinite=nonfinite)
     novelty["fingerprint"] = metrics["generated"]["fingerprint"]
-    novelty["health"] = to_json(doctor_run(run_dir, device, zoo))
+    release_freed_memory()  # the analysis's buffers, before the health checks make their own
+    novelty["health"] = to_json(doctor_run(run_dir, device, zoo, everything))
     if calibration is not None:
         novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, aim_targets(zoo)
     save_json(run_dir / "report" / "novelty.json", novelty)
@@ -267,9 +270,12 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     return write_report(run_dir / "report", metrics, novelty, per_model, training if isinstance(training, dict) else {})
 
 
-def doctor_run(path: str | Path, device: str = "auto", zoo: Zoo | None = None) -> list[Check]:
+def doctor_run(
+    path: str | Path, device: str = "auto", zoo: Zoo | None = None, generated: torch.Tensor | None = None
+) -> list[Check]:
     """The health checks of a run directory, or of a zoo directory alone (its two zoo checks).
-    `zoo`: the run's zoo, when the caller has it loaded already (not mapped a second time)."""
+    `zoo`, `generated`: the run's zoo and generated set as read_generated gives it, when the caller
+    has them already (not read a second time: at a million parameters each is hundreds of MB)."""
     path = Path(path)
     dev = resolve_device(device)
     is_zoo = (path / "manifest.json").is_file()
@@ -292,8 +298,8 @@ def doctor_run(path: str | Path, device: str = "auto", zoo: Zoo | None = None) -
         return steps if isinstance(steps, int) and steps > 0 else fallback
 
     checks.append(autoencoder_check(zoo, task, model, generator, val, snapshots, trained("autoencoder")))
-    if (path / GENERATED).is_dir():
-        generated = read_generated(path, zoo.layout)
+    if generated is not None or (path / GENERATED).is_dir():
+        generated = generated if generated is not None else read_generated(path, zoo.layout)
         checks += generator_checks(
             zoo, task, model, generated, generator.normalizer, val, snapshots, trained("diffusion")
         )
