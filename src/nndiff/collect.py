@@ -8,7 +8,9 @@ was trained as — train the selected parameters with SGD (momentum 0.9) at a hi
 tasks use a gentler learning rate and space their snapshots out instead). A small learning rate
 gives near-copies; measured on mnist1d-cnn: lr 0.05 → mean pairwise IoU of wrong validation
 predictions 0.955, lr 0.5 → 0.835 at nearly the same accuracy (bench/collect_lr.py). Several runs
-(seeds) may be collected into one zoo.
+(seeds) may be collected into one zoo. Each snapshot is written to disk as it is taken (a RowFile
+in the progress directory, which becomes the zoo's params.safetensors), so a zoo need not fit in
+memory; a resumed collection keeps the rows already written.
 
 Longer than 250 lines because collection is one protocol read top to bottom: its settings, base
 training, the trajectory, the run loop, and how runs are dealt out under torchrun.
@@ -429,7 +431,8 @@ def collect(
 
     Under torchrun every rank calls this: rank 0 trains the base model, the runs (held-out one
     included) are dealt out over the ranks, and the snapshots are evaluated in shares; every rank
-    returns the whole zoo. The result equals a single process's, run for run.
+    returns the whole zoo. The result equals a single process's, run for run. (Sharing the runs'
+    rows passes them through memory: a zoo larger than memory is collected in a single process.)
     """
     config = (config or CollectConfig()).validate()
     # The zoo records how to rebuild the task: a built-in name or a user task's file:function spec.
