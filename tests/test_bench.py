@@ -77,3 +77,38 @@ def test_the_defaults_table_reads_a_finished_run_and_names_a_failed_one(tiny_run
     assert row["fixed_budgets_estimate_s"] > row["pipeline_s"]
     table = defaults.markdown([row, bad])
     assert "| digits-cnn |" in table and "failed: error: something clear" in table and "40 / 40" in table
+
+
+def test_the_novelty_study_reads_a_report_and_grades_the_moonshot_on_its_intervals(tiny_run):
+    """bench/novelty_v2.py: a row is read from a real run's report; the moonshot holds only when
+    every condition holds, each judged on the interval it names, and the table says which failed."""
+    import copy
+    import json
+
+    spec = importlib.util.spec_from_file_location("novelty_v2", BENCH.parent / "novelty_v2.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    novelty = json.loads((tiny_run / "report" / "novelty.json").read_text())
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    r = study.row("digits-cnn", "runs1", novelty, metrics)
+    assert r["generated"]["test_acc_mean"] == novelty["groups"]["generated"]["test_acc_mean"]
+    assert r["minus_originals"]["estimate"] == metrics["comparisons"]["generated_minus_originals"]["estimate"]
+    good = copy.deepcopy(r)
+    good["generated"].update(test_acc_mean=good["originals_test_acc_mean"] + 1, replica_share=0.1,
+                             gap_to_noise_curve_ci95=[0.1, 0.5])
+    for key in ("minus_weight_average", "minus_gaussian"):
+        good[key] = {"estimate": 0.5, "ci95": [0.1, 0.9]}
+    good["minus_heldout"] = {"estimate": 0.0, "ci95": [-0.3, 0.3]}
+    good["similarity_minus_heldout"] = {"estimate": 0.01, "ci95": [-0.001, 0.02]}  # reaches zero: no higher
+    assert study.moonshot(good)["reached"]
+    for key, bad in (("similarity_minus_heldout", {"estimate": 0.01, "ci95": [0.001, 0.02]}),
+                     ("minus_weight_average", {"estimate": 0.5, "ci95": [-0.01, 0.9]}),
+                     ("minus_heldout", {"estimate": -0.01, "ci95": [-0.3, 0.3]})):
+        worse = copy.deepcopy(good)
+        worse[key] = bad
+        worse["moonshot"] = study.moonshot(worse)
+        assert not worse["moonshot"]["reached"], key
+        assert "not: " in study.table([worse])
+    worse = copy.deepcopy(good)
+    worse["generated"]["replica_share"] = 0.11
+    assert not study.moonshot(worse)["at most 10% replicas"]
