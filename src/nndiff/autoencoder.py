@@ -48,6 +48,13 @@ class AutoencoderConfig:
     check_every: int = setting(250, "steps between validation checks of 'auto'", low=1, integer=True)
     batch_size: int = setting(64, "autoencoder batch size", low=1, integer=True)
     lr: float = setting(1e-3, "autoencoder learning rate (AdamW, cosine schedule)", low=0, low_open=True)
+    output_weight: float = setting(
+        0.0,
+        "weight of a functional loss: each reconstruction also scored by the network's logits on 256 "
+        "training inputs against its snapshot's (0: parameter error alone)",
+        low=0,
+        flag="--ae-output-weight",
+    )
 
 
 Span = tuple[int, int, int]  # a layer's (first value, number of values, first token)

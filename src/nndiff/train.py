@@ -24,6 +24,7 @@ from .denoiser import Denoiser
 from .diffusion import make_scheduler, training_loss
 from .errors import NndiffError
 from .generate import ParamGenerator, fingerprint
+from .output_loss import OutputMatch
 from .params import Normalizer, row_blocks
 from .runtime import (
     all_gather,
@@ -77,9 +78,11 @@ def autoencoder_step(
     rows: torch.Tensor | None = None,
     normalizer: Normalizer | None = None,
     device: torch.device | str | None = None,
+    output_loss: OutputMatch | None = None,
 ) -> float:
     """One optimizer step on the mean squared reconstruction error of the batch `x[rows]` (all of `x`
-    by default), normalized by `normalizer` (None: `x` is normalized already). The batch is gathered,
+    by default), normalized by `normalizer` (None: `x` is normalized already), plus `output_loss`
+    of the reconstructions where given (output_loss.py). The batch is gathered,
     normalized and sent through in micro-batches of at most BLOCK_VALUES values (their gradients
     summed), so a step's memory stays a fixed size whatever D: one pass for small subsets, 16 rows at
     a time at 1M, and never a [batch, D] copy of the zoo's rows."""
@@ -92,7 +95,10 @@ def autoencoder_step(
         part = (normalizer(part) if normalizer is not None else part).to(device if device is not None else x.device)
         quiet = net.no_sync() if i < len(blocks) - 1 and hasattr(net, "no_sync") else contextlib.nullcontext()
         with quiet:  # under DDP the gradients are averaged once, after the last micro-batch
-            loss = F.mse_loss(net(part), part)
+            recon = net(part)
+            loss = F.mse_loss(recon, part)
+            if output_loss is not None:
+                loss = loss + output_loss(recon, part)
             if len(blocks) > 1:
                 loss = loss * (len(part) / len(rows))
             loss.backward()
@@ -123,12 +129,14 @@ def train_autoencoder(
     normalizer: Normalizer | None = None,
     device: torch.device | str | None = None,
     sizes: list[int] | None = None,
+    output_loss: OutputMatch | None = None,
 ) -> tuple[Autoencoder, dict]:
     """x: [K, D] parameters, normalized by `normalizer` batch by batch (None: `x` is normalized
     already), so no normalized copy of the zoo is made and `x` may be memory-mapped. Batches are
     moved to `device` (default: x's). With `steps: auto`, a held-back tenth of them is not trained
     on: `judge` measures its reconstructions (budget.py). `sizes`: the values of each layer, so that
-    tokens follow the layers (default: one layer)."""
+    tokens follow the layers (default: one layer). `output_loss`: the functional term added to each
+    step's loss (output_loss.py; None: parameter error alone)."""
     cfg = config.autoencoder
     device = x.device if device is None else torch.device(device)
     auto = cfg.steps == "auto"
@@ -161,7 +169,7 @@ def train_autoencoder(
     for step in [] if stopped else bar:
         set_lr(opt, cosine_lr(step, total, cfg.lr))
         idx = train_rows[torch.randint(len(train_rows), (batch,), generator=gen)].to(x.device)
-        loss_value = autoencoder_step(net, ae, opt, x, idx, normalizer, device)
+        loss_value = autoencoder_step(net, ae, opt, x, idx, normalizer, device, output_loss)
         if step % 50 == 0:
             bar.set_postfix(mse=f"{loss_value:.4f}")
         point = _check_point(step + 1, total, cfg.check_every, loss_value, check if auto else None, curve)
@@ -358,7 +366,12 @@ def fit(
 
     t0 = time.perf_counter()
     sizes = [e.numel for e in zoo.layout.entries]
-    ae, ae_stats = train_autoencoder(zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes)
+    weight = config.autoencoder.output_weight
+    task = zoo.make_task() if weight > 0 else None
+    output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight, device) if weight > 0 else None
+    ae, ae_stats = train_autoencoder(
+        zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss
+    )
     t1 = time.perf_counter()
     z = encode_all(ae, zoo.params, normalizer, device)
     latent_normalizer = Normalizer.fit(z.flatten(1), None, "element")
