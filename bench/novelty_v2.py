@@ -35,6 +35,8 @@ APPROACHES = {
     # logit error (about 0.11 on mnist1d-mlp) on the scale of its parameter error (0.83).
     "output10": ["--ae-output-weight", "10"],
     "runs10-output10": ["--runs", "10", "--ae-output-weight", "10"],
+    # the same with the autoencoder's budget fixed, since the automatic one stopped it early
+    "output10-ae1000": ["--ae-output-weight", "10", "--ae-steps", "1000"],
 }
 
 
