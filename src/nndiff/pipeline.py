@@ -298,8 +298,9 @@ def doctor_run(
         return steps if isinstance(steps, int) and steps > 0 else fallback
 
     checks.append(autoencoder_check(zoo, task, model, generator, val, snapshots, trained("autoencoder")))
-    if generated is not None or (path / GENERATED).is_dir():
-        generated = generated if generated is not None else read_generated(path, zoo.layout)
+    if generated is None and (path / GENERATED).is_dir():
+        generated = read_generated(path, zoo.layout)
+    if generated is not None:
         checks += generator_checks(
             zoo, task, model, generated, generator.normalizer, val, snapshots, trained("diffusion")
         )

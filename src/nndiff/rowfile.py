@@ -25,7 +25,7 @@ class RowFile:
     def __init__(self, path: str | Path | None, blocks: dict[str, int], dim: int):
         """`blocks`: {name: number of rows}, in the order they are stored; every row has `dim` values."""
         self.path, self.blocks, self.dim = (None if path is None else Path(path)), dict(blocks), dim
-        count = sum(self.blocks.values())
+        self.count = count = sum(self.blocks.values())
         self.kept = False  # whether an earlier attempt's file (and the rows it wrote) was reopened
         if self.path is None:
             self._memory = torch.empty(count, dim)
@@ -70,12 +70,12 @@ class RowFile:
         if self.path is None:
             return self._memory
         self.sync()
-        count = sum(self.blocks.values())
-        if count * self.dim == 0:
-            return torch.empty(count, self.dim)
+        values = self.count * self.dim
+        if values == 0:
+            return torch.empty(self.count, self.dim)
         mapped = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
-        return torch.frombuffer(mapped, dtype=torch.float32, count=count * self.dim, offset=self._start).view(
-            count, self.dim
+        return torch.frombuffer(mapped, dtype=torch.float32, count=values, offset=self._start).view(
+            self.count, self.dim
         )
 
     def close(self) -> None:

@@ -366,9 +366,10 @@ def fit(
 
     t0 = time.perf_counter()
     sizes = [e.numel for e in zoo.layout.entries]
-    weight = config.autoencoder.output_weight
-    task = zoo.make_task() if weight > 0 else None
-    output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight, device) if weight > 0 else None
+    weight, output_loss = config.autoencoder.output_weight, None
+    if weight > 0:
+        task = zoo.make_task()
+        output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight, device)
     ae, ae_stats = train_autoencoder(
         zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss
     )
