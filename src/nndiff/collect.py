@@ -8,9 +8,12 @@ was trained as — train the selected parameters with SGD (momentum 0.9) at a hi
 tasks use a gentler learning rate and space their snapshots out instead). A small learning rate
 gives near-copies; measured on mnist1d-cnn: lr 0.05 → mean pairwise IoU of wrong validation
 predictions 0.955, lr 0.5 → 0.835 at nearly the same accuracy (bench/collect_lr.py). Several runs
-(seeds) may be collected into one zoo. Each snapshot is written to disk as it is taken (a RowFile
-in the progress directory, which becomes the zoo's params.safetensors), so a zoo need not fit in
-memory; a resumed collection keeps the rows already written.
+(seeds) may be collected into one zoo, from one base model or, for whole networks (`--bases N`),
+from N base models trained from independent initializations, each permuted towards the first by
+weight matching (align.py) so that the zoo's coordinates mean the same in every run. Each snapshot
+is written to disk as it is taken (a RowFile in the progress directory, which becomes the zoo's
+params.safetensors), so a zoo need not fit in memory; a resumed collection keeps the rows already
+written.
 
 Longer than 250 lines because collection is one protocol read top to bottom: its settings, base
 training, the trajectory, the run loop, and how runs are dealt out under torchrun.
@@ -56,6 +59,7 @@ from .zoo import Zoo, load_base
 
 CHECKPOINT_EVERY = 50  # collection steps between progress checkpoints
 RECIPES = ("adamw", "sgd")  # how a base model is trained (base_optimizer)
+ALIGNMENTS = ("weights", "none")  # how independent base models are made comparable (align.py)
 ZOO_ROWS = "zoo-rows"  # the stage's row file the snapshots are written to (it becomes params.safetensors)
 
 
@@ -69,6 +73,21 @@ class CollectConfig:
     k: int = setting(200, "number of snapshots to collect", low=1, integer=True, flag="-k")
     runs: int = setting(
         1, "independent collection runs (seeds) the k snapshots are split over", low=1, integer=True, flag="--runs"
+    )
+    bases: int = setting(
+        1,
+        "independent base models, each trained here from its own initialization, that the runs are dealt "
+        "over (whole networks without buffers only); with more than one, the held-out run gets one more of its own",
+        low=1,
+        integer=True,
+        flag="--bases",
+    )
+    align: str = setting(
+        "weights",
+        "with --bases above 1: permute each base model's hidden units towards the first's before collecting from "
+        "it (weights: weight matching, Git Re-Basin; plain chains of Linear and Conv layers) or leave them (none)",
+        choices=ALIGNMENTS,
+        flag="--align",
     )
     seed: int = setting(
         0, "random seed; the same seed gives the same result", low=0, high=SEED_MAX, integer=True, flag="--seed"
@@ -136,6 +155,10 @@ class CollectConfig:
         check_fields(self)
         if self.k < self.runs:
             raise NndiffError(f"-k {self.k} snapshots cannot be split over --runs {self.runs}; need k >= runs")
+        if self.runs < self.bases:
+            raise NndiffError(
+                f"--bases {self.bases} needs at least as many --runs (got {self.runs}): one per base model"
+            )
         if self.select is not None and (
             isinstance(self.select, str) or not all(isinstance(p, str) for p in self.select)
         ):
@@ -166,12 +189,13 @@ def train_base(
     progress: bool = True,
     stage: Stage | None = None,
     recipe: str = "adamw",
+    name: str = "base",
 ) -> nn.Module:
     """Train the task's model from scratch for task.base_epochs with `recipe` (see base_optimizer).
 
     Under torchrun it is data-parallel: every rank draws the same batch and trains on its share of
-    it, gradients averaged over the ranks. With a `stage`, the state is saved after every epoch and
-    training resumes from the last one.
+    it, gradients averaged over the ranks. With a `stage`, the state is saved under `name` after
+    every epoch and training resumes from the last one.
     """
     stage = stage or Stage(None)
     gen = seed_everything(seed)
@@ -182,7 +206,7 @@ def train_base(
     total = task.base_epochs * steps_per_epoch
     opt, sched = base_optimizer(model, task, recipe, total)
     start = 0
-    saved = stage.load("base")
+    saved = stage.load(name)
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
@@ -196,7 +220,7 @@ def train_base(
     bar = tqdm(
         total=total,
         initial=start * steps_per_epoch,
-        desc="base model",
+        desc=name.replace("base", "base model ", 1).strip(),
         disable=not progress or not is_main(),
         leave=False,
     )
@@ -222,7 +246,7 @@ def train_base(
             "rng": rng_state(gen),
             "epoch": epoch + 1,
         }
-        stage.save("base", state)
+        stage.save(name, state)
     bar.close()
     broadcast_buffers(model)
     check_ranks_agree(model)
@@ -385,6 +409,42 @@ def _base_model(task, config: CollectConfig, device, progress: bool, base_state,
     return load_base(task, base_state).to(device)
 
 
+def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, device, progress, stage):
+    """With --bases N > 1, the base models of runs 1.. N-1 and of the held-out run (one more): each
+    trained here from its own initialization (seed `_base_seed`) and, with --align weights, its hidden
+    units permuted towards `first`'s by weight matching (align.py), which leaves its function as it
+    was. Returns the models and, per model, how far weight matching moved it."""
+    if config.bases == 1:
+        return [], []
+    names = {n for n, _ in first.named_parameters()}
+    if set(layout.names) != names or any(True for _ in first.buffers()):
+        raise NndiffError(
+            "--bases needs the whole network generated (--select '*') and a model without buffers: the zoo keeps "
+            "one base model for everything not generated, and independent base models differ there"
+        )
+    layers = None
+    if config.align == "weights":
+        from .align import chain
+
+        train = task.splits()["train"]
+        inputs = next(train.random_batches(8, 0, 0))[0] if isinstance(train, StreamedSplit) else train.x[:64]
+        layers = chain(first, inputs.to(device))
+    models, moved = [], []
+    for b in range(1, config.bases + (1 if config.heldout else 0)):
+        model = train_base(task, _base_seed(config, b), device, progress, stage, config.recipe, name=f"base{b}")
+        if layers is not None:
+            from .align import align
+
+            moved.append({"base": b, **align(first, model, layers, seed=b)})
+        models.append(model)
+    return models, moved
+
+
+def _base_seed(config: CollectConfig, base: int) -> int:
+    """Base model 0 is trained from the run's seed (as with one base); the others from seeds of their own."""
+    return config.seed if base == 0 else config.seed * 1000 + 500 + base
+
+
 def _probe_lr(task, base, layout, val, config: CollectConfig, every: int, device, stage: Stage) -> dict:
     """The --lr auto probe (rank 0 runs it, every rank gets its answer; a resumed collection reuses it)."""
     from .lr_probe import probe
@@ -444,8 +504,12 @@ def collect(
     select, lr, every = settings["select"], settings["lr"], settings["every"]
     t0 = time.perf_counter()
     stage.claim({**settings, "processes": world_size()}, "a collection")
+    if base_state is not None and config.bases > 1:
+        raise NndiffError("--bases trains every base model here from its own initialization; drop --base")
     base = _base_model(task, config, device, progress, base_state, stage)
     layout = Layout.select(base, select)
+    others, alignment = _other_bases(task, base, layout, config, device, progress, stage)
+    bases = [base, *others]  # run r starts from bases[r % --bases]; the held-out run from the last
     splits = task.splits()
     val, test = splits["val"].to(device), splits["test"].to(device)
     base_metrics = {"val_acc": task.evaluate(base, val).accuracy, "test_acc": task.evaluate(base, test).accuracy}
@@ -464,8 +528,12 @@ def collect(
     bar = tqdm(
         total=sum(per_run[r] * every + config.burn_in for r in mine), desc="collect", disable=not progress, leave=False
     )
+
+    def base_of(run: int) -> int:
+        return len(bases) - 1 if run == config.runs else run % config.bases
+
     for run in mine:
-        trajectory = Trajectory(task, base, layout, _run_seed(config, run), lr, config.momentum, device)
+        trajectory = Trajectory(task, bases[base_of(run)], layout, _run_seed(config, run), lr, config.momentum, device)
         resumed_at[run] = collect_run(
             trajectory, rows, offsets[run], per_run[run], config.burn_in, every, f"run{run}", stage, bar
         )
@@ -480,7 +548,7 @@ def collect(
     rows.close()
     params, heldout = everything[: config.k], everything[config.k :]
     records = [
-        {"run": run, "seed": _run_seed(config, run), "step": config.burn_in + (i + 1) * every}
+        {"run": run, "seed": _run_seed(config, run), "base": base_of(run), "step": config.burn_in + (i + 1) * every}
         for run, count in enumerate(per_run)
         for i in range(count)
     ]
@@ -511,5 +579,15 @@ def collect(
     }
     if probe is not None:
         info["lr_probe"] = probe
+    if others:
+        info["bases"] = [
+            {
+                "seed": _base_seed(config, b),
+                "val_acc": task.evaluate(m, val).accuracy,
+                "test_acc": task.evaluate(m, test).accuracy,
+            }
+            for b, m in enumerate(bases)
+        ]
+        info["alignment"] = alignment  # per base model: distance to the first before and after weight matching
     base_state = {name: v.cpu() for name, v in base.state_dict().items()}
     return Zoo(task_ref, layout, params, base_state, records[:k], info, heldout, records[k:])
