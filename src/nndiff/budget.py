@@ -164,6 +164,12 @@ def summary_lines(training: dict) -> list[str]:
     lines = []
     for name in ("autoencoder", "diffusion"):
         stats = training.get(name) or {}
+        if stats.get("kind") == "pca":
+            lines.append(
+                f"autoencoder: none, {stats['components']} principal components instead "
+                f"({100 * stats['explained']:.1f}% of the snapshots' variation)."
+            )
+            continue
         if "steps" not in stats:
             continue
         if stats.get("budget") != "validation":

@@ -17,6 +17,7 @@ from .distribution import COLLAPSED_SPREAD, COPIES_SHARE, spread_ratio
 from .evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
 from .novelty import REPLICA_RELATIVE_DISTANCE, nearest_distances
 from .params import column_blocks, finite_rows, rows_where
+from .principal import PrincipalCodec
 from .uncertainty import Bootstrap, estimate, mean_accuracy
 
 # Thresholds, in the units each check reports.
@@ -155,7 +156,9 @@ def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor,
         status,
         f"{100 * unexplained:.1f}% of the snapshots' variation not reproduced; validation accuracy the "
         f"reconstructions lose against the snapshots: {says}",
-        f"the autoencoder under-fits: train it longer, --ae-steps {max(2 * steps, 1000)}",
+        "the principal components miss part of the snapshots: keep more, --ae-components 0 (all)"
+        if isinstance(ae, PrincipalCodec)
+        else f"the autoencoder under-fits: train it longer, --ae-steps {max(2 * steps, 1000)}",
     )
 
 

@@ -29,6 +29,7 @@ from .checks import check_fields, setting
 from .diffusion import SAMPLERS, make_scheduler, sample
 from .errors import NndiffError
 from .params import Layout, Normalizer, row_blocks
+from .principal import PrincipalCodec
 from .storage import load_metadata, load_tensors, save_tensors
 
 GENERATED = "generated"
@@ -40,7 +41,7 @@ class ParamGenerator:
     config: TrainConfig
     normalizer: Normalizer  # parameters
     latent_normalizer: Normalizer  # flattened latents, so diffusion sees zero mean, unit variance
-    autoencoder: Autoencoder
+    autoencoder: Autoencoder | PrincipalCodec
     denoiser: Denoiser  # EMA weights
     condition_normalizer: Normalizer | None = (
         None  # conditional generators: standardizes the requested validation accuracy
@@ -96,7 +97,16 @@ class ParamGenerator:
         save_tensors(
             d / "autoencoder.safetensors",
             self.autoencoder.state_dict(),
-            {"dim": self.layout.size, "config": cfg["autoencoder"], "layer_sizes": self.autoencoder.sizes},
+            {
+                "dim": self.layout.size,
+                "config": cfg["autoencoder"],
+                "layer_sizes": self.autoencoder.sizes,
+                **(
+                    {"components_shape": list(self.autoencoder.components.shape)}
+                    if isinstance(self.autoencoder, PrincipalCodec)
+                    else {}
+                ),
+            },
         )
         save_tensors(
             d / "denoiser.safetensors",
@@ -119,7 +129,7 @@ class ParamGenerator:
     def load(cls, run_dir: str | Path, config: TrainConfig, device: torch.device | str = "cpu") -> "ParamGenerator":
         d = Path(run_dir)
         layout, norms = read_normalizers(d)
-        ae = Autoencoder(layout.size, config.autoencoder, _layer_sizes(d / "autoencoder.safetensors", layout))
+        ae = _autoencoder(d / "autoencoder.safetensors", layout, config)
         conditional = config.diffusion.condition != "none"
         if conditional and not {"condition.mean", "condition.range"} <= set(norms):
             raise NndiffError(
@@ -148,6 +158,17 @@ class ParamGenerator:
                 raise NndiffError(f"{source}: condition.range must be two finite numbers; retrain the run")
             generator.condition_range = tuple(lo_hi.tolist())
         return generator
+
+
+def _autoencoder(path: Path, layout: Layout, config: TrainConfig) -> Autoencoder | PrincipalCodec:
+    """The run's autoencoder as config.yaml describes it (its weights are loaded after): a PCA codec
+    keeps as many directions as its saved components have rows."""
+    if config.autoencoder.kind == "pca":
+        shape = load_metadata(path).get("components_shape")
+        if not (isinstance(shape, list) and len(shape) == 2 and shape[1] == layout.size and shape[0] >= 1):
+            raise NndiffError(f"{path} does not hold the principal components config.yaml asks for; retrain the run")
+        return PrincipalCodec(layout.size, shape[0])
+    return Autoencoder(layout.size, config.autoencoder, _layer_sizes(path, layout))
 
 
 def _layer_sizes(path: Path, layout: Layout) -> list[int] | None:

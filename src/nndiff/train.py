@@ -26,6 +26,7 @@ from .errors import NndiffError
 from .generate import ParamGenerator, fingerprint
 from .output_loss import OutputMatch
 from .params import Normalizer, row_blocks
+from .principal import PrincipalCodec
 from .runtime import (
     all_gather,
     broadcast,
@@ -365,14 +366,19 @@ def fit(
     judge = Judge.of_zoo(zoo, device) if auto and is_main() else None  # budgets chosen on validation (budget.py)
 
     t0 = time.perf_counter()
-    sizes = [e.numel for e in zoo.layout.entries]
-    weight, output_loss = config.autoencoder.output_weight, None
-    if weight > 0:
-        task = zoo.make_task()
-        output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight, device)
-    ae, ae_stats = train_autoencoder(
-        zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss
-    )
+    if config.autoencoder.kind == "pca":  # nothing to train: principal.py
+        ae, explained = PrincipalCodec.fit(zoo.params, normalizer, config.autoencoder.components)
+        ae = ae.to(device)
+        ae_stats = {"kind": "pca", "components": ae.latent_shape[1], "explained": explained}
+    else:
+        sizes = [e.numel for e in zoo.layout.entries]
+        weight, output_loss = config.autoencoder.output_weight, None
+        if weight > 0:
+            task = zoo.make_task()
+            output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight, device)
+        ae, ae_stats = train_autoencoder(
+            zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss
+        )
     t1 = time.perf_counter()
     z = encode_all(ae, zoo.params, normalizer, device)
     latent_normalizer = Normalizer.fit(z.flatten(1), None, "element")
