@@ -5,9 +5,12 @@ generated models set against the baselines of its own zoo, every number with its
     python bench/novelty_v2.py                                   # every approach on both tasks
     python bench/novelty_v2.py --tasks mnist1d-mlp --approaches runs1 runs100
 
-An approach is a set of `nndiff run` options (APPROACHES). Runs go to OUT/TASK/APPROACH and a run
-already finished there is reused, so an interrupted study picks up where it stopped. Writes
-OUT/novelty_v2.json and prints the table (bench/novelty_v2.md holds the measured one).
+An approach is a set of `nndiff run` options (APPROACHES): those of collection, then those of
+training. Runs go to OUT/TASK/APPROACH and a run already finished there is reused, so an interrupted
+study picks up where it stopped; approaches with the same collection options share one zoo (the
+first one collected is linked into the others' directories, and `nndiff run` reuses it, having
+checked that its settings are the same). Writes OUT/novelty_v2.json and prints the table
+(bench/novelty_v2.md holds the measured one).
 
 The moonshot, per row: the generated models' mean max-similarity to the training snapshots no higher
 than the held-out snapshots' (the interval of the difference reaches zero or below), their mean test
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,25 +30,58 @@ from pathlib import Path
 from nndiff.cli import main as nndiff
 
 TASKS = ("mnist1d-mlp", "mnist1d-convnet")  # steep noise curves: whole networks
-# Many runs, few snapshots each: the same 200 snapshots from 1, 10 or 100 collection runs (seeds).
+PCA = ["--ae-kind", "pca"]
+# Per approach: (collection options, training options).
 APPROACHES = {
-    "runs1": [],
-    "runs10": ["--runs", "10"],
-    "runs100": ["--runs", "100"],
+    # Many runs, few snapshots each: the same 200 snapshots from 1, 10 or 100 collection runs (seeds).
+    "runs1": ([], []),
+    "runs10": (["--runs", "10"], []),
+    "runs100": (["--runs", "100"], []),
     # A functional loss for the autoencoder (output_loss.py): weight 10 puts a mean reconstruction's
     # logit error (about 0.11 on mnist1d-mlp) on the scale of its parameter error (0.83).
-    "output10": ["--ae-output-weight", "10"],
-    "runs10-output10": ["--runs", "10", "--ae-output-weight", "10"],
+    "output10": ([], ["--ae-output-weight", "10"]),
+    "runs10-output10": (["--runs", "10"], ["--ae-output-weight", "10"]),
     # the same with the autoencoder's budget fixed, since the automatic one stopped it early
-    "output10-ae1000": ["--ae-output-weight", "10", "--ae-steps", "1000"],
+    "output10-ae1000": ([], ["--ae-output-weight", "10", "--ae-steps", "1000"]),
+    # Another generator family: diffusion directly on the zoo's principal-component coordinates (principal.py)
+    "pca": ([], PCA),
+    "runs10-pca": (["--runs", "10"], PCA),
+    # Symmetry-aware zoos: 10 base models from independent initializations (20 snapshots from each),
+    # left as trained or permuted towards the first by weight matching (align.py); the held-out run
+    # starts from an 11th.
+    "bases10-unaligned": (["--bases", "10", "--runs", "10", "--align", "none"], []),
+    "bases10": (["--bases", "10", "--runs", "10"], []),
+    "bases10-pca": (["--bases", "10", "--runs", "10"], PCA),
+    # 100 independent base models, 2 snapshots each
+    "bases100": (["--bases", "100", "--runs", "100"], []),
+    "bases100-pca": (["--bases", "100", "--runs", "100"], PCA),
 }
+
+
+def _share_zoo(task: str, approach: str, out: Path) -> None:
+    """Link a finished zoo collected with the same options by another approach into this approach's run."""
+    zoo = out / task / approach / "zoo"
+    if (zoo / "manifest.json").is_file():
+        return
+    for other, (collect, _) in APPROACHES.items():
+        source = out / task / other / "zoo"
+        if other != approach and collect == APPROACHES[approach][0] and (source / "manifest.json").is_file():
+            shutil.rmtree(zoo, ignore_errors=True)
+            shutil.copytree(source, zoo, copy_function=_link, ignore=shutil.ignore_patterns(".progress"))
+            return
+
+
+def _link(src: str, dst: str) -> None:
+    Path(dst).hardlink_to(src)
 
 
 def run(task: str, approach: str, out: Path) -> dict:
     directory = out / task / approach
     if not (directory / "report" / "novelty.json").is_file():
+        _share_zoo(task, approach, out)
         start = time.perf_counter()
-        args = ["--quiet", "run", "--task", task, "--out", str(directory), *APPROACHES[approach]]
+        collect, train = APPROACHES[approach]
+        args = ["--quiet", "run", "--task", task, "--out", str(directory), *collect, *train]
         if nndiff(args) != 0:
             raise SystemExit(f"nndiff {' '.join(args)} failed")
         print(f"{task} {approach}: {time.perf_counter() - start:.0f} s", file=sys.stderr)

@@ -112,3 +112,24 @@ def test_the_novelty_study_reads_a_report_and_grades_the_moonshot_on_its_interva
     worse = copy.deepcopy(good)
     worse["generated"]["replica_share"] = 0.11
     assert not study.moonshot(worse)["at most 10% replicas"]
+
+
+def test_novelty_study_shares_a_zoo_only_between_the_same_collection_options(tmp_path):
+    """bench/novelty_v2.py links a finished zoo into an approach with the same collection options
+    (bases10 -> bases10-pca), never into one collected otherwise (bases10-unaligned), and never a
+    collection still in progress."""
+    spec = importlib.util.spec_from_file_location("novelty_v2", BENCH.parent / "novelty_v2.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    zoo = tmp_path / "t" / "bases10" / "zoo"
+    (zoo / ".progress").mkdir(parents=True)
+    (zoo / "params.safetensors").write_bytes(b"rows")
+    study._share_zoo("t", "bases10-pca", tmp_path)
+    assert not (tmp_path / "t" / "bases10-pca" / "zoo").exists()  # no manifest yet: not finished
+    (zoo / "manifest.json").write_text("{}")
+    for approach in ("bases10-pca", "bases10-unaligned"):
+        study._share_zoo("t", approach, tmp_path)
+    shared = tmp_path / "t" / "bases10-pca" / "zoo"
+    assert (shared / "params.safetensors").stat().st_ino == (zoo / "params.safetensors").stat().st_ino
+    assert not (shared / ".progress").exists()
+    assert not (tmp_path / "t" / "bases10-unaligned" / "zoo").exists()
