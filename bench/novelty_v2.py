@@ -46,6 +46,7 @@ APPROACHES = {
     # Another generator family: diffusion directly on the zoo's principal-component coordinates (principal.py)
     "pca": ([], PCA),
     "runs10-pca": (["--runs", "10"], PCA),
+    "runs100-pca": (["--runs", "100"], PCA),
     # Symmetry-aware zoos: 10 base models from independent initializations (20 snapshots from each),
     # left as trained or permuted towards the first by weight matching (align.py); the held-out run
     # starts from an 11th.

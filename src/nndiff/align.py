@@ -20,6 +20,7 @@ mnist1d-convnet computed another function.)
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +65,7 @@ def chain(model: nn.Module, inputs: torch.Tensor) -> list[Layer]:
                 f"{b.weight} takes {into} inputs, not a whole multiple of {a.weight}'s {out} outputs: the "
                 "model is not a chain weight matching can permute; collect with --align none"
             )
-    if any(True for _ in model.buffers()):
+    if list(model.buffers()):
         raise NndiffError("weight matching needs a model without buffers (BatchNorm statistics); use --align none")
     _check_permutable(model, layers, inputs)
     return layers
@@ -85,8 +86,6 @@ def _check_permutable(model: nn.Module, layers: list[Layer], inputs: torch.Tenso
 
 
 def _copy_with(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    import copy
-
     out = copy.deepcopy(model)
     out.load_state_dict(state, strict=False)
     return out

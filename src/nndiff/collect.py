@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .align import align, chain
 from .checkpoint import rng_state, set_rng_state
 from .checks import SEED_MAX, setting, check_fields
 from .errors import NndiffError
@@ -417,15 +418,13 @@ def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, 
     if config.bases == 1:
         return [], []
     names = {n for n, _ in first.named_parameters()}
-    if set(layout.names) != names or any(True for _ in first.buffers()):
+    if set(layout.names) != names or list(first.buffers()):
         raise NndiffError(
             "--bases needs the whole network generated (--select '*') and a model without buffers: the zoo keeps "
             "one base model for everything not generated, and independent base models differ there"
         )
     layers = None
     if config.align == "weights":
-        from .align import chain
-
         train = task.splits()["train"]
         inputs = next(train.random_batches(8, 0, 0))[0] if isinstance(train, StreamedSplit) else train.x[:64]
         layers = chain(first, inputs.to(device))
@@ -433,8 +432,6 @@ def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, 
     for b in range(1, config.bases + (1 if config.heldout else 0)):
         model = train_base(task, _base_seed(config, b), device, progress, stage, config.recipe, name=f"base{b}")
         if layers is not None:
-            from .align import align
-
             moved.append({"base": b, **align(first, model, layers, seed=b)})
         models.append(model)
     return models, moved
