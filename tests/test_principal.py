@@ -95,3 +95,5 @@ def test_pca_settings_are_checked():
         TrainConfig.from_dict({"autoencoder": {"kind": "svd"}})
     with pytest.raises(NndiffError):
         TrainConfig.from_dict({"autoencoder": {"components": -1}})
+    with pytest.raises(NndiffError, match="trains none"):
+        TrainConfig.from_dict({"autoencoder": {"kind": "pca", "output_weight": 10.0}})

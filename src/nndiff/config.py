@@ -34,6 +34,10 @@ class TrainConfig:
             raise NndiffError(
                 f"denoiser.channels must be a multiple of 8 (GroupNorm with 8 groups; got {self.denoiser.channels})"
             )
+        if self.autoencoder.kind == "pca" and self.autoencoder.output_weight > 0:
+            raise NndiffError(
+                "--ae-output-weight scores the conv autoencoder's reconstructions; --ae-kind pca trains none"
+            )
         if self.diffusion.beta_start >= self.diffusion.beta_end:
             raise NndiffError(
                 f"diffusion.beta_start must be below diffusion.beta_end (got {self.diffusion.beta_start:g} "
