@@ -19,14 +19,17 @@ from pathlib import Path
 
 import torch
 
-from nndiff.config import TrainConfig
-from nndiff.evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
-from nndiff.generate import ParamGenerator
-from nndiff.pipeline import read_run_config, run_all
-from nndiff.runtime import resolve_device
-from nndiff.uncertainty import Bootstrap, compare, estimate, format_ci, interval, mean_accuracy
-from nndiff.collect import CollectConfig, Trajectory, snapshots
-from nndiff.zoo import Zoo
+from nndiff.evaluation.engine import evaluate_params
+from nndiff.evaluation.metrics import mean_offdiagonal, pairwise_iou
+from nndiff.evaluation.uncertainty import Bootstrap, compare, estimate, format_ci, interval, mean_accuracy
+from nndiff.generator.config import TrainConfig
+from nndiff.generator.sampler import ParamGenerator
+from nndiff.pipeline.run import run_all
+from nndiff.pipeline.rundir import read_run_config
+from nndiff.runtime.device import resolve_device
+from nndiff.zoo.config import CollectConfig
+from nndiff.zoo.format import Zoo
+from nndiff.zoo.trajectory import Trajectory, snapshots
 
 SAMPLERS = [("ddpm", 1000), ("ddpm", 100), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100), ("dpm", 10), ("dpm", 20), ("dpm", 50)]
 

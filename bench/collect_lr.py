@@ -15,7 +15,8 @@ import json
 import statistics
 from dataclasses import replace
 
-from nndiff.collect import CollectConfig, collect
+from nndiff.zoo.collect import collect
+from nndiff.zoo.config import CollectConfig
 
 
 def ladder(task: str, lrs: list[float], k: int, seed: int = 0) -> list[dict]:

@@ -23,16 +23,18 @@ from pathlib import Path
 
 import torch
 
-from nndiff.conditional import aim_targets
-from nndiff.config import TrainConfig
-from nndiff.evaluate import evaluate_params
-from nndiff.generate import ParamGenerator
-from nndiff.novelty import analyze, difference
-from nndiff.params import Normalizer
-from nndiff.pipeline import collect_zoo, read_run_config, train_run
-from nndiff.storage import load_tensors
-from nndiff.collect import CollectConfig
-from nndiff.zoo import Zoo
+from nndiff.analysis.novelty import analyze
+from nndiff.analysis.verdict import difference
+from nndiff.evaluation.engine import evaluate_params
+from nndiff.generator.conditional import aim_targets
+from nndiff.generator.config import TrainConfig
+from nndiff.generator.sampler import ParamGenerator
+from nndiff.io.tensors import load_tensors
+from nndiff.params.normalizer import Normalizer
+from nndiff.pipeline.rundir import read_run_config
+from nndiff.pipeline.stages import collect_zoo, train_run
+from nndiff.zoo.config import CollectConfig
+from nndiff.zoo.format import Zoo
 
 N = 100  # models per approach
 POOL = 500  # models drawn before validation filtering keeps the best N

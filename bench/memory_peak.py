@@ -25,7 +25,7 @@ def rss_mib() -> float:
 
 
 def main(argv: list[str]) -> int:
-    from nndiff.cli import main as nndiff
+    from nndiff.cli.main import main as nndiff
 
     main_thread = threading.main_thread().ident
     samples: list[tuple[float, str]] = []

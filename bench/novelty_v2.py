@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from nndiff.cli import main as nndiff
+from nndiff.cli.main import main as nndiff
 
 TASKS = ("mnist1d-mlp", "mnist1d-convnet")  # steep noise curves: whole networks
 PCA = ["--ae-kind", "pca"]

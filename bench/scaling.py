@@ -31,12 +31,12 @@ SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from nndiff.autoencoder import Autoencoder, AutoencoderConfig
-from nndiff.denoiser import Denoiser, DenoiserConfig
-from nndiff.diffusion import DiffusionConfig, make_scheduler, training_loss
-from nndiff.params import Normalizer
-from nndiff.train import autoencoder_step
-from nndiff.runtime import reuse_freed_memory
+from nndiff.generator.autoencoder import Autoencoder, AutoencoderConfig
+from nndiff.generator.denoiser import Denoiser, DenoiserConfig
+from nndiff.generator.diffusion import DiffusionConfig, make_scheduler, training_loss
+from nndiff.params.normalizer import Normalizer
+from nndiff.training.loops import autoencoder_step
+from nndiff.runtime.memory import reuse_freed_memory
 reuse_freed_memory()
 
 dim = int(sys.argv[1])

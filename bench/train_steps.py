@@ -13,11 +13,11 @@ import argparse
 import time
 from pathlib import Path
 
-
-from nndiff.config import TrainConfig
-from nndiff.evaluate import evaluate_params, pairwise_iou
-from nndiff.train import fit
-from nndiff.zoo import Zoo
+from nndiff.evaluation.engine import evaluate_params
+from nndiff.evaluation.metrics import pairwise_iou
+from nndiff.generator.config import TrainConfig
+from nndiff.training.fit import fit
+from nndiff.zoo.format import Zoo
 
 BUDGETS = [(250, 500), (500, 1000), (1000, 1000), (1000, 2000), (2000, 4000)]  # (autoencoder, diffusion) steps
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from nndiff.cli import main
+from nndiff.cli.main import main
 
 # Tiny settings: the point is that every stage runs and writes what it should, not quality.
 TINY_RUN = ["--quiet", "run", "--task", "digits-cnn", "-k", "24", "--burn-in", "10", "--heldout", "6", "--ae-steps", "40",
@@ -19,7 +19,7 @@ def _cache(tmp_path_factory):
 def _fresh_predictions():
     # Each test evaluates for itself: predictions memoized by an earlier test (memo.py) would let a
     # test that patches an evaluation path, or counts evaluations, see another test's results.
-    from nndiff.memo import MEMO
+    from nndiff.evaluation.memo import MEMO
 
     MEMO.clear()
     yield

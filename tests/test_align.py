@@ -4,12 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from nndiff.align import align, chain, match, permute
-from nndiff.collect import CollectConfig, collect
 from nndiff.errors import NndiffError
-from nndiff.evaluate import evaluate_params
+from nndiff.evaluation.engine import evaluate_params
 from nndiff.tasks import get_task
 from nndiff.tasks.mnist1d import Mnist1dConvNet, Mnist1dMLP
+from nndiff.zoo.align import align, chain, match, permute
+from nndiff.zoo.collect import collect
+from nndiff.zoo.config import CollectConfig
 
 
 def _state(model: nn.Module) -> dict:

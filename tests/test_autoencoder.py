@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nndiff.autoencoder import Autoencoder, AutoencoderConfig
+from nndiff.generator.autoencoder import Autoencoder, AutoencoderConfig
 
 
 @pytest.mark.parametrize("dim", [1, 7, 64, 193, 1001])
@@ -32,8 +32,8 @@ def test_latent_is_standardized_per_sample_and_noise_only_in_training():
 
 def test_autoencoder_learns_a_small_zoo():
     torch.manual_seed(0)
-    from nndiff.config import TrainConfig
-    from nndiff.train import train_autoencoder
+    from nndiff.generator.config import TrainConfig
+    from nndiff.training.loops import train_autoencoder
 
     basis = torch.randn(3, 40)
     x = torch.randn(64, 3) @ basis
@@ -55,7 +55,7 @@ def test_tokenized_shapes(dim, token):
 
 
 def test_token_embedding_sees_each_value_of_its_token():
-    from nndiff.autoencoder import PerPositionIn, PerPositionOut
+    from nndiff.generator.tokens import PerPositionIn, PerPositionOut
 
     torch.manual_seed(0)
     emb, out = PerPositionIn(5, 12, token=4), PerPositionOut(5, 12, token=4)
@@ -71,7 +71,7 @@ def test_token_embedding_sees_each_value_of_its_token():
 
 
 def test_automatic_token_size():
-    from nndiff.autoencoder import auto_token_size
+    from nndiff.generator.tokens import auto_token_size
 
     assert auto_token_size(192) == 1 and auto_token_size(4096) == 1
     assert auto_token_size(14_154) == 16 and auto_token_size(1_000_000) == 1024
@@ -82,7 +82,7 @@ def test_automatic_token_size():
 def test_input_noise_drawn_after_the_token_map_has_the_distribution_of_noise_before_it():
     """Tokenized: W(x + s·e) is drawn as W x + s·L z with L Lᵀ = W Wᵀ; its covariance matches adding the
     noise to the input, which a transposed factor (covariance Lᵀ L) would not."""
-    from nndiff.autoencoder import PerPositionIn
+    from nndiff.generator.tokens import PerPositionIn
 
     torch.manual_seed(0)
     layer = PerPositionIn(4, 64, token=16)
@@ -102,7 +102,7 @@ def test_input_noise_drawn_after_the_token_map_has_the_distribution_of_noise_bef
 def test_tokens_follow_the_layers():
     """Layers of 5 and 7 values in tokens of 4: layer 1 gets tokens 0-1, layer 2 tokens 2-3, so no
     token mixes two layers (cut across the layers, token 1 would hold values 4-7)."""
-    from nndiff.autoencoder import PerPositionIn, PerPositionOut, layer_spans
+    from nndiff.generator.tokens import PerPositionIn, PerPositionOut, layer_spans
 
     torch.manual_seed(0)
     spans = layer_spans([5, 7], 4)
@@ -129,11 +129,12 @@ def test_tokens_follow_the_layers():
 def test_a_saved_generator_keeps_its_layer_tokens(tmp_path):
     """The layer sizes travel with autoencoder.safetensors; a file without them (saved when tokens cut
     across layers) is rebuilt with one span, as it was trained."""
-    from nndiff.config import TrainConfig
-    from nndiff.denoiser import Denoiser
-    from nndiff.generate import ParamGenerator
-    from nndiff.params import Layout, Normalizer
-    from nndiff.storage import load_tensors, save_tensors
+    from nndiff.generator.config import TrainConfig
+    from nndiff.generator.denoiser import Denoiser
+    from nndiff.generator.sampler import ParamGenerator
+    from nndiff.io.tensors import load_tensors, save_tensors
+    from nndiff.params.layout import Layout
+    from nndiff.params.normalizer import Normalizer
 
     torch.manual_seed(0)
     config = TrainConfig()

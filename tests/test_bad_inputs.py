@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nndiff.cli import main
+from nndiff.cli.main import main
 
 TASK_FILE = "from nndiff.tasks.digits import digits_cnn\n\ndef make_task():\n    t = digits_cnn()\n{}\n    return t\n"
 
@@ -215,8 +215,8 @@ def test_bad_input(name, args, setup, needle, tiny_run, tmp_path, capsys, monkey
 
 def test_yaml_numbers_in_any_notation_are_read(tmp_path):
     """PyYAML reads `1e-3` as a string; it is a number like any other here."""
-    from nndiff.config import TrainConfig
-    from nndiff.storage import load_yaml
+    from nndiff.generator.config import TrainConfig
+    from nndiff.io.files import load_yaml
 
     (tmp_path / "c.yaml").write_text("autoencoder:\n  lr: 1e-3\n  steps: 1e3\ndiffusion:\n  lr: 2.5E-4\n  ema_decay: '0.99'\n")
     config = TrainConfig.from_dict(load_yaml(tmp_path / "c.yaml"))

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from nndiff.batched import trunk_and_head
-from nndiff.evaluate import evaluate_params
-from nndiff.params import Layout
+from nndiff.evaluation.batched import trunk_and_head
+from nndiff.evaluation.engine import evaluate_params
+from nndiff.params.layout import Layout
 from nndiff.tasks import ClassificationTask, Split, get_task
 
 
@@ -141,7 +141,7 @@ def test_an_overridden_predict_is_never_bypassed():
 
 
 def test_a_batched_path_that_disagrees_falls_back_with_a_warning(monkeypatch):
-    evaluate = importlib.import_module("nndiff.evaluate")  # the module (the package exports a function of that name)
+    evaluate = importlib.import_module("nndiff.evaluation.engine")
     model, layout, params, split = _toy()
     model.eval()
     task = _toy_task()
@@ -180,7 +180,7 @@ def test_a_parameter_inside_a_module_fx_keeps_whole_is_evaluated_like_the_model(
 
 
 def test_a_head_vmap_cannot_run_falls_back_to_the_loop(monkeypatch):
-    evaluate = importlib.import_module("nndiff.evaluate")  # the package's `evaluate` attribute is a function
+    evaluate = importlib.import_module("nndiff.evaluation.engine")
 
     def unbatchable(*args, **kwargs):
         raise RuntimeError("no batching rule")

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nndiff.generate import ParamGenerator
-from nndiff.pipeline import read_run_config
-from nndiff.zoo import Zoo
+from nndiff.generator.sampler import ParamGenerator
+from nndiff.pipeline.rundir import read_run_config
+from nndiff.zoo.format import Zoo
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench.py"
 

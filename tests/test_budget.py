@@ -6,11 +6,20 @@ import json
 import pytest
 import torch
 
-from nndiff.budget import MIN_GAIN, MIN_RELATIVE_GAIN, PATIENCE, RECONSTRUCTION_GAP, UNEXPLAINED, autoencoder_done, diffusion_done, held_back
-from nndiff.stage import Stage
-from nndiff.cli import main
-from nndiff.config import TrainConfig
-from nndiff.train import train_autoencoder, train_diffusion
+from nndiff.cli.main import main
+from nndiff.generator.config import TrainConfig
+from nndiff.runtime.stage import Stage
+from nndiff.training.budget import (
+    MIN_GAIN,
+    MIN_RELATIVE_GAIN,
+    PATIENCE,
+    RECONSTRUCTION_GAP,
+    UNEXPLAINED,
+    autoencoder_done,
+    diffusion_done,
+    held_back,
+)
+from nndiff.training.loops import train_autoencoder, train_diffusion
 
 
 def point(acc, spread=1.0):
@@ -117,7 +126,7 @@ def test_a_budget_check_does_not_change_what_training_draws():
 def test_an_interrupted_diffusion_loop_resumes_to_the_same_stop(tmp_path, monkeypatch):
     """Stopping is decided from the curve, which the checkpoint keeps: a loop killed after a check
     and restarted stops at the same step with the same weights as one that ran through."""
-    monkeypatch.setattr("nndiff.train.CHECKPOINT_EVERY", 100)
+    monkeypatch.setattr("nndiff.training.loops.CHECKPOINT_EVERY", 100)
     z = torch.randn(24, 4, 8)
     config = TrainConfig()
     config.diffusion.max_steps, config.diffusion.check_every = 300, 50

@@ -3,8 +3,9 @@ import importlib
 import pytest
 import torch
 
-from nndiff.evaluate import mean_offdiagonal, pairwise_iou
-from nndiff.collect import CollectConfig, collect
+from nndiff.evaluation.metrics import mean_offdiagonal, pairwise_iou
+from nndiff.zoo.collect import collect
+from nndiff.zoo.config import CollectConfig
 
 
 def test_pairwise_iou_by_hand():
@@ -54,11 +55,11 @@ def test_snapshots_every_n_steps_are_those_of_the_same_trajectory():
 def test_the_papers_recipe_trains_the_base_model_with_sgd(monkeypatch):
     """--recipe sgd reaches base training: SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine decay;
     the default stays AdamW with its one-cycle schedule."""
-    collect_module = importlib.import_module("nndiff.collect")
+    trajectory_module = importlib.import_module("nndiff.zoo.trajectory")
 
     made = []
-    real = collect_module.base_optimizer
-    monkeypatch.setattr(collect_module, "base_optimizer", lambda *a: made.append(real(*a)) or made[-1])
+    real = trajectory_module.base_optimizer
+    monkeypatch.setattr(trajectory_module, "base_optimizer", lambda *a: made.append(real(*a)) or made[-1])
     for recipe in ("sgd", "adamw"):
         collect("digits-cnn", CollectConfig(k=2, burn_in=1, heldout=0, lr=0.5, base_epochs=1, recipe=recipe), progress=False)
     (sgd, cosine), (adamw, one_cycle) = made
@@ -73,8 +74,8 @@ def test_snapshots_go_to_disk_as_they_are_taken_and_a_resumed_collection_keeps_t
     taken (the file holds exactly the rows taken so far, so the zoo is never gathered in memory);
     an interrupted collection resumes from that file, and without it starts its runs afresh —
     either way the zoo equals an uninterrupted one."""
-    collect_module = importlib.import_module("nndiff.collect")
-    from nndiff.stage import Stage
+    collect_module = importlib.import_module("nndiff.zoo.collect")
+    from nndiff.runtime.stage import Stage
 
     config = CollectConfig(k=12, runs=2, burn_in=3, heldout=4, lr=2.0)  # a set rate: no probe runs first
     clean = collect("digits-cnn", config, progress=False)

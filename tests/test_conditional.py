@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from nndiff import NndiffError
-from nndiff.cli import main
-from nndiff.config import TrainConfig
-from nndiff.denoiser import Denoiser, DenoiserConfig
-from nndiff.diffusion import DiffusionConfig, make_scheduler, sample
-from nndiff.params import Layout
-from nndiff.train import fit
-from nndiff.zoo import Zoo
+from nndiff.cli.main import main
+from nndiff.generator.config import TrainConfig
+from nndiff.generator.denoiser import Denoiser, DenoiserConfig
+from nndiff.generator.diffusion import DiffusionConfig, make_scheduler, sample
+from nndiff.params.layout import Layout
+from nndiff.training.fit import fit
+from nndiff.zoo.format import Zoo
 
 
 def synthetic_zoo(k: int = 120, d: int = 16) -> Zoo:
@@ -61,8 +61,8 @@ def test_bad_conditional_requests_are_refused(tiny_run, tmp_path, capsys):
     code = main(["--quiet", "generate", "--run", str(tiny_run), "--target-acc", "98"])
     assert code == 2 and "unconditional, so --target-acc has nothing to steer" in capsys.readouterr().err
     with pytest.raises(NndiffError, match="needs --target-acc"):
-        from nndiff.generate import ParamGenerator
-        from nndiff.pipeline import read_run_config
+        from nndiff.generator.sampler import ParamGenerator
+        from nndiff.pipeline.rundir import read_run_config
 
         _, config = read_run_config(tiny_run)
         ParamGenerator.load(tiny_run, config).sample(2, guidance=2.0)

@@ -1,7 +1,7 @@
 import torch
 
-from nndiff.diffusion import DiffusionConfig, make_scheduler, sample
-from nndiff.denoiser import Denoiser, DenoiserConfig
+from nndiff.generator.denoiser import Denoiser, DenoiserConfig
+from nndiff.generator.diffusion import DiffusionConfig, make_scheduler, sample
 
 
 def test_schedule_is_the_papers_linear_betas():

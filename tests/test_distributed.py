@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nndiff.cli import main
+from nndiff.cli.main import main
 from nndiff.errors import NndiffError
-from nndiff.runtime import init_distributed
-from nndiff.zoo import Zoo
+from nndiff.runtime.distributed import init_distributed
+from nndiff.zoo.format import Zoo
 
 from .conftest import TINY_RUN, TRAIN_SHORT
 
@@ -56,7 +56,7 @@ def _agree_worker(rank: int, port: int, same: bool, out) -> None:
     import torch.distributed as dist
     from torch import nn
 
-    from nndiff.runtime import check_ranks_agree
+    from nndiff.runtime.distributed import check_ranks_agree
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0 if same else rank)

@@ -3,8 +3,8 @@ generator that learned its zoo is not."""
 
 import json
 
-from nndiff.cli import main
-from nndiff.doctor import _grade
+from nndiff.analysis.doctor import _grade
+from nndiff.cli.main import main
 
 
 def doctor(capsys, path):
@@ -56,9 +56,9 @@ def test_a_trained_run_has_no_failing_check_and_the_report_carries_them(trained_
 def test_same_mistakes_with_distinct_parameters_is_a_warning_not_a_failure(tiny_run, capsys, monkeypatch):
     """A model robust to its own noise makes the same few validation mistakes at every snapshot while
     its parameters still differ: that is worth a warning, not the verdict 'copies'."""
-    import nndiff.doctor
+    import nndiff.analysis.doctor
 
-    monkeypatch.setattr(nndiff.doctor, "mean_offdiagonal", lambda m: 1.0)  # every snapshot makes the same mistakes
+    monkeypatch.setattr(nndiff.analysis.doctor, "mean_offdiagonal", lambda m: 1.0)  # every snapshot makes the same mistakes
     code, out = doctor(capsys, tiny_run / "zoo")
     assert code == 0 and status(out, "zoo diversity") == "WARN", out
 
@@ -67,13 +67,13 @@ def test_the_autoencoder_check_a_few_rows_at_a_time_says_what_it_says_whole(tiny
     """The check goes over its rows in chunks (a whole network's rows are large): its share of the
     variation missed and its accuracy loss must not depend on the chunk size, here the whole set at
     once, one row at a time, and chunks that leave a remainder."""
-    import nndiff.doctor
-    import nndiff.pipeline
+    import nndiff.analysis.doctor
+    import nndiff.pipeline.stages
 
     results = []
     for chunk in (10**6, 1, 5):
-        monkeypatch.setattr(nndiff.doctor, "RECONSTRUCT_CHUNK", chunk)
-        checks = nndiff.pipeline.doctor_run(tiny_run, "cpu")
+        monkeypatch.setattr(nndiff.analysis.doctor, "RECONSTRUCT_CHUNK", chunk)
+        checks = nndiff.pipeline.stages.doctor_run(tiny_run, "cpu")
         results.append(next(c for c in checks if c.check == "autoencoder"))
     assert len({(c.status, c.measured) for c in results}) == 1, results
     assert "% of the snapshots' variation not reproduced" in results[0].measured

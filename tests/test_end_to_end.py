@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nndiff.cli import main
+from nndiff.cli.main import main
 from nndiff.tasks import get_task
-from nndiff.zoo import Zoo
+from nndiff.zoo.format import Zoo
 
 
 def test_run_writes_every_file(tiny_run):
@@ -133,7 +133,7 @@ def test_replacing_generated_is_one_atomic_exchange(tmp_path, monkeypatch):
     import sys
     from pathlib import Path
 
-    from nndiff.generate import exchange
+    from nndiff.generator.generated import exchange
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -156,7 +156,8 @@ def test_zoo_manifest_records_each_snapshot(tiny_run):
 
 
 def test_zoo_diversity_is_measured_on_validation_not_test(tiny_run):
-    from nndiff.evaluate import evaluate_params, mean_offdiagonal, pairwise_iou
+    from nndiff.evaluation.engine import evaluate_params
+    from nndiff.evaluation.metrics import mean_offdiagonal, pairwise_iou
 
     zoo = Zoo.load(tiny_run / "zoo")
     task = zoo.make_task()

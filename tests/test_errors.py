@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from nndiff.cli import main
+from nndiff.cli.main import main
 
 
 def run_cli(capsys, *args):

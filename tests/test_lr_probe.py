@@ -2,8 +2,8 @@
 
 import json
 
-from nndiff.cli import main
-from nndiff.lr_probe import choose, tolerance
+from nndiff.cli.main import main
+from nndiff.zoo.lr_probe import choose, tolerance
 
 
 def row(lr, acc, iou, move=1e-2, diverged=False):
@@ -47,9 +47,10 @@ def test_auto_lr_gives_a_zoo_that_is_not_copies_and_records_its_table(tmp_path, 
 def test_a_resumed_collection_reuses_the_probe_instead_of_running_it_again(tmp_path, monkeypatch):
     import pytest
 
-    from nndiff import lr_probe
-    from nndiff.collect import CollectConfig, collect
-    from nndiff.stage import Stage
+    from nndiff.runtime.stage import Stage
+    from nndiff.zoo import lr_probe
+    from nndiff.zoo.collect import collect
+    from nndiff.zoo.config import CollectConfig
 
     progress = Stage(tmp_path)
     config = CollectConfig(k=4, heldout=0, burn_in=5, lr="auto")
@@ -65,7 +66,7 @@ def test_a_probe_that_finds_no_rate_falls_back_to_the_tasks_hint_with_a_warning(
     (at the task's collect_lr), with a warning that names the fix."""
     import pytest
 
-    from nndiff import lr_probe
+    from nndiff.zoo import lr_probe
 
     class Task:
         def evaluate(self, model, split):

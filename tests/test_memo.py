@@ -4,9 +4,9 @@ depend on has changed."""
 import pytest
 import torch
 
-from nndiff.evaluate import evaluate_params
-from nndiff.memo import MEMO
-from nndiff.params import Layout
+from nndiff.evaluation.engine import evaluate_params
+from nndiff.evaluation.memo import MEMO
+from nndiff.params.layout import Layout
 from nndiff.tasks.base import ClassificationTask, Split
 
 

@@ -7,22 +7,23 @@ Each block-wise computation is checked against the plain whole-matrix one with b
 import pytest
 import torch
 
-import nndiff.params as params_module
+import nndiff.params.rows as rows_module
 from nndiff import NndiffError
-from nndiff.autoencoder import Autoencoder, AutoencoderConfig
-from nndiff.distribution import spread_ratio
-from nndiff.doctor import parameter_spread
-from nndiff.generate import fingerprint
-from nndiff.novelty import nearest_distances
-from nndiff.params import Layout, column_blocks, finite_rows, row_blocks
-from nndiff.storage import map_tensors, save_tensors
-from nndiff.train import autoencoder_step, encode_all, reconstruction_mse
-from nndiff.zoo import Zoo
+from nndiff.analysis.distribution import spread_ratio
+from nndiff.analysis.doctor import parameter_spread
+from nndiff.analysis.novelty import nearest_distances
+from nndiff.generator.autoencoder import Autoencoder, AutoencoderConfig
+from nndiff.io.tensors import map_tensors, save_tensors
+from nndiff.params.layout import Layout
+from nndiff.params.normalizer import Normalizer
+from nndiff.params.rows import column_blocks, fingerprint, finite_rows, row_blocks
+from nndiff.training.loops import autoencoder_step, encode_all, reconstruction_mse
+from nndiff.zoo.format import Zoo
 
 
 @pytest.fixture
 def tiny_blocks(monkeypatch):
-    monkeypatch.setattr(params_module, "BLOCK_VALUES", 24)
+    monkeypatch.setattr(rows_module, "BLOCK_VALUES", 24)
 
 
 def test_blocks_cover_every_row_and_column_once(tiny_blocks):
@@ -82,7 +83,7 @@ def test_micro_batches_give_the_whole_batch_gradient(tiny_blocks):
     config = AutoencoderConfig(channels=4, depth=1, input_noise=0.0, latent_noise=0.0)
     # the batch as the product draws it: raw rows, repeated, gathered and normalized a micro-batch at a time
     raw, rows = torch.randn(10, 6) * 3 + 1, torch.tensor([3, 1, 3, 0, 9, 9, 2, 5, 4, 7, 7, 8, 6, 0, 1, 2])
-    norm = params_module.Normalizer(torch.full((6,), 1.0), torch.full((6,), 3.0))
+    norm = Normalizer(torch.full((6,), 1.0), torch.full((6,), 3.0))
     x = norm(raw[rows])
     one, parts = Autoencoder(6, config), Autoencoder(6, config)
     parts.load_state_dict(one.state_dict())
@@ -98,7 +99,7 @@ def test_micro_batches_give_the_whole_batch_gradient(tiny_blocks):
     for a, b in zip(one.parameters(), parts.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     parts.eval()
-    norm = params_module.Normalizer(torch.zeros(6), torch.ones(6))
+    norm = Normalizer(torch.zeros(6), torch.ones(6))
     assert torch.allclose(encode_all(parts, x, norm, "cpu"), parts.encode(x), atol=1e-6)
     expected = torch.nn.functional.mse_loss(parts(x), x).item()
     assert reconstruction_mse(parts, x, norm, "cpu") == pytest.approx(expected, rel=1e-5)
@@ -109,11 +110,11 @@ def test_the_principal_plane_is_the_pca_of_the_normalized_snapshots(tiny_blocks)
     component's sign): same explained variance, same coordinates for new rows."""
     from sklearn.decomposition import PCA
 
-    from nndiff.plane import Plane
+    from nndiff.analysis.plane import Plane
 
     g = torch.Generator().manual_seed(1)
     rows = torch.randn(12, 40, generator=g) * torch.linspace(0.1, 3, 40) + 5
-    norm = params_module.Normalizer(rows.mean(0), rows.std(0) * 2)
+    norm = Normalizer(rows.mean(0), rows.std(0) * 2)
     plane, pca = Plane(rows, norm), PCA(2).fit(norm(rows).double().numpy())
     assert plane.explained == pytest.approx(pca.explained_variance_ratio_.tolist(), rel=1e-4)
     new = torch.randn(5, 40, generator=g)
@@ -125,12 +126,12 @@ def test_the_principal_plane_is_the_pca_of_the_normalized_snapshots(tiny_blocks)
 def test_freed_memory_is_kept_for_reuse_under_glibc():
     import platform
 
-    from nndiff.runtime import reuse_freed_memory
+    from nndiff.runtime.memory import reuse_freed_memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert reuse_freed_memory()
-    from nndiff.runtime import release_freed_memory
+    from nndiff.runtime.memory import release_freed_memory
 
     def rss_mib() -> float:
         line = next(x for x in open("/proc/self/status") if x.startswith("VmRSS:"))
@@ -149,9 +150,9 @@ def test_tensors_are_written_a_block_at_a_time_in_the_safetensors_format(tmp_pat
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    import nndiff.storage as storage
+    import nndiff.io.tensors as tensors_module
 
-    monkeypatch.setattr(storage, "BLOCK_BYTES", 12)
+    monkeypatch.setattr(tensors_module, "BLOCK_BYTES", 12)
     g = torch.Generator().manual_seed(0)
     tensors = {
         "params": torch.randn(5, 7, generator=g),

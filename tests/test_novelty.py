@@ -3,8 +3,10 @@ import json
 import pytest
 import torch
 
-from nndiff.novelty import LABELS, NOISE_AMPLITUDES, analyze, make_baselines, nearest_distances, noise_curve_gap, noise_name
-from nndiff.params import Layout, Normalizer
+from nndiff.analysis.baselines import LABELS, NOISE_AMPLITUDES, make_baselines, noise_name
+from nndiff.analysis.novelty import analyze, nearest_distances, noise_curve_gap
+from nndiff.params.layout import Layout
+from nndiff.params.normalizer import Normalizer
 
 
 def test_nearest_distances_by_hand():
@@ -53,7 +55,7 @@ def test_baselines_have_the_right_shapes_and_statistics():
 
 
 def test_baseline_groups_shrink_only_for_networks_too_large_to_evaluate_often():
-    from nndiff.novelty import MIN_BASELINE, baseline_count
+    from nndiff.analysis.baselines import MIN_BASELINE, baseline_count
 
     assert baseline_count(100, 14_154, 10_000) == 100  # the whole-network MLP: as many as generated
     assert baseline_count(100, 969_354, 10_000) == 51  # 1M parameters: 5e11 multiply-adds per group
@@ -112,7 +114,7 @@ def test_the_verdict_ranks_only_what_its_intervals_separate(tiny_run):
 def test_the_noise_curve_reaches_every_group(tiny_parts):
     """A group less similar to the snapshots than the largest default amplitude's models makes the
     curve extend (amplitudes doubled beyond 4) until the group lies inside it."""
-    from nndiff.novelty import noise_baseline
+    from nndiff.analysis.baselines import noise_baseline
 
     zoo, task, model, normalizer, generated = tiny_parts
     far = noise_baseline(zoo.params, normalizer, 24.0, len(generated), seed=5)
@@ -127,9 +129,9 @@ def test_the_noise_curve_reaches_every_group(tiny_parts):
 
 @pytest.fixture(scope="module")
 def tiny_parts(tiny_run):
-    from nndiff.generate import read_generated
-    from nndiff.storage import load_tensors
-    from nndiff.zoo import Zoo
+    from nndiff.generator.generated import read_generated
+    from nndiff.io.tensors import load_tensors
+    from nndiff.zoo.format import Zoo
 
     zoo = Zoo.load(tiny_run / "zoo")
     task = zoo.make_task()

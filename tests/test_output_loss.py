@@ -6,11 +6,11 @@ import importlib
 import torch
 import torch.nn.functional as F
 
-from nndiff.cli import main
-from nndiff.config import TrainConfig
-from nndiff.output_loss import INPUTS, OutputMatch
-from nndiff.params import Normalizer
-from nndiff.zoo import Zoo
+from nndiff.cli.main import main
+from nndiff.generator.config import TrainConfig
+from nndiff.params.normalizer import Normalizer
+from nndiff.training.output_loss import INPUTS, OutputMatch
+from nndiff.zoo.format import Zoo
 
 
 def test_the_loss_is_the_logit_error_of_the_models_the_rows_make(tiny_run):
@@ -45,7 +45,7 @@ def test_the_loss_is_the_logit_error_of_the_models_the_rows_make(tiny_run):
 def test_training_with_the_output_weight_adds_the_loss_to_every_step(tiny_run, tmp_path, monkeypatch):
     """`--ae-output-weight` reaches every autoencoder step and is recorded with the run; 0 (the
     default) leaves the functional loss out."""
-    output_loss = importlib.import_module("nndiff.output_loss")
+    output_loss = importlib.import_module("nndiff.training.output_loss")
     calls = []
     original = output_loss.OutputMatch.__call__
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from nndiff import NndiffError
-from nndiff.params import Layout, Normalizer
+from nndiff.params.layout import Layout
+from nndiff.params.normalizer import Normalizer
 from nndiff.tasks import get_task
 
 

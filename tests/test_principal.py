@@ -7,14 +7,14 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from nndiff.cli import main
-from nndiff.config import TrainConfig
-from nndiff.doctor import autoencoder_check
-from nndiff.generate import ParamGenerator
-from nndiff.params import Normalizer
-from nndiff.pipeline import read_run_config
-from nndiff.principal import PrincipalCodec
-from nndiff.zoo import Zoo
+from nndiff.analysis.doctor import autoencoder_check
+from nndiff.cli.main import main
+from nndiff.generator.config import TrainConfig
+from nndiff.generator.principal import PrincipalCodec
+from nndiff.generator.sampler import ParamGenerator
+from nndiff.params.normalizer import Normalizer
+from nndiff.pipeline.rundir import read_run_config
+from nndiff.zoo.format import Zoo
 
 from .conftest import TINY_RUN
 
@@ -66,7 +66,7 @@ def test_a_pca_run_trains_no_autoencoder_and_loads_its_components(pca_run):
     # the health check sees the codec reproduce every snapshot
     task = zoo.make_task()
     model, val = zoo.model(task), task.splits()["val"]
-    from nndiff.evaluate import evaluate_params
+    from nndiff.evaluation.engine import evaluate_params
 
     preds = evaluate_params(task, model, zoo.layout, zoo.params, {"val": val}, progress=False)["val"].predictions
     check = autoencoder_check(zoo, task, model, generator, val, preds, 0)
@@ -77,7 +77,7 @@ def test_a_pca_run_without_its_components_is_refused(pca_run, tmp_path):
     import shutil
 
     from nndiff.errors import NndiffError
-    from nndiff.storage import load_tensors, save_tensors
+    from nndiff.io.tensors import load_tensors, save_tensors
 
     run = tmp_path / "run"
     shutil.copytree(pca_run, run)

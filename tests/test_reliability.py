@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from nndiff import NndiffError
-from nndiff.checkpoint import flatten_state, unflatten_state
-from nndiff.cli import main
-from nndiff.storage import DirectoryLock, load_state_dict, write_bytes_atomic
-from nndiff.zoo import Zoo
+from nndiff.cli.main import main
+from nndiff.io.checkpoint import flatten_state, unflatten_state
+from nndiff.io.files import DirectoryLock, write_bytes_atomic
+from nndiff.io.tensors import load_state_dict
+from nndiff.zoo.format import Zoo
 
 NNDIFF = [sys.executable, "-m", "nndiff", "--quiet"]
 
@@ -41,7 +42,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
 
 def test_a_locked_directory_refuses_a_second_process_and_frees_on_sigkill(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from nndiff.storage import DirectoryLock\n"
+        "import sys, time; from nndiff.io.files import DirectoryLock\n"
         f"with DirectoryLock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -145,14 +146,14 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_warnings_are_one_line_without_a_source_line(capsys, monkeypatch):
     import warnings
 
-    import nndiff.cli
+    import nndiff.cli.main
 
     def warn(command, args, quiet):
         warnings.warn("first line\nsecond \x1b[1mbold\x1b[0m", UserWarning)
         warnings.warn("from a library", RuntimeWarning)
         return 0
 
-    monkeypatch.setattr(nndiff.cli, "dispatch", warn)
+    monkeypatch.setattr(nndiff.cli.main, "dispatch", warn)
     assert main(["tasks"]) == 0
     assert capsys.readouterr().err == ("nndiff: warning: first line second bold\n"
                                        "nndiff: warning: RuntimeWarning: from a library\n")
@@ -163,7 +164,7 @@ def test_a_generated_set_moved_aside_by_a_crash_is_recovered_and_no_old_copy_sta
     lose the set nor leave the copy behind on the next generate."""
     import shutil
 
-    from nndiff.generate import read_generated, write_generated
+    from nndiff.generator.generated import read_generated, write_generated
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -239,7 +240,7 @@ def test_train_resumes_after_sigkill(tiny_run, tmp_path):
 
 def test_resume_refuses_other_settings(tiny_run, tmp_path):
     out = tmp_path / "r"
-    from nndiff.stage import Stage
+    from nndiff.runtime.stage import Stage
 
     Stage(out).save("config", {"something": "else"})
     code = main(["--quiet", "train", "--zoo", str(tiny_run / "zoo"), "--out", str(out), "--ae-steps", "5", "--diffusion-steps", "5"])

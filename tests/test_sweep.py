@@ -1,7 +1,7 @@
 import json
 
-from nndiff.cli import main
-from nndiff.sweep import norm_layer_names, plan_rows
+from nndiff.cli.main import main
+from nndiff.pipeline.sweep import norm_layer_names, plan_rows
 from nndiff.tasks import get_task
 
 TINY = ["--task", "digits-cnn", "-k", "8", "--burn-in", "5", "--heldout", "4", "--ae-steps", "20",
@@ -33,8 +33,8 @@ def test_k_sweep_writes_a_table_with_one_run_per_row(tmp_path, capsys):
 def test_sweep_collects_its_shared_zoo_from_the_given_base(tiny_run, tmp_path, monkeypatch):
     """`sweep --base FILE` used to train a base of its own and ignore the file; `--fresh` reaches the
     shared zoo too (a finished one is reused only with the same settings)."""
-    from nndiff import pipeline
     from nndiff.errors import NndiffError
+    from nndiff.pipeline import sweep
 
     seen = {}
 
@@ -42,7 +42,7 @@ def test_sweep_collects_its_shared_zoo_from_the_given_base(tiny_run, tmp_path, m
         seen["base"], seen["fresh"] = base, fresh
         raise NndiffError("stop here")
 
-    monkeypatch.setattr(pipeline, "collect_zoo", collect_zoo)
+    monkeypatch.setattr(sweep, "collect_zoo", collect_zoo)
     base = tiny_run / "zoo" / "base.safetensors"
     assert main(["--quiet", "sweep", "--ablation", "k", "--values", "1", "--out", str(tmp_path / "s"), "--base", str(base), "--fresh", *TINY]) == 2
     assert seen == {"base": base, "fresh": True}

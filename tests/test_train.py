@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from nndiff.train import cosine_lr, update_ema
+from nndiff.training.loops import cosine_lr, update_ema
 
 
 def test_ema_update_is_a_convex_combination():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from nndiff.evaluate import pairwise_iou
-from nndiff.uncertainty import Bootstrap, compare, estimate, excludes_zero, group_mean, interval
+from nndiff.evaluation.metrics import pairwise_iou
+from nndiff.evaluation.uncertainty import Bootstrap, compare, estimate, excludes_zero, group_mean, interval
 
 
 def test_a_single_models_accuracy_interval_has_the_binomial_width():

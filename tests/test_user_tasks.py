@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from nndiff import NndiffError
-from nndiff.cli import main
+from nndiff.cli.main import main
 from nndiff.tasks import get_task
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "tabular_mlp.py") + ":make_task"

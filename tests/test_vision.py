@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nndiff import NndiffError
-from nndiff.cli import main
+from nndiff.cli.main import main
 
 if os.environ.get("CI"):
     import timm  # noqa: F401  (in CI a missing extra must fail, not skip)
@@ -126,9 +126,9 @@ def test_a_zoo_from_another_architecture_is_refused(roots, tmp_path, capsys):
 def test_batched_evaluation_matches_the_loop(task_name, roots):
     import torch
 
-    from nndiff.batched import trunk_and_head
-    from nndiff.evaluate import evaluate_params
-    from nndiff.params import Layout
+    from nndiff.evaluation.batched import trunk_and_head
+    from nndiff.evaluation.engine import evaluate_params
+    from nndiff.params.layout import Layout
     from nndiff.tasks import get_task
 
     task = get_task(task_name, str(roots["cifar10"]))
@@ -205,11 +205,12 @@ def _stop_after(calls: int):
 def test_a_resumed_streamed_collection_equals_an_uninterrupted_one(roots, tmp_path, monkeypatch):
     import torch
 
-    collect_module = importlib.import_module("nndiff.collect")
-    from nndiff.collect import CollectConfig, collect
-    from nndiff.stage import Stage
+    collect_module = importlib.import_module("nndiff.zoo.collect")
+    from nndiff.runtime.stage import Stage
     from nndiff.tasks import get_task
     from nndiff.tasks.vision import VisionTask
+    from nndiff.zoo.collect import collect
+    from nndiff.zoo.config import CollectConfig
 
     config = CollectConfig(k=6, runs=2, burn_in=3, heldout=2, lr=0.05, image_size=32, base_epochs=1,
                            data_root=str(roots["imagenet"]), device="cpu")
@@ -234,7 +235,7 @@ def test_a_torchvision_state_dict_is_a_base_for_the_imagenet_rows(roots, tmp_pat
     import torch
     import torchvision
 
-    from nndiff.zoo import Zoo
+    from nndiff.zoo.format import Zoo
 
     torch.manual_seed(0)
     state = torchvision.models.resnet18(num_classes=3).state_dict()

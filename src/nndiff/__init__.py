@@ -6,16 +6,18 @@ params = gen.sample(100, seed=0)                     # [100, D] parameter vector
 metrics = nndiff.evaluate(nndiff.get_task("mnist1d-cnn"), zoo, params)
 """
 
-from .config import TrainConfig
-from .errors import NndiffError
-from .evaluate import compute_metrics
-from .generate import ParamGenerator
-from .params import Layout, Normalizer
-from .runtime import resolve_device
-from .tasks import TASKS, get_task
-from .train import fit
-from .collect import CollectConfig, collect
-from .zoo import Zoo
+from nndiff.errors import NndiffError
+from nndiff.evaluation.metrics import compute_metrics
+from nndiff.generator.config import TrainConfig
+from nndiff.generator.sampler import ParamGenerator
+from nndiff.params.layout import Layout
+from nndiff.params.normalizer import Normalizer
+from nndiff.runtime.device import resolve_device
+from nndiff.tasks import TASKS, get_task
+from nndiff.training.fit import fit
+from nndiff.zoo.collect import collect
+from nndiff.zoo.config import CollectConfig
+from nndiff.zoo.format import Zoo
 
 __version__ = "0.1.0"
 

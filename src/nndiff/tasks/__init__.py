@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..errors import NndiffError
-from .base import ClassificationTask, Evaluation, Split
-from .digits import digits_cnn
-from .mnist1d import mnist1d_cnn, mnist1d_convnet, mnist1d_mlp, mnist1d_mlp1m, mnist1d_mlp100k
-from .vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, parse_vision_name
+from nndiff.errors import NndiffError
+from nndiff.tasks.base import ClassificationTask, Evaluation, Split
+from nndiff.tasks.digits import digits_cnn
+from nndiff.tasks.mnist1d import mnist1d_cnn, mnist1d_convnet, mnist1d_mlp, mnist1d_mlp1m, mnist1d_mlp100k
+from nndiff.tasks.vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, parse_vision_name
 
 TASKS: dict[str, Callable[[], ClassificationTask]] = {
     "mnist1d-cnn": mnist1d_cnn,
@@ -118,7 +118,7 @@ def check_task(task, spec: str) -> None:
     and what make_model() returns, so a mistake is named now instead of surfacing mid-run."""
     from torch import nn
 
-    from ..checks import number
+    from nndiff.config.settings import number
 
     missing = [a for a in REQUIRED if not hasattr(task, a)]
     if missing:

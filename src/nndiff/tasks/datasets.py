@@ -14,8 +14,6 @@ torchvision's readers are used where they read local files safely (MNIST, Pets, 
 ImageFolder). Ours are used where torchvision's would unpickle (CIFAR: an unpickler that only
 rebuilds arrays, so a crafted file cannot run code) or insists on the archive's checksums (STL-10,
 Flowers-102: a copy in the same layout, e.g. a subset, is read as it is).
-
-Longer than 250 lines because it holds one reader per dataset of the paper's table, each with its checks.
 """
 
 from __future__ import annotations
@@ -27,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NndiffError
-from .images import ArrayReader, ImageSource, PilReader
+from nndiff.errors import NndiffError
+from nndiff.tasks.images import ArrayReader, ImageSource, PilReader
 
 
 def require(module: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import ClassificationTask, Split
+from nndiff.tasks.base import ClassificationTask, Split
 
 
 def load_digits_splits(seed: int = 0) -> dict[str, Split]:

@@ -10,9 +10,6 @@ number of workers or processes, and resuming needs only the step to restart from
 Standard transforms: up to 64 px, resize to the size, then a random crop after 4-pixel reflection
 padding and a horizontal flip for training; above, a random resized crop (scale 0.08–1, aspect
 3/4–4/3) and a flip for training, resize to size/0.875 and a centre crop for evaluation.
-
-Longer than 250 lines because the image sources, the transforms, the worker-side dataset and the two
-batch samplers are one mechanism, read together.
 """
 
 from __future__ import annotations

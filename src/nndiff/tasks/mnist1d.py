@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..storage import write_bytes_atomic
-from .base import ClassificationTask, Split
+from nndiff.io.files import write_bytes_atomic
+from nndiff.tasks.base import ClassificationTask, Split
 
 N_TRAIN, N_VAL, N_TEST = 20_000, 5_000, 10_000
 DATA_SEED = 42

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NndiffError
-from .base import ClassificationTask, Split
-from .datasets import DATASETS, ImageData, require
-from .images import SMALL, streamed_splits
+from nndiff.errors import NndiffError
+from nndiff.tasks.base import ClassificationTask, Split
+from nndiff.tasks.datasets import DATASETS, ImageData, require
+from nndiff.tasks.images import SMALL, streamed_splits
 
 ENV_ROOT = "NNDIFF_DATA_ROOT"
 VAL_FRACTION = 0.1  # of the training images, held out for every choice the pipeline makes

@@ -1,0 +1,1 @@
+"""Are the generated models new and well spread: baselines, distances, the novelty verdict, the health check."""

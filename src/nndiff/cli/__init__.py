@@ -1,0 +1,1 @@
+"""The `nndiff` command: its options and what each command prints."""

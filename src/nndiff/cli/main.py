@@ -1,0 +1,215 @@
+"""The `nndiff` command. Thin: it parses options and calls the library's stage functions."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import sys
+import warnings
+from pathlib import Path
+
+from nndiff.cli.parser import DISTRIBUTED, build_parser
+from nndiff.errors import NndiffError
+
+
+def _configs(args) -> tuple:
+    """The CollectConfig, TrainConfig and SampleConfig a command's options describe (checked; the
+    ones a command has no options for keep their defaults)."""
+    from nndiff.config.options import build
+    from nndiff.generator.config import TrainConfig
+    from nndiff.generator.generated import SampleConfig
+    from nndiff.zoo.config import CollectConfig
+
+    values = args.as_dict()
+    return tuple(build(cls, values).validate() for cls in (CollectConfig, TrainConfig, SampleConfig))
+
+
+def dispatch(command: str, args, quiet: bool) -> int:
+    """Run one command with its options; its exit code (0, or 1 when `doctor` finds a failing check)."""
+    from nndiff.evaluation.table import format_table
+    from nndiff.io.files import load_json
+    from nndiff.pipeline.run import run_all
+    from nndiff.pipeline.stages import collect_zoo, doctor_run, evaluate_run, generate_run, report_run, train_run
+
+    # Bars only on a terminal: written to a file they would fill the log with carriage returns.
+    progress = not quiet and sys.stderr.isatty()
+    if command == "inspect":
+        from nndiff.params.layout import describe
+        from nndiff.tasks import get_task
+
+        task = get_task(args.task, args.data_root, args.image_size)
+        print(describe(task.make_model(), args.select or task.default_select))
+    elif command == "tasks":
+        from nndiff.tasks import TASKS
+        from nndiff.tasks.vision import ARCHITECTURES, DATASETS
+
+        for name, make in TASKS.items():
+            print(f"{name:24s} {make().description}")
+        print(
+            f"\nvision tasks, DATASET-ARCH with --data-root (pip install 'nndiff[vision]'):\n"
+            f"  datasets: {', '.join(DATASETS)}\n  architectures: {', '.join(ARCHITECTURES)}\n"
+            f"  e.g. cifar100-resnet18 generates layer4.1.bn1 + layer4.1.bn2 as in the paper"
+        )
+    elif command == "collect":
+        from nndiff.zoo.lr_probe import summary_lines
+
+        zoo = collect_zoo(args.task, args.out, _configs(args)[0], progress, args.base, args.fresh)
+        accs = [s["test_acc"] for s in zoo.snapshots]
+        for line in summary_lines(zoo.info.get("lr_probe")):
+            print(line)
+        print(
+            f"wrote {len(zoo)} snapshots of {zoo.layout.size} parameters to {args.out} "
+            f"(test accuracy {min(accs):.2f}..{max(accs):.2f}%)"
+        )
+    elif command == "train":
+        from nndiff.training.budget import summary_lines
+
+        stats = train_run(args.zoo, args.out, _configs(args)[1], progress, args.fresh)
+        if stats.get("reused"):
+            print(
+                f"{args.out} already holds a generator trained on this zoo with these settings; nothing to do "
+                "(--fresh retrains)"
+            )
+        elif stats:  # rank 0 (or a single process) reports
+            print(
+                f"trained {args.out}: autoencoder reconstruction MSE {stats['autoencoder']['reconstruction_mse']:.4f}, "
+                f"diffusion loss {stats['diffusion']['final_loss']:.4f} ({stats['processes']} process(es))"
+            )
+            for line in summary_lines(stats):
+                print(f"      {line}")
+    elif command == "generate":
+        sample = _configs(args)[2]
+        out = generate_run(args.run, sample, args.seed, args.device)
+        aim = (
+            f" aimed at validation accuracy {args.target_acc:g}% (guidance {args.guidance:g})"
+            if args.target_acc is not None
+            else ""
+        )
+        print(f"wrote {args.n} generated models{aim} to {out}")
+    elif command == "evaluate":
+        metrics = evaluate_run(args.run, args.device, progress)
+        print(format_table(metrics))
+        print(f"\nwrote {Path(args.run) / 'metrics.json'}")
+    elif command == "report":
+        path = report_run(args.run, args.device, args.seed, progress)
+        print("\n".join(load_json(path.parent / "novelty.json")["verdict"]))
+        print(f"\nwrote {path}")
+    elif command == "doctor":
+        from nndiff.analysis.doctor import format_checks
+
+        checks = doctor_run(args.run, args.device)
+        print(format_checks(checks))
+        if any(c.status == "fail" for c in checks):
+            return 1
+    elif command == "sweep":
+        from nndiff.pipeline.sweep import run_sweep, sweep_table
+
+        collect, train, sample = _configs(args)
+        results = run_sweep(
+            args.task,
+            args.ablation,
+            args.out,
+            collect,
+            train,
+            args["values"],
+            sample,
+            progress=progress,
+            base=args.base,
+            fresh=args.fresh,
+        )
+        print()
+        print(sweep_table(args.ablation, results))
+        print(f"wrote {args.out / f'sweep_{args.ablation}.md'}")
+    elif command == "run":
+        out = args.out or Path("runs") / args.task
+        collect, train, sample = _configs(args)
+        metrics = run_all(
+            args.task,
+            out,
+            collect,
+            train,
+            sample,
+            progress,
+            base=args.base,
+            report=not args.no_report,
+            fresh=args.fresh,
+        )
+        print()
+        print(format_table(metrics))
+        t = metrics["timings_s"]
+        print("\ntime (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+        if not args.no_report:
+            print("\n" + "\n".join(load_json(out / "report" / "novelty.json")["verdict"]))
+            print(f"wrote {out / 'report' / 'report.md'}")
+        print(f"wrote {out / 'metrics.json'}")
+    return 0
+
+
+def one_line(text: str) -> str:
+    """A message as one printable line: newlines become spaces, terminal control codes (colours
+    included, which some libraries put in their messages) are dropped."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # One line per warning, without the source line Python would quote (often a library's internals).
+    name = "" if category is UserWarning else f"{category.__name__}: "
+    print(f"nndiff: warning: {name}{one_line(str(message))}", file=file or sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nndiff.config.options import one_line_error
+
+    try:
+        namespace = build_parser().parse_args(argv)
+    except argparse.ArgumentError as e:  # an option's value refused: one line, as every other error
+        words = sys.argv[1:] if argv is None else list(argv)
+        command = next((a for a in words if not a.startswith("-")), None)
+        message = one_line(one_line_error(str(e)))
+        files = [words[i + 1] for i, a in enumerate(words[:-1]) if a == "--config"]
+        if files and "config" in message.lower() and files[-1] not in message:
+            message = f"{files[-1]}: {message}"  # which file did not parse
+        hint = f"nndiff {command} --help" if command else "nndiff --help"
+        print(f"nndiff: error: {message} (see `{hint}`)", file=sys.stderr)
+        return 2
+    command = namespace.command
+    args = namespace[command]
+    debug = namespace.debug or args.get("debug", False)
+    quiet = namespace.quiet or args.get("quiet", False)
+    try:
+        from nndiff.runtime.distributed import init_distributed, is_main
+        from nndiff.runtime.memory import reuse_freed_memory
+
+        reuse_freed_memory()
+        if init_distributed(args.get("device", "auto")):  # launched by torchrun
+            if command not in DISTRIBUTED:
+                raise NndiffError(
+                    f"`{command}` runs as one process; under torchrun run one of {', '.join(DISTRIBUTED)}"
+                )
+            quiet = quiet or not is_main()
+        quiet_rank = contextlib.nullcontext() if is_main() else contextlib.redirect_stdout(io.StringIO())
+        with quiet_rank, warnings.catch_warnings():  # rank 0 alone prints results
+            if not debug:
+                warnings.showwarning = _show_warning
+            code = dispatch(command, args, quiet)
+    except NndiffError as e:
+        if debug:
+            raise
+        print(f"nndiff: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nndiff: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

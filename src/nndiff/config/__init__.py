@@ -1,0 +1,1 @@
+"""Settings declared once (default, help, range) and the options and YAML files made from them."""

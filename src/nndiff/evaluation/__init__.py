@@ -1,0 +1,1 @@
+"""Accuracies of many parameter vectors, a run's metrics with their intervals, and the printed table."""

@@ -1,0 +1,88 @@
+"""The principal-component codec: the autoencoder's place taken by a PCA of the normalized zoo
+(`--ae-kind pca`), so the diffusion model learns the snapshots' coordinates along their principal
+directions directly, with no network in between that could lose part of their variation.
+
+Encoding is the projection onto the first `count` principal directions of the training snapshots
+(their normalized-space mean removed); decoding is the sum of those directions weighted by the
+coordinates, plus the mean. With every direction the snapshots span (K - 1 at most, the default)
+it reproduces every training snapshot exactly. The coordinates are the latent [1, count] the
+diffusion model learns; they are standardized per coordinate like any latent (train.py), so each
+direction is learned at unit scale whatever its share of the variance.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nndiff.params.normalizer import Normalizer
+from nndiff.params.rows import column_blocks, row_blocks
+
+
+class PrincipalCodec(nn.Module):
+    def __init__(self, dim: int, count: int):
+        super().__init__()
+        self.dim, self.sizes = dim, [dim]
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("components", torch.zeros(count, dim))
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, normalizer: Normalizer, count: int = 0) -> tuple["PrincipalCodec", float]:
+        """The codec of the rows of `x` (raw parameters, normalized by `normalizer` a block of columns
+        at a time) keeping `count` directions (0: all the rows span), and the share of their variance
+        it keeps."""
+        span = max(1, len(x) - 1)
+        count = span if count == 0 else min(count, span)
+        codec = cls(x.shape[1], count)
+        mean, components, explained = principal_components(x, normalizer, count)
+        codec.mean.copy_(mean)
+        codec.components.copy_(components)
+        return codec, float(explained.sum())
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return (1, len(self.components))
+
+    def encode(self, x: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        """[B, D] normalized parameters -> [B, 1, count] coordinates (`noise` is the conv
+        autoencoder's augmentation; a projection has nothing to learn from it)."""
+        return ((x - self.mean) @ self.components.T).unsqueeze(1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z.flatten(1) @ self.components + self.mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.decode(self.encode(x[b])) for b in row_blocks(len(x), x.shape[1])])
+
+
+def principal_components(
+    reference: torch.Tensor, normalizer: Normalizer, count: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The normalized-space mean [D] of `reference`'s rows, its first `count` principal directions
+    [count, D] (unit length; zero rows where fewer rows leave one undefined) and each direction's share
+    of the variance [count]."""
+    rows, dim = reference.shape
+    mean = torch.zeros(dim)
+    blocks = column_blocks(rows, dim)
+    gram = torch.zeros(rows, rows, dtype=torch.float64)
+    for b in blocks:
+        part = normalizer.columns(b)(reference[:, b].float())
+        mean[b] = part.mean(0)
+        part = (part - mean[b]).double()
+        gram += part @ part.T
+    values, vectors = torch.linalg.eigh(gram)  # ascending
+    values, vectors = values.flip(0).clamp_min(0.0), vectors.flip(1)
+    top = torch.zeros(count, dtype=torch.float64)
+    top[: min(count, rows)] = values[:count]
+    total = float(values.sum())
+    explained = top / total if total > 0 else torch.zeros(count, dtype=torch.float64)
+    scale = torch.zeros(rows, count, dtype=torch.float64)
+    defined = top > top[0] * 1e-12 if top[0] > 0 else torch.zeros(count, dtype=torch.bool)
+    n = int(defined.sum())
+    scale[:, :n] = vectors[:, :n] / top[:n].sqrt()
+    components = torch.zeros(count, dim)
+    for b in blocks:
+        part = (normalizer.columns(b)(reference[:, b].float()) - mean[b]).double()
+        components[:, b] = (scale.T @ part).float()
+    return mean, components, explained.float()

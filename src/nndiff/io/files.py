@@ -1,0 +1,118 @@
+"""Atomic files, JSON and YAML, directories and their lock.
+
+Every write goes to a temporary file in the target directory, is fsync'ed, then renamed over the
+target, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import yaml
+
+from nndiff.errors import NndiffError
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    write_atomic(path, lambda f: f.write(data))
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call `write` on a temporary file next to `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and Inf are not JSON: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n").encode())
+
+
+def _parse_file(path: str | Path, parse, kind: str, errors: tuple[type[Exception], ...]) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise NndiffError(f"{path}: file not found")
+    try:
+        return parse(path.read_text())
+    except (*errors, UnicodeDecodeError) as e:
+        raise NndiffError(f"{path}: not valid {kind} ({e})") from None
+
+
+def load_json(path: str | Path) -> Any:
+    return _parse_file(path, json.loads, "JSON", (ValueError,))
+
+
+def save_yaml(path: str | Path, obj: Any) -> None:
+    write_bytes_atomic(path, yaml.safe_dump(obj, sort_keys=False).encode())
+
+
+def load_yaml(path: str | Path) -> Any:
+    return _parse_file(path, yaml.safe_load, "YAML", (yaml.YAMLError,))
+
+
+def make_directory(directory: str | Path) -> Path:
+    """Create an output directory (and its parents), or say in one line why it cannot be one."""
+    d = Path(directory)
+    for p in (d, *d.parents):
+        if p.exists() and not p.is_dir():
+            raise NndiffError(f"{p} is a file, not a directory; choose another output directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NndiffError(f"cannot create the directory {d} ({e.strerror})") from None
+    return d
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory (filelock on DIR/.nndiff.lock), so two nndiff processes
+    never write the same run. The operating system releases it when the process exits, even by
+    SIGKILL, so a crash never leaves a stale lock behind. Re-entrant: a stage may call another on
+    the same directory.
+    """
+
+    _locks: dict[Path, Any] = {}  # one per directory in this process, counting its nesting
+
+    def __init__(self, directory: str | Path):
+        self.path = (Path(directory) / ".nndiff.lock").absolute()
+
+    def __enter__(self) -> "DirectoryLock":
+        import filelock
+
+        make_directory(self.path.parent)
+        lock = self._locks.setdefault(self.path, filelock.FileLock(self.path, timeout=0))
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise NndiffError(
+                f"{self.path.parent} is in use by another nndiff process; "
+                "wait for it to finish or use another directory"
+            ) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._locks[self.path].release()

@@ -1,0 +1,1 @@
+"""Where and how work runs: device and seeds, memory given back, torchrun ranks, long stages that resume."""

@@ -1,0 +1,110 @@
+"""`fit`: the autoencoder, then the diffusion model over its latents, each with its budget, resumable."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from nndiff.errors import NndiffError
+from nndiff.generator.config import TrainConfig
+from nndiff.generator.denoiser import Denoiser
+from nndiff.generator.principal import PrincipalCodec
+from nndiff.generator.sampler import ParamGenerator
+from nndiff.params.normalizer import Normalizer
+from nndiff.params.rows import fingerprint
+from nndiff.runtime.device import resolve_device, seed_everything
+from nndiff.runtime.distributed import check_ranks_agree, is_main, rank, world_size
+from nndiff.runtime.stage import Stage
+from nndiff.training.budget import Judge
+from nndiff.training.loops import encode_all, train_autoencoder, train_diffusion
+from nndiff.training.output_loss import OutputMatch
+from nndiff.zoo.format import Zoo
+
+
+def conditions(zoo: Zoo, condition: str) -> tuple[torch.Tensor | None, Normalizer | None]:
+    """The [K, 1] condition of each snapshot and its standardizer (None, None: unconditional).
+
+    The condition is the snapshot's validation accuracy: never its test accuracy, which stays for
+    reporting."""
+    if condition == "none":
+        return None, None
+    values = torch.tensor([[float(s["val_acc"])] for s in zoo.snapshots])
+    if len(values) < 2 or float(values.std()) == 0.0:
+        raise NndiffError(
+            "every snapshot has the same validation accuracy, so there is nothing to condition on; "
+            "train with diffusion.condition: none, or collect a more varied zoo (a higher --lr)"
+        )
+    return values, Normalizer.fit(values, None, "element")
+
+
+def fit(
+    zoo: Zoo, config: TrainConfig | None = None, progress: bool = True, stage: Stage | None = None
+) -> tuple[ParamGenerator, dict]:
+    """Train the autoencoder, then the latent diffusion model, on a zoo. Returns the generator and stats.
+
+    With a `stage`, each loop saves its state every CHECKPOINT_EVERY steps, and a repeated call
+    with the same zoo and configuration resumes where the last one stopped.
+    """
+    config = (config or TrainConfig()).validate()
+    if len(zoo) < 1:
+        raise NndiffError("the zoo holds no snapshots; collect some with `nndiff collect`")
+    device = resolve_device(config.device)
+    stage = stage or Stage(None)
+    stage.claim(
+        # "tokens": progress saved before tokens followed the layers is not resumed into layer tokens
+        {
+            **config.to_dict(),
+            "device": None,
+            "zoo": fingerprint(zoo.params),
+            "processes": world_size(),
+            "tokens": "layers",
+        },
+        "training",
+    )
+    # Rank r draws its own batches and noise; rank 0 draws what a single process would.
+    gen = seed_everything(config.seed + 7919 * rank())
+    normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)
+
+    auto = "auto" in (config.autoencoder.steps, config.diffusion.steps)
+    judge = Judge.of_zoo(zoo, device) if auto and is_main() else None  # budgets chosen on validation (budget.py)
+
+    t0 = time.perf_counter()
+    if config.autoencoder.kind == "pca":  # nothing to train: principal.py
+        ae, explained = PrincipalCodec.fit(zoo.params, normalizer, config.autoencoder.components)
+        ae = ae.to(device)
+        ae_stats = {"kind": "pca", "components": ae.latent_shape[1], "explained": explained}
+    else:
+        sizes = [e.numel for e in zoo.layout.entries]
+        weight, output_loss = config.autoencoder.output_weight, None
+        if weight > 0:
+            task = zoo.make_task()
+            output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight, device)
+        ae, ae_stats = train_autoencoder(
+            zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss
+        )
+    t1 = time.perf_counter()
+    z = encode_all(ae, zoo.params, normalizer, device)
+    latent_normalizer = Normalizer.fit(z.flatten(1), None, "element")
+    z = latent_normalizer(z.flatten(1)).view(z.shape).to(device)
+    cond, cond_normalizer = conditions(zoo, config.diffusion.condition)
+
+    def check_batch(ema: Denoiser) -> dict:
+        candidate = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, ema, cond_normalizer)
+        return judge.generated(candidate, normalizer)
+
+    denoiser, diff_stats = train_diffusion(
+        z, config, gen, progress, stage, None if cond is None else cond_normalizer(cond).to(device), check_batch
+    )
+    t2 = time.perf_counter()
+
+    check_ranks_agree(ae, denoiser)
+    generator = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, denoiser, cond_normalizer)
+    if cond is not None:
+        generator.condition_range = (float(cond.min()), float(cond.max()))
+    stats = {
+        "autoencoder": ae_stats,
+        "diffusion": diff_stats,
+        "timings_s": {"train_autoencoder": round(t1 - t0, 3), "train_diffusion": round(t2 - t1, 3)},
+    }
+    return generator, stats
