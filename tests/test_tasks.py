@@ -2,31 +2,38 @@ import numpy as np
 import pytest
 import torch
 
-from nndiff.tasks import get_task
+from nndiff.tasks import get_task, mnist1d_data
 from nndiff.tasks import mnist1d as m1d
 
 
-def test_mnist1d_is_generated_locally_without_network(monkeypatch, tmp_path):
-    import requests
-
-    def no_network(*a, **k):
-        raise AssertionError("the dataset must be generated, not downloaded")
-
-    monkeypatch.setattr(requests, "get", no_network)
+def test_mnist1d_is_generated_locally_and_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("NNDIFF_CACHE", str(tmp_path))
     state = np.random.get_state()
     splits = m1d.load_mnist1d(300, 100, 200)
     assert {k: len(v) for k, v in splits.items()} == {"train": 300, "val": 100, "test": 200}
     assert splits["train"].x.shape == (300, 1, 40) and splits["train"].x.dtype == torch.float32
     assert set(splits["test"].y.tolist()) == set(range(10))
-    assert np.array_equal(np.random.get_state()[1], state[1])  # the generator's reseeding is undone
-    again = m1d.load_mnist1d(300, 100, 200)  # from the cache now
+    assert np.array_equal(np.random.get_state()[1], state[1])  # numpy's global generator is untouched
+    (cached,) = tmp_path.glob("mnist1d-*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])  # a corrupt cache is made again
+    again = m1d.load_mnist1d(300, 100, 200)
     assert torch.equal(again["test"].x, splits["test"].x)
 
 
-def test_default_task_has_a_large_test_split():
-    # fewer test samples make the similarity measures saturate (a model makes ~25 errors in 1,000)
-    assert m1d.N_TEST >= 10_000
+def test_builtin_data_is_the_reference_data_on_every_install(monkeypatch, tmp_path):
+    """The default task's data is generated without library code whose rounding varies by version,
+    and must equal the stored fingerprint; a cache holding other data is replaced by it."""
+    monkeypatch.setenv("NNDIFF_CACHE", str(tmp_path))
+    task = get_task("mnist1d-cnn")
+    splits = task.splits()
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [m1d.N_TRAIN, m1d.N_VAL, m1d.N_TEST]
+    assert len(splits["test"]) >= 10_000  # fewer make the similarity measures saturate
+    x = torch.cat([splits[k].x for k in ("train", "val", "test")]).squeeze(1).numpy()
+    y = torch.cat([splits[k].y for k in ("train", "val", "test")]).numpy()
+    assert mnist1d_data.fingerprint(x, y) == mnist1d_data.FINGERPRINT == task.data_fingerprint
+    (cached,) = tmp_path.glob("mnist1d-*.npz")
+    np.savez(cached, x=x + 1, y=y)  # someone else's data under the cache's name
+    assert torch.equal(m1d.load_mnist1d()["test"].x, splits["test"].x)
 
 
 @pytest.mark.parametrize(

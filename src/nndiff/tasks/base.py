@@ -61,6 +61,7 @@ class ClassificationTask:
     eval_batch_size: int = 4096
     batched_eval: bool = True  # predictions are argmax(model(x)): many models can share one trunk pass
     amp: bool = False  # bf16 autocast for the training forward passes (set by collect --amp)
+    data_fingerprint: str | None = None  # of a built-in task's data, recorded in the zoo (the same on every install)
     _splits: dict[str, Split] | None = field(default=None, repr=False)
 
     def splits(self) -> dict[str, Split]:

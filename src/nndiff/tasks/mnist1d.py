@@ -1,13 +1,17 @@
-"""MNIST-1D (Greydanus 2020), generated locally by the `mnist1d` package and cached as .npz.
+"""MNIST-1D (Greydanus 2020), generated locally (mnist1d_data.py) and cached as .npz.
 
-The package's default 4,000/1,000 split makes so few test errors that every similarity measure
-saturates, so we generate 35,000 samples: 20,000 train, 5,000 validation, 10,000 test.
+The dataset's own 4,000/1,000 split makes so few test errors that every similarity measure
+saturates, so we generate 35,000 samples: 20,000 train, 5,000 validation, 10,000 test. The data
+of the built-in tasks is the same on every install: its fingerprint is checked when it is made or
+read from the cache, and recorded in every zoo.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,41 +19,45 @@ import torch
 from torch import nn
 
 from nndiff.io.files import write_bytes_atomic
+from nndiff.tasks import mnist1d_data
 from nndiff.tasks.base import ClassificationTask, Split
 
 N_TRAIN, N_VAL, N_TEST = 20_000, 5_000, 10_000
 DATA_SEED = 42
+DATA_VERSION = 2  # in the cache's file name: version 1 came from the mnist1d package and varied by install
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("NNDIFF_CACHE", Path.home() / ".cache" / "nndiff"))
 
 
-def generate_mnist1d(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n samples from the package's generator (its downloader is never used)."""
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.num_samples, args.train_split, args.seed = n, 1.0, seed
-    state = np.random.get_state()  # make_dataset reseeds numpy's global RNG; give it back
-    try:
-        data = make_dataset(args)
-    finally:
-        np.random.set_state(state)
-    return data["x"].astype(np.float32), data["y"].astype(np.int64)
+def _generate(n: int, path: Path, expected: str | None) -> tuple[np.ndarray, np.ndarray]:
+    x, y = mnist1d_data.generate(n, DATA_SEED)
+    if expected is not None and mnist1d_data.fingerprint(x, y) != expected:
+        warnings.warn(
+            "the MNIST-1D data generated here differs from the reference data (fingerprint "
+            f"{mnist1d_data.fingerprint(x, y)[:12]} instead of {expected[:12]}): results will not match published ones",
+            stacklevel=3,
+        )
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=y)
+    write_bytes_atomic(path, buf.getvalue())
+    return x, y
 
 
 def load_mnist1d(n_train: int = N_TRAIN, n_val: int = N_VAL, n_test: int = N_TEST) -> dict[str, Split]:
     n = n_train + n_val + n_test
-    path = cache_dir() / f"mnist1d-{n}-seed{DATA_SEED}.npz"
+    expected = mnist1d_data.FINGERPRINT if (n, DATA_SEED) == (N_TRAIN + N_VAL + N_TEST, 42) else None
+    path = cache_dir() / f"mnist1d-v{DATA_VERSION}-{n}-seed{DATA_SEED}.npz"
     try:
         with np.load(path, allow_pickle=False) as f:
             x, y = f["x"], f["y"]
-    except (OSError, KeyError, ValueError):
-        x, y = generate_mnist1d(n, DATA_SEED)
-        buf = io.BytesIO()
-        np.savez(buf, x=x, y=y)
-        write_bytes_atomic(path, buf.getvalue())
+        if x.shape != (n, mnist1d_data.LENGTH) or y.shape != (n,):
+            raise ValueError("wrong shape")
+        if expected is not None and mnist1d_data.fingerprint(x, y) != expected:
+            raise ValueError("not the reference data")  # a cache written by something else: make it again
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        x, y = _generate(n, path, expected)
     x, y = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
     cuts = np.cumsum([0, n_train, n_val, n_test])
     return {name: Split(x[a:b], y[a:b]) for name, a, b in zip(("train", "val", "test"), cuts[:-1], cuts[1:])}
@@ -85,6 +93,7 @@ class Mnist1dCNN(nn.Module):
 def mnist1d_cnn() -> ClassificationTask:
     return ClassificationTask(
         name="mnist1d-cnn",
+        data_fingerprint=mnist1d_data.FINGERPRINT,
         description="MNIST-1D (generated locally, 20k/5k/10k), 1-D CNN with BatchNorm; generates the last two BN "
         "layers",
         make_model=Mnist1dCNN,
@@ -162,6 +171,7 @@ def mnist1d_convnet() -> ClassificationTask:
 def _whole_network_task(name: str, model: str, make_model) -> ClassificationTask:
     return ClassificationTask(
         name=name,
+        data_fingerprint=mnist1d_data.FINGERPRINT,
         description=f"MNIST-1D, {model}; generates the whole network",
         make_model=make_model,
         load_data=load_mnist1d,

@@ -246,6 +246,7 @@ def collect(
         "select": list(select),
         "data_root": getattr(task, "data_root", None),
         "image_size": getattr(task, "image_size", None),
+        "data_fingerprint": getattr(task, "data_fingerprint", None),
         "mean_pairwise_iou_val": diversity,
         "collect": {**asdict(config), "select": list(select), "lr": lr, "every": every, "device": str(device)},
         "settings": settings,  # what the zoo depends on: a rerun with the same settings reuses it

@@ -140,6 +140,7 @@ def collection_settings(task, config: CollectConfig, base_state: dict[str, torch
         "lr": config.lr if config.lr is not None else task.collect_lr,
         "every": config.every if config.every is not None else getattr(task, "collect_every", 1),
         "data_root": getattr(task, "data_root", None),
+        "data_fingerprint": getattr(task, "data_fingerprint", None),
         "base": base,
     }
     settings.pop("device")  # resuming on another device is fine
