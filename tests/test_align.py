@@ -9,7 +9,7 @@ from nndiff.evaluation.engine import evaluate_params
 from nndiff.tasks import get_task
 from nndiff.tasks.mnist1d import Mnist1dConvNet, Mnist1dMLP
 from nndiff.zoo.align import align, chain, match, permute
-from nndiff.zoo.collect import collect
+from nndiff.zoo.collect import collect, derived_seed
 from nndiff.zoo.config import CollectConfig
 
 
@@ -102,7 +102,7 @@ def test_independent_base_models_are_aligned_before_collection():
     aligned, unaligned = _zoo(), _zoo(align="none")
     assert [s["base"] for s in aligned.snapshots] == [0, 0, 0, 1, 1, 1]
     assert [s["base"] for s in aligned.heldout_snapshots] == [2, 2]
-    assert [b["seed"] for b in aligned.info["bases"]] == [0, 501, 502]
+    assert [b["seed"] for b in aligned.info["bases"]] == [0, derived_seed(0, "base", 1), derived_seed(0, "base", 2)]
     assert [m["base"] for m in aligned.info["alignment"]] == [1, 2]
     assert unaligned.info["alignment"] == []
     # run 0 is the same; the others are permuted copies of the same trajectories

@@ -46,10 +46,27 @@ def test_vs_sgd_on_a_tiny_run(bench, tiny_run):
         assert m["models_held"] == 5 and m["models_made"] >= 5 and m["seconds"] > 0
         assert 0 <= m["test_acc_mean"] <= 100
     assert len(out["speedups"]) == 4
+    for g in ("generation_ddim50", "generation_ddim10"):
+        for m in ("sgd_one_trajectory", "sgd_independent_runs"):
+            assert out["speedups"][f"{g} vs {m}"] == pytest.approx(out[m]["seconds"] / out[g]["seconds"])
+    for name in ("generation_ddim10", "sgd_one_trajectory", "sgd_independent_runs"):
+        m = out[name]
+        lo, hi = m["test_acc_mean_ci95"]
+        assert lo <= m["test_acc_mean"] <= hi
+        diff = m["test_acc_minus_generation_ddim50"]["estimate"]
+        assert diff == pytest.approx(m["test_acc_mean"] - out["generation_ddim50"]["test_acc_mean"])
     assert "| sgd_one_trajectory |" in bench.markdown({"machine": "m", "date": "d", "stages_s": {"train_autoencoder": 1, "train_diffusion": 1},
                                                        "peak_rss_mib": 1, "samplers": [], "vs_sgd": out,
                                                        "evaluation": {"models": 1, "samples": 1, "batched_s": 1, "loop_s": 1,
                                                                       "speedup": 1, "identical_predictions": True}})
+
+
+def test_hold_qualifying_keeps_the_first_models_at_the_threshold_in_the_order_made(bench):
+    batches = iter([torch.tensor([[1.0], [5.0], [3.0]]), torch.tensor([[6.0], [2.0], [7.0]])])
+    held, made = bench.hold_qualifying(lambda: next(batches), lambda rows: rows[:, 0], 3.0, 3)
+    assert held[:, 0].tolist() == [5.0, 3.0, 6.0] and made == 6
+    never = bench.hold_qualifying(lambda: torch.zeros(4, 1), lambda rows: rows[:, 0], 1.0, 2, limit_factor=3)
+    assert len(never[0]) == 0 and never[1] == 8  # gave up after limit_factor x count models
 
 
 def test_the_defaults_table_reads_a_finished_run_and_names_a_failed_one(tiny_run):

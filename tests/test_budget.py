@@ -8,6 +8,7 @@ import torch
 
 from nndiff.cli.main import main
 from nndiff.generator.config import TrainConfig
+from nndiff.params.layout import Entry, Layout
 from nndiff.runtime.stage import Stage
 from nndiff.training.budget import (
     MIN_GAIN,
@@ -60,11 +61,31 @@ def test_autoencoder_stops_when_accuracy_is_kept_and_the_variation_reproduced_or
     assert not autoencoder_done([])
 
 
-def test_held_back_snapshots_are_a_tenth_spread_over_the_zoo():
-    rows = held_back(200)
-    assert len(rows) == 20 and len(set(rows.tolist())) == 20 and 0 < int(rows.min()) and int(rows.max()) < 199
-    assert len(held_back(5000)) == 32  # capped, so checks stay cheap on large zoos
-    assert len(held_back(9)) == 0
+def test_held_back_snapshots_are_the_last_stretch_of_each_run():
+    """A tenth of the zoo, taken from the end of every run (not single snapshots between training
+    ones, which a reconstruction could interpolate), shared out by run size."""
+    assert held_back([0] * 200).tolist() == list(range(180, 200))
+    runs = [0] * 100 + [1] * 60 + [2] * 40
+    rows = held_back(runs).tolist()
+    assert len(rows) == 20 and rows == list(range(90, 100)) + list(range(154, 160)) + list(range(196, 200))
+    assert len(held_back([0] * 5000)) == 32  # capped, so checks stay cheap on large zoos
+    assert len(held_back([0] * 9)) == 0
+    assert len(held_back(list(range(100)))) == 0  # runs of one snapshot each: none can spare its only one
+
+
+def test_the_normalizer_is_fitted_without_the_held_back_rows():
+    from nndiff.params.normalizer import Normalizer
+
+    x = torch.randn(50, 6)
+    rows = torch.arange(45)
+    x[45:] = 1000.0  # held-back rows far away: a normalizer that saw them would be dominated by them
+    element = Normalizer.fit(x, None, "element", rows=rows)
+    torch.testing.assert_close(element.mean, x[:45].mean(0))
+    torch.testing.assert_close(element.std, x[:45].std(0, unbiased=False))
+    layout = Layout((Entry("a", (2,), 0), Entry("b", (4,), 2)))
+    layer = Normalizer.fit(x, layout, "layer", rows=rows)
+    torch.testing.assert_close(layer.mean[:2], x[:45, :2].mean().expand(2))
+    torch.testing.assert_close(layer.std[2:], x[:45, 2:].std(unbiased=False).expand(4))
 
 
 class ScriptedJudge:
@@ -86,7 +107,7 @@ def ae_config(**kw):
 
 def test_the_autoencoder_stops_at_the_first_check_within_tolerance_and_never_trains_on_held_back_rows():
     x = torch.randn(40, 24)
-    rows = held_back(40)
+    rows = held_back([0] * 40)
     x[rows] = float("nan")  # a held-back row in a training batch would make every later loss NaN
     judge = ScriptedJudge([3.0, 1.0, 0.4, 0.1, 0.1])
     _, stats = train_autoencoder(x, ae_config(), torch.Generator().manual_seed(0), False, judge=judge, normalizer=None)
@@ -126,7 +147,7 @@ def test_a_budget_check_does_not_change_what_training_draws():
 def test_an_interrupted_diffusion_loop_resumes_to_the_same_stop(tmp_path, monkeypatch):
     """Stopping is decided from the curve, which the checkpoint keeps: a loop killed after a check
     and restarted stops at the same step with the same weights as one that ran through."""
-    monkeypatch.setattr("nndiff.training.loops.CHECKPOINT_EVERY", 100)
+    monkeypatch.setattr("nndiff.training.progress.CHECKPOINT_EVERY", 100)
     z = torch.randn(24, 4, 8)
     config = TrainConfig()
     config.diffusion.max_steps, config.diffusion.check_every = 300, 50
@@ -178,14 +199,19 @@ def test_automatic_budgets_end_to_end_record_their_curves_and_plot_them(tiny_run
     config.write_text("autoencoder:\n  max_steps: 100\n  check_every: 50\ndiffusion:\n  max_steps: 200\n  check_every: 50\n")
     assert main(["--quiet", "train", "--zoo", str(tiny_run / "zoo"), "--out", str(run), "--config", str(config)]) == 0
     stats = json.loads((run / "train_stats.json").read_text())
-    for loop in ("autoencoder", "diffusion"):
-        assert stats[loop]["budget"] == "validation" and stats[loop]["curve"]
-        assert all(0 <= p["val_acc"] <= 100 for p in stats[loop]["curve"])
-    assert stats["autoencoder"]["held_back_snapshots"] == len(held_back(24))
+    for loop, cap in (("autoencoder", 100), ("diffusion", 200)):
+        s = stats[loop]
+        assert s["budget"] == "validation" and s["curve"] and s["max_steps"] == cap
+        assert [p["step"] for p in s["curve"]] == list(range(50, s["steps"] + 1, 50))  # a check every 50 steps
+        assert s["steps"] == s["curve"][-1]["step"] <= cap and s["stopped_early"] == (s["steps"] < cap)
+        assert all(0 <= p["val_acc"] <= 100 for p in s["curve"])
+    assert all(p["unexplained"] >= 0 for p in stats["autoencoder"]["curve"])
+    assert stats["autoencoder"]["held_back_snapshots"] == len(held_back([0] * 24))
     assert main(["--quiet", "generate", "--run", str(run), "-n", "6", "--steps", "5"]) == 0
     assert main(["--quiet", "report", "--run", str(run)]) == 0
     report = (run / "report" / "report.md").read_text()
     assert "## Training budgets" in report and "chosen by validation" in report
+    assert "held-back snapshots (the end of each run, never trained on)" in report
     assert (run / "report" / "training.png").stat().st_size > 1000
 
 

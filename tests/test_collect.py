@@ -70,8 +70,11 @@ def test_bf16_autocast_collection_gives_a_valid_zoo():
 
 def test_snapshots_every_n_steps_are_those_of_the_same_trajectory():
     """--every 4 keeps every 4th state of the one-per-step trajectory, nothing else changes."""
-    dense = collect("digits-cnn", CollectConfig(k=12, burn_in=5, heldout=0), progress=False)
-    sparse = collect("digits-cnn", CollectConfig(k=3, burn_in=5, every=4, heldout=0), progress=False, base_state=dense.base_state)
+    # one set rate: the --lr auto probe spaces its own snapshots by --every and may choose another
+    dense = collect("digits-cnn", CollectConfig(k=12, burn_in=5, heldout=0, lr=2.0), progress=False)
+    sparse = collect(
+        "digits-cnn", CollectConfig(k=3, burn_in=5, every=4, heldout=0, lr=2.0), progress=False, base_state=dense.base_state
+    )
     assert [s["step"] for s in sparse.snapshots] == [9, 13, 17]
     assert torch.equal(sparse.params, dense.params[3::4])
     assert sparse.info["collect"]["every"] == 4
@@ -136,3 +139,68 @@ def test_snapshots_go_to_disk_as_they_are_taken_and_a_resumed_collection_keeps_t
     again = collect("digits-cnn", config, progress=False, base_state=clean.base_state, stage=stage)
     assert again.info["resumed_at_steps"] == [0, 0, 0]
     assert torch.equal(again.params, clean.params) and torch.equal(again.heldout, clean.heldout)
+
+
+def test_checkpoints_resume_only_with_the_row_file_they_counted(tmp_path, monkeypatch):
+    """Killed after its rows were moved into place, then killed again while redoing them: the first
+    attempt's checkpoints (every run complete) must not be resumed over the new, empty row file,
+    which would leave rows of zeros in the zoo."""
+    collect_module = importlib.import_module("nndiff.zoo.collect")
+    from nndiff.runtime.stage import Stage
+    from nndiff.zoo.config import ZOO_ROWS
+
+    config = CollectConfig(k=12, runs=2, burn_in=3, heldout=4, lr=2.0)
+    clean = collect("digits-cnn", config, progress=False)
+    collect("digits-cnn", config, progress=False, base_state=clean.base_state, stage=Stage(tmp_path))
+    Stage(tmp_path).move_rows(ZOO_ROWS, tmp_path / "params.safetensors")  # then killed before finishing
+
+    write = collect_module.RowFile.write
+
+    def killed(self, index, rows):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect_module.RowFile, "write", killed)
+    with pytest.raises(KeyboardInterrupt):  # the redo is killed at its first row
+        collect("digits-cnn", config, progress=False, base_state=clean.base_state, stage=Stage(tmp_path))
+    monkeypatch.setattr(collect_module.RowFile, "write", write)
+    third = collect("digits-cnn", config, progress=False, base_state=clean.base_state, stage=Stage(tmp_path))
+    assert (third.params != 0).any(1).all() and (third.heldout != 0).any(1).all()
+    assert torch.equal(third.params, clean.params) and torch.equal(third.heldout, clean.heldout)
+
+
+def test_run_base_and_probe_seeds_never_meet():
+    """Seeds used to be arithmetic: base b and run 499 + b shared one, and run 1000 + r under seed s
+    had the seed of run r under seed s + 1."""
+    collect_module = importlib.import_module("nndiff.zoo.collect")
+
+    seeds = []
+    for s in range(3):
+        config = CollectConfig(seed=s)
+        seeds += [collect_module._run_seed(config, r) for r in range(1100)]
+        seeds += [collect_module._base_seed(config, b) for b in range(1, 600)]
+        seeds.append(collect_module.derived_seed(s, "probe", 0))
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= x < 2**63 for x in seeds)
+
+
+def test_the_row_file_is_closed_when_collection_fails(tmp_path, monkeypatch):
+    collect_module = importlib.import_module("nndiff.zoo.collect")
+    from nndiff.runtime.stage import Stage
+
+    opened = []
+    real_init = collect_module.RowFile.__init__
+
+    def recorded(self, *a, **k):
+        real_init(self, *a, **k)
+        opened.append(self)
+
+    def broken(self, index, rows):
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(collect_module.RowFile, "__init__", recorded)
+    monkeypatch.setattr(collect_module.RowFile, "write", broken)
+    config = CollectConfig(k=4, burn_in=2, heldout=0, lr=2.0, base_epochs=1)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        collect("digits-cnn", config, progress=False, stage=Stage(tmp_path))
+    (rows,) = opened
+    assert rows.path is not None and rows._fd is None  # its descriptor was closed

@@ -93,3 +93,18 @@ def test_a_conditional_run_reports_its_calibration(tiny_run, tmp_path):
     report = (run / "report" / "report.md").read_text()
     assert "## Conditional generation: requested vs achieved" in report and (run / "report" / "calibration.png").is_file()
     assert json.loads((run / "metrics.json").read_text())["sampler"]["target_acc"] == target
+
+
+def test_calibration_of_a_generator_that_gives_only_nan_writes_no_nan_rows(tiny_run):
+    from nndiff.generator.conditional import calibrate
+
+    zoo = Zoo.load(tiny_run / "zoo")
+    task = zoo.make_task()
+
+    class Diverged:
+        def sample(self, n, seed, target_acc=None, guidance=1.0):
+            return torch.full((n, zoo.layout.size), float("nan"))
+
+    rows = calibrate(Diverged(), task, zoo.model(task), zoo, n=4, guidances=(1.0,), points=2)
+    assert len(rows) == 2 and all(r["count"] == 0 and r["val_acc_mean"] is None for r in rows)
+    json.dumps(rows, allow_nan=False)  # what novelty.json stores: no NaN anywhere

@@ -50,6 +50,18 @@ def test_two_process_training_matches_one_process(trained_run, two_process_run):
     a, b = one["generated"]["test_acc"]["mean"], two["generated"]["test_acc"]["mean"]
     assert abs(a - b) <= 1.0, (a, b)
     assert abs(b - two["originals"]["test_acc"]["mean"]) <= 1.0
+    # trained as far as one process: the losses and the spread of what they generate agree (a rank
+    # that trained on nothing, or on everything twice, would show in these long before in accuracy)
+    s1, s2 = (json.loads((r / "train_stats.json").read_text()) for r in (trained_run, run))
+    assert 2 / 3 < s2["autoencoder"]["reconstruction_mse"] / s1["autoencoder"]["reconstruction_mse"] < 1.5
+    assert 2 / 3 < s2["diffusion"]["final_loss"] / s1["diffusion"]["final_loss"] < 1.5
+    from nndiff.analysis.distribution import spread_ratio
+    from nndiff.generator.generated import read_generated
+    from nndiff.zoo.format import Zoo
+
+    layout = Zoo.load(trained_run / "zoo").layout
+    ratio = spread_ratio(read_generated(run, layout), read_generated(trained_run, layout))["median"]
+    assert 2 / 3 < ratio < 1.5, ratio
 
 
 def _agree_worker(rank: int, port: int, same: bool, out) -> None:

@@ -7,13 +7,18 @@ from safetensors.torch import load_file, save_file
 from nndiff.cli.main import main
 from nndiff.tasks import get_task
 from nndiff.zoo.format import Zoo
+from tests.checks import check_generated, plain_accuracies
 
 
 def test_run_writes_every_file(tiny_run):
     for name in ("config.yaml", "autoencoder.safetensors", "denoiser.safetensors", "normalizer.safetensors",
-                 "metrics.json", "train_stats.json", "zoo/manifest.json", "zoo/params.safetensors", "zoo/base.safetensors"):
+                 "metrics.json", "train_stats.json", "zoo/manifest.json", "zoo/params.safetensors", "zoo/base.safetensors",
+                 "trained_on.json", "generated/info.json", "report/report.md", "report/novelty.json"):
         assert (tiny_run / name).is_file(), name
-    assert len(list((tiny_run / "generated").glob("*.safetensors"))) == 6
+    assert len(list((tiny_run / "report").glob("*.png"))) >= 5
+    check_generated(tiny_run, 6)
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert m["generated"]["evaluated"] == 6 and m["generated"]["nonfinite"] == 0
 
 
 def test_metrics_have_the_documented_shape(tiny_run):
@@ -35,21 +40,9 @@ def test_metrics_have_the_documented_shape(tiny_run):
         assert lo <= m["comparisons"][name]["estimate"] <= hi and hi - lo > 0
 
 
-def _plain_accuracies(run, split):
-    """Every generated file evaluated with plain safetensors + load_state_dict + task.evaluate."""
-    task = get_task("digits-cnn")
-    model = task.make_model()
-    model.load_state_dict(load_file(run / "zoo" / "base.safetensors"))
-    accs = []
-    for f in sorted((run / "generated").glob("*.safetensors")):
-        model.load_state_dict(load_file(f), strict=False)
-        accs.append(task.evaluate(model, task.splits()[split]).accuracy)
-    return accs
-
-
 def test_the_selected_model_is_the_file_with_the_best_validation_accuracy(tiny_run):
     m = json.loads((tiny_run / "metrics.json").read_text())
-    val = _plain_accuracies(tiny_run, "val")
+    val = plain_accuracies(tiny_run, "val")
     best = max(range(len(val)), key=lambda i: (val[i], -i))
     assert m["generated"]["selected_by_val"]["index"] == best
     assert m["generated"]["selected_by_val"]["val_acc"] == pytest.approx(val[best], abs=1e-9)
@@ -60,7 +53,7 @@ def test_a_nan_model_before_the_selected_one_still_selects_the_right_file(tiny_r
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    val = _plain_accuracies(run, "val")
+    val = plain_accuracies(run, "val")
     best = max(range(len(val)), key=lambda i: (val[i], -i))
     first = run / "generated" / "000000.safetensors"
     state = load_file(first)
@@ -71,7 +64,7 @@ def test_a_nan_model_before_the_selected_one_still_selects_the_right_file(tiny_r
     rest = max(range(1, len(val)), key=lambda i: (val[i], -i))
     assert g["selected_by_val"]["index"] == rest and (best == 0 or rest == best)
     assert g["count"] == 6 and g["evaluated"] == 5 and g["nonfinite"] == 1
-    assert g["within_1pt_of_best_original"] <= 5 / 6  # the NaN model counts as a failure
+    assert g["oracle_within_1pt_of_best_original"] <= 5 / 6  # the NaN model counts as a failure
 
 
 def test_generated_file_loads_without_nndiff(tiny_run):
@@ -185,6 +178,8 @@ def test_whole_network_generation_runs(tmp_path, task, size):
     # the gentle whole-network protocol: lr 0.01 (the probe's starting point), one snapshot every 10 steps
     assert get_task(task).collect_lr == 0.01 and [s["step"] for s in zoo.snapshots[:3]] == [20, 30, 40]
     assert "token_size: 0" in (out / "config.yaml").read_text()  # automatic, resolved the same way on load
+    _, rows = check_generated(out, 4)  # every parameter of the network, finite, four different models
+    assert m["generated"]["evaluated"] == 4 and 0 <= m["generated"]["test_acc"]["min"] <= 100
 
 
 def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, capfd):

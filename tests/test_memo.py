@@ -1,6 +1,8 @@
 """Evaluating a vector twice in one process reuses its predictions, and only when nothing they
 depend on has changed."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -73,3 +75,47 @@ def test_what_the_predictions_depend_on_is_part_of_the_key(setup):
     assert task.calls == 16
     evaluate_params(task, model, layout, params, {"val": split}, progress=False, batched=False)
     assert task.calls == 20  # another evaluation path is another key
+
+
+@dataclasses.dataclass
+class Flipping(ClassificationTask):
+    """Tasks of one name and class with a setting that changes what they predict."""
+
+    flip: bool = False
+
+    def evaluate(self, model, split):
+        ev = super().evaluate(model, split)
+        if not self.flip:
+            return ev
+        predictions = 1 - ev.predictions
+        return type(ev)(float((predictions == split.y).double().mean() * 100), predictions)
+
+
+def _flipping(flip: bool) -> Flipping:
+    linear = lambda: torch.nn.Linear(3, 2)  # noqa: E731
+    return Flipping("flipping", "", linear, None, ["*"], batched_eval=False, flip=flip)
+
+
+def test_two_tasks_of_one_name_with_other_settings_do_not_share_predictions(setup):
+    _, model, layout, split = setup
+    params = torch.randn(3, layout.size)
+    plain = evaluate_params(_flipping(False), model, layout, params, {"val": split}, progress=False)["val"]
+    flipped = evaluate_params(_flipping(True), model, layout, params, {"val": split}, progress=False)["val"]
+    assert torch.equal(flipped.predictions, 1 - plain.predictions)
+
+
+def test_a_split_is_hashed_once_and_again_after_it_changes(setup, monkeypatch):
+    import nndiff.evaluation.memo as memo
+
+    task, model, layout, split = setup
+    hashed = []
+    real = memo._update
+    monkeypatch.setattr(memo, "_update", lambda digest, t: hashed.append(t is split.x) or real(digest, t))
+    params = torch.randn(2, layout.size)
+    evaluate_params(task, model, layout, params, {"val": split}, progress=False)
+    evaluate_params(task, model, layout, params, {"val": split}, progress=False)
+    assert hashed.count(True) == 1 and task.calls == 2
+    with torch.no_grad():
+        split.x.add_(1.0)  # changed in place: another split now
+    evaluate_params(task, model, layout, params, {"val": split}, progress=False)
+    assert hashed.count(True) == 2 and task.calls == 4

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from nndiff.analysis.baselines import LABELS, NOISE_AMPLITUDES, make_baselines, noise_name
-from nndiff.analysis.novelty import analyze, nearest_distances, noise_curve_gap
+from nndiff.analysis.distribution import nearest_distances
+from nndiff.analysis.novelty import analyze, noise_curve_gap
 from nndiff.params.layout import Layout
 from nndiff.params.normalizer import Normalizer
 
@@ -167,3 +168,45 @@ def test_a_trained_generator_is_not_flagged(trained_run):
     # it covers the training snapshots and its models vary (measured: precision 0.46, recall 0.97, spread 3.3)
     assert dist["training"]["precision"] > 0.2 and dist["training"]["recall"] > 0.5, dist
     assert dist["spread_ratio"]["median"] > 0.5, dist
+
+
+def test_a_zoo_of_duplicate_snapshots_still_flags_copies(tiny_parts):
+    """Duplicated snapshots used to make the originals' spacing 0, every relative distance NaN, and
+    the replica share 0%: the copies flag could not fire on a zoo of copies."""
+    import dataclasses
+
+    from nndiff.analysis.doctor import generator_checks
+
+    zoo, task, model, normalizer, _ = tiny_parts
+    duplicated = dataclasses.replace(zoo, params=zoo.params[:4].repeat_interleave(6, 0))
+    copies = duplicated.params[[0, 7, 13, 20, 2, 9]]
+    summary, _ = analyze(task, model, duplicated, normalizer, copies, replicates=50)
+    assert summary["originals_nearest_spacing"] > 0
+    assert summary["groups"]["generated"]["replica_share"] == 1.0
+    assert "copies" in summary["distribution"]["flags"]
+    val = task.splits()["val"]
+    checks = generator_checks(duplicated, task, model, copies, normalizer, val, torch.zeros(24, len(val)), 100)
+    (replicas,) = [c for c in checks if c.check == "replicas"]
+    assert replicas.status == "fail" and "100%" in replicas.measured
+
+
+def test_distances_keep_a_near_copys_precision():
+    """Rows of norm ~1400 at a true distance of 0.14: the float32 matrix-product form lost it."""
+    from nndiff.analysis.distribution import distances
+
+    g = torch.Generator().manual_seed(0)
+    y = 100.0 + 0.01 * torch.randn(3, 200, generator=g, dtype=torch.float64)
+    step = torch.randn(3, 200, generator=g, dtype=torch.float64)
+    x = y + 0.14 * step / step.norm(dim=1, keepdim=True)
+    d = distances(x, y).diagonal()
+    assert torch.allclose(d, torch.full((3,), 0.14, dtype=torch.float64), rtol=1e-4)
+    assert torch.equal(distances(y, y).diagonal(), torch.zeros(3, dtype=torch.float64))
+
+
+def test_verdict_words_follow_the_interval_not_the_estimate():
+    from nndiff.analysis.verdict import verdict
+
+    group = {"gap_to_noise_curve": -0.01, "gap_to_noise_curve_ci95": [0.02, 0.10], "inside_noise_curve": True,
+             "test_acc_mean": 98.0, "max_similarity_mean": 0.9, "replica_share": 0.0}
+    (line,) = verdict({"groups": {"generated": group}})
+    assert "above the noise curve" in line and "below" not in line

@@ -69,3 +69,13 @@ def test_normalizer_survives_constant_coordinates():
     data[:, 0] = torch.arange(10.0)
     z = Normalizer.fit(data, layout, "element")(data)
     assert torch.isfinite(z).all()
+
+
+def test_finite_rows_of_one_vector_and_of_higher_dimensional_rows():
+    from nndiff.params.rows import finite_rows
+
+    assert finite_rows(torch.tensor([1.0, 2.0])).tolist() == [True]
+    assert finite_rows(torch.tensor([1.0, float("nan")])).tolist() == [False]
+    rows = torch.zeros(3, 2, 2)
+    rows[1, 0, 1] = float("inf")
+    assert finite_rows(rows).tolist() == [True, False, True]

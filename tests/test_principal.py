@@ -91,9 +91,9 @@ def test_a_pca_run_without_its_components_is_refused(pca_run, tmp_path):
 def test_pca_settings_are_checked():
     from nndiff.errors import NndiffError
 
-    with pytest.raises(NndiffError):
+    with pytest.raises(NndiffError, match="unknown autoencoder.kind 'svd'; choose one of conv, pca"):
         TrainConfig.from_dict({"autoencoder": {"kind": "svd"}})
-    with pytest.raises(NndiffError):
+    with pytest.raises(NndiffError, match=r"autoencoder.components \(--ae-components\) must be an integer >= 0"):
         TrainConfig.from_dict({"autoencoder": {"components": -1}})
     with pytest.raises(NndiffError, match="trains none"):
         TrainConfig.from_dict({"autoencoder": {"kind": "pca", "output_weight": 10.0}})

@@ -20,6 +20,7 @@ from nndiff.io.checkpoint import flatten_state, unflatten_state
 from nndiff.io.files import DirectoryLock, write_bytes_atomic
 from nndiff.io.tensors import load_state_dict
 from nndiff.zoo.format import Zoo
+from tests.checks import plain_accuracies
 
 NNDIFF = [sys.executable, "-m", "nndiff", "--quiet"]
 
@@ -113,20 +114,51 @@ def test_nan_in_the_zoo_is_refused(tiny_run, tmp_path):
         Zoo.load(zoo)
 
 
-def test_nonfinite_generated_models_are_flagged_and_excluded(tiny_run, tmp_path):
+def test_nonfinite_generated_models_are_failures_in_every_mean(tiny_run, tmp_path, capsys):
+    """One definition: a NaN/Inf model is not evaluated and counts as accuracy 0 in the metrics'
+    mean, median and minimum, as in the health check, and the printed words say so."""
     import shutil
 
     from safetensors.torch import save_file
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    accs = plain_accuracies(run, "test")
     f = run / "generated" / "000002.safetensors"
     t = load_file(f)
     t["bn2.bias"][0] = float("inf")
     save_file(t, f)
     assert main(["--quiet", "evaluate", "--run", str(run)]) == 0
+    out = capsys.readouterr().out
     m = json.loads((run / "metrics.json").read_text())
-    assert m["generated"]["nonfinite"] == 1 and m["generated"]["evaluated"] == 5 and m["generated"]["count"] == 6
+    g = m["generated"]
+    assert g["nonfinite"] == 1 and g["evaluated"] == 5 and g["count"] == 6
+    with_failure = accs[:2] + [0.0] + accs[3:]
+    assert g["test_acc"]["mean"] == pytest.approx(sum(with_failure) / 6, abs=1e-6)
+    assert g["test_acc"]["min"] == 0.0 and g["selected_by_val"]["index"] != 2
+    assert m["comparisons"]["test_acc_mean"]["generated"]["estimate"] == pytest.approx(sum(with_failure) / 6, abs=1e-6)
+    assert "counted as failures (accuracy 0" in out
+
+
+def test_a_set_of_only_nonfinite_models_is_evaluated_and_the_report_says_why_it_stops(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").unlink()
+    for f in (run / "generated").glob("*.safetensors"):
+        save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(f).items()}, f)
+    assert main(["--quiet", "evaluate", "--run", str(run)]) == 0
+    g = json.loads((run / "metrics.json").read_text())["generated"]
+    assert g["nonfinite"] == 6 and g["test_acc"]["mean"] == 0.0 and g["selected_by_val"] is None
+    capsys.readouterr()
+    before = sorted(p.name for p in (run / "report").iterdir())
+    assert main(["--quiet", "report", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "all 6 generated models contain NaN or Inf" in err
+    assert sorted(p.name for p in (run / "report").iterdir()) == before
 
 
 def test_unknown_option_values_exit_with_a_one_line_usage_error(capsys):

@@ -1,8 +1,13 @@
 import json
 
+import pytest
+import torch
+
 from nndiff.cli.main import main
+from nndiff.pipeline.rundir import read_run_config
 from nndiff.pipeline.sweep import norm_layer_names, plan_rows
 from nndiff.tasks import get_task
+from nndiff.zoo.format import Zoo
 
 TINY = ["--task", "digits-cnn", "-k", "8", "--burn-in", "5", "--heldout", "4", "--ae-steps", "20",
         "--diffusion-steps", "20", "-n", "4", "--steps", "5"]
@@ -22,9 +27,15 @@ def test_k_sweep_writes_a_table_with_one_run_per_row(tmp_path, capsys):
     rows = json.loads((out / "sweep_k.json").read_text())
     assert [r["row"] for r in rows] == ["K=1", "K=8"]
     assert [r["originals"]["count"] for r in rows] == [1, 8]
-    for r in rows:
-        assert 0 <= r["generated"]["mean"] <= 100
-        assert (tmp_path / "sweep" / "k" / r["row"].replace("=", "") / "report" / "report.md").is_file()
+    shared = Zoo.load(out / "zoo")
+    for r, k in zip(rows, (1, 8)):
+        run = out / "k" / r["row"].replace("=", "")
+        assert (run / "report" / "report.md").is_file()
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert r["generated"]["mean"] == pytest.approx(metrics["generated"]["test_acc"]["mean"])  # the row is its run
+        row_zoo = Zoo.load(read_run_config(run)[0])
+        # each row trains on K snapshots of the one shared zoo
+        assert len(row_zoo) == k and all(any(torch.equal(p, q) for q in shared.params) for p in row_zoo.params)
     table = (out / "sweep_k.md").read_text()
     assert "| K=1 | 1 |" in table and "| K=8 | 8 |" in table
     assert "sweep_k.md" in capsys.readouterr().out

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nndiff.evaluation.metrics import pairwise_iou
-from nndiff.evaluation.uncertainty import Bootstrap, compare, estimate, excludes_zero, group_mean, interval
+from nndiff.evaluation.uncertainty import Bootstrap, compare, estimate, excludes_zero, group_mean, interval, side
 
 
 def test_a_single_models_accuracy_interval_has_the_binomial_width():
@@ -48,11 +48,19 @@ def test_similarity_in_each_replicate_equals_the_iou_on_the_resampled_test_set()
 
 
 def test_self_pairs_are_excluded_from_the_maximum():
-    wrong = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0]], dtype=torch.bool)
-    iou = pairwise_iou(wrong.long(), torch.zeros(4, dtype=torch.long))
-    masked = iou.clone().fill_diagonal_(-float("inf"))
-    sim = Bootstrap(4, 50, seed=0).max_similarity(wrong, wrong, masked)
-    assert (sim < 1).any()  # with itself counted it would be 1 everywhere
+    """Three models; with the diagonal masked each one's maximum is over the other two only, in
+    every replicate (with itself counted it would be 1 everywhere)."""
+    g = torch.Generator().manual_seed(1)
+    n, labels = 200, torch.zeros(200, dtype=torch.long)
+    wrong = torch.rand(3, n, generator=g) < 0.3
+    masked = pairwise_iou(wrong.long(), labels).fill_diagonal_(-float("inf"))
+    boot = Bootstrap(n, 10, seed=0)
+    sim = boot.max_similarity(wrong, wrong, masked)
+    for b in range(10):
+        idx = torch.repeat_interleave(torch.arange(n), boot.weights[b].long())
+        iou = pairwise_iou(wrong[:, idx].long(), labels[idx]).fill_diagonal_(-float("inf"))
+        torch.testing.assert_close(sim[b], iou.max(1).values, rtol=1e-5, atol=1e-6)
+    assert (sim < 1).all()
 
 
 def test_paired_differences():
@@ -73,5 +81,9 @@ def test_paired_differences():
 
 
 def test_compare_words():
+    # the words follow the interval, not the estimate: a skewed interval above zero is "better"
+    skewed = {"estimate": -0.01, "ci95": [0.02, 0.10]}
+    assert compare(skewed) == "better (estimate -0.01 points) (95% CI +0.02 to +0.10)"
+    assert side(skewed["ci95"]) == 1 and side([-0.2, -0.1]) == -1 and side([-0.1, 0.1]) == 0
     assert compare({"estimate": -0.05, "ci95": [-0.09, -0.01]}) == "worse by 0.05 points (95% CI -0.09 to -0.01)"
     assert compare({"estimate": 0.05, "ci95": [-0.03, 0.13]}) == "indistinguishable at this test-set size (±0.08 points)"

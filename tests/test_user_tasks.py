@@ -6,6 +6,7 @@ import pytest
 from nndiff import NndiffError
 from nndiff.cli.main import main
 from nndiff.tasks import get_task
+from tests.checks import check_generated
 
 EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "tabular_mlp.py") + ":make_task"
 
@@ -18,6 +19,16 @@ def test_run_on_the_documented_example(tmp_path):
     assert metrics["task"] == EXAMPLE  # the zoo records how to rebuild the task
     assert metrics["generated"]["count"] == 5 and metrics["originals"]["test_acc"]["mean"] > 60
     assert (out / "report" / "report.md").is_file()
+    zoo, rows = check_generated(out, 5)
+    assert zoo.layout.names == ["norm2.weight", "norm2.bias"]  # the example's default selection
+    # the metrics are those of these files: the generated models' mean accuracy, evaluated by hand
+    task = zoo.make_task()
+    model = zoo.model(task)
+    accs = []
+    for row in rows:
+        zoo.layout.write(model, row)
+        accs.append(task.evaluate(model, task.splits()["test"]).accuracy)
+    assert metrics["generated"]["test_acc"]["mean"] == pytest.approx(sum(accs) / 5, abs=1e-6)
     # later stages rebuild the task from the zoo, from any working directory
     assert main(["--quiet", "evaluate", "--run", str(out)]) == 0
 

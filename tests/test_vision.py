@@ -23,6 +23,7 @@ else:
     pytest.importorskip("timm")
 
 from tests import vision_fixtures as fx  # noqa: E402
+from tests.checks import check_generated  # noqa: E402
 
 # A fixed --lr: these tests are about the loaders and models, and the --lr auto probe would train
 # every rung of its ladder on each of them (the probe is tested on its own).
@@ -57,8 +58,13 @@ def test_pipeline_on_each_format_and_architecture(task, size, roots, tmp_path):
     assert metrics["task"] == task and metrics["generated"]["count"] == 3
     zoo = json.loads((out / "zoo" / "manifest.json").read_text())
     assert zoo["data_root"] == str(roots[dataset].resolve())
-    # evaluate again without --data-root: the zoo remembers where the data is
+    check_generated(out, 3)  # the paper's subset of this architecture, finite, three different models
+    g = metrics["generated"]
+    assert g["evaluated"] == 3 and 0 <= g["test_acc"]["min"] <= g["test_acc"]["best"] <= 100
+    # evaluate again without --data-root: the zoo remembers where the data is, and gets the same numbers
     assert main(["--quiet", "evaluate", "--run", str(out)]) == 0
+    again = json.loads((out / "metrics.json").read_text())["generated"]
+    assert again["test_acc"] == g["test_acc"] and again["fingerprint"] == g["fingerprint"]
 
 
 def test_paper_default_selections(capsys):

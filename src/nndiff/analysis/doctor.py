@@ -13,16 +13,25 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from nndiff.analysis.distribution import COLLAPSED_SPREAD, COPIES_SHARE, REPLICA_RELATIVE_DISTANCE, spread_ratio
-from nndiff.analysis.novelty import nearest_distances
+from nndiff.analysis.distribution import (
+    COLLAPSED_SPREAD,
+    COPIES_SHARE,
+    nearest_distances,
+    originals_spacing,
+    relative_distances,
+    replica_share,
+    spread_ratio,
+    unexplained_share,
+    variation_missed,
+)
 from nndiff.evaluation.engine import evaluate_params
-from nndiff.evaluation.metrics import mean_offdiagonal, pairwise_iou
+from nndiff.evaluation.metrics import COPIES_IOU, mean_offdiagonal, pairwise_iou
 from nndiff.evaluation.uncertainty import Bootstrap, estimate, mean_accuracy
 from nndiff.generator.principal import PrincipalCodec
 from nndiff.params.rows import column_blocks, finite_rows, rows_where
 
 # Thresholds, in the units each check reports.
-COPIES_IOU = (0.98, 0.995)  # snapshots' mean pairwise IoU of wrong validation predictions: warn above either
+COPIES_IOUS = (0.98, COPIES_IOU)  # snapshots' mean pairwise IoU of wrong validation predictions: warn above either
 
 
 COPIES_SPREAD = (1e-3, 1e-4)  # snapshots' per-dimension std (median) over the subset's RMS: warn, fail below
@@ -117,7 +126,7 @@ def zoo_checks(zoo, task, model, val, snapshots: torch.Tensor) -> list[Check]:
         if lr
         else "collect again with a larger --lr"
     )
-    grades = [_grade(spread, *COPIES_SPREAD, higher_is_worse=False), _grade(iou, *COPIES_IOU)]
+    grades = [_grade(spread, *COPIES_SPREAD, higher_is_worse=False), _grade(iou, *COPIES_IOUS)]
     # Identical validation mistakes alone are a warning: a model robust to its own noise makes the
     # same few mistakes at every snapshot while its parameters still differ (a LayerNorm MLP on digits:
     # IoU 1.000 at a spread of 4.9e-3, near digits-cnn's 1.4e-2; copies at --lr 1e-4: 3.9e-6).
@@ -158,14 +167,14 @@ def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor,
     for c in chunks:
         x = norm(zoo.params[c])
         recon_n = ae.reconstruct(x.to(generator.device)).cpu()
-        missed += float(((recon_n - x) ** 2).sum())
-        spread += float(((x - mean) ** 2).sum())
+        chunk_missed, chunk_spread = variation_missed(x, recon_n, mean)
+        missed, spread = missed + chunk_missed, spread + chunk_spread
         recon = norm.inverse(recon_n)
         finite = finite and bool(torch.isfinite(recon).all())
         if finite:
             evals = evaluate_params(task, model, zoo.layout, recon, {"val": val}, progress=False)
             predictions.append(evals["val"].predictions)
-    unexplained = missed / spread if spread > 0 else 0.0
+    unexplained = unexplained_share(missed, spread)
     if finite:
         loss = _loss(val, snapshots[rows], torch.cat(predictions))
         grades, says = [_grade(unexplained, *UNEXPLAINED), _graded_loss(loss, *RECONSTRUCTION_GAP)], _says(loss)
@@ -212,9 +221,8 @@ def generator_checks(
         Check("generator spread", grade, f"generated spread {spread:.2f}x the snapshots' (median over dimensions)", fix)
     )
     if len(zoo.params) > 1:
-        own = nearest_distances(zoo.params, zoo.params, exclude_self=True, normalizer=normalizer)
-        nearest = nearest_distances(gen, zoo.params, normalizer=normalizer)
-        replicas = float((nearest / float(own.median()) < REPLICA_RELATIVE_DISTANCE).double().mean())
+        spacing = originals_spacing(zoo.params, normalizer)[1]
+        replicas = replica_share(relative_distances(nearest_distances(gen, zoo.params, normalizer=normalizer), spacing))
         checks.append(
             Check(
                 "replicas",

@@ -24,24 +24,19 @@ from nndiff.analysis.baselines import (
     noise_baseline,
     noise_name,
 )
-from nndiff.analysis.distribution import REPLICA_RELATIVE_DISTANCE, distances, distribution_check
+from nndiff.analysis.distribution import (
+    distribution_check,
+    nearest_distances,
+    originals_spacing,
+    relative_distances,
+    replica_share,
+)
 from nndiff.analysis.plane import Plane
 from nndiff.analysis.verdict import DEFINITIONS, verdict
 from nndiff.evaluation.engine import evaluate_params
 from nndiff.evaluation.metrics import mean_offdiagonal, pairwise_iou
 from nndiff.evaluation.uncertainty import REPLICATES, Bootstrap, curve_at, estimate, group_mean, interval
 from nndiff.params.normalizer import Normalizer
-
-
-def nearest_distances(
-    x: torch.Tensor, originals: torch.Tensor, exclude_self: bool = False, normalizer: Normalizer | None = None
-) -> torch.Tensor:
-    """Euclidean distance from each row of x to its nearest original, in normalized space when
-    `normalizer` is given (None: both are normalized already); see `distances`."""
-    d = distances(x, originals, normalizer)
-    if exclude_self:
-        d.fill_diagonal_(float("inf"))
-    return d.min(1).values
 
 
 @dataclass
@@ -59,7 +54,6 @@ class Measured:
 
 
 def group_stats(m: Measured) -> dict:
-    replicas = m.distance < REPLICA_RELATIVE_DISTANCE
     return {
         "count": len(m.accuracy),
         "test_acc_mean": float(m.accuracy.mean()),
@@ -68,7 +62,7 @@ def group_stats(m: Measured) -> dict:
         "test_acc_min": float(m.accuracy.min()),
         "max_similarity_mean": float(m.max_iou.mean()),
         "nearest_distance_relative_mean": float(m.distance.mean()),
-        "replica_share": float(replicas.double().mean()),
+        "replica_share": replica_share(m.distance),
         "mean_pairwise_iou_within": m.within,
         "mean_iou_to_originals": m.to_originals,
     }
@@ -101,7 +95,7 @@ def analyze(
     """The novelty analysis of `generated` ([N, D], finite rows) against the zoo.
 
     `extra`: more generated sets to place on the same plane (e.g. conditional ones), by name.
-    `nonfinite`: how many generated models were dropped for holding NaN/Inf (they count as failures).
+    `nonfinite`: how many generated models were left out for holding NaN/Inf (failures in the metrics).
     `n_baseline`: models per baseline group (default: baseline_count, as many as generated up to a
     budget of evaluation work).
 
@@ -117,12 +111,7 @@ def analyze(
     reference = zoo.params if len(zoo.params) >= 3 else torch.cat([zoo.params, generated])
     plane = Plane(reference, normalizer)
     # The originals' own spacing: each one's distance to its nearest other original.
-    own = (
-        nearest_distances(zoo.params, zoo.params, exclude_self=True, normalizer=normalizer)
-        if len(zoo.params) > 1
-        else torch.full((1,), float("nan"), dtype=torch.float64)
-    )
-    spacing = float(own.median())
+    own, spacing = originals_spacing(zoo.params, normalizer)
     orig = evaluate_params(task, model, zoo.layout, zoo.params, {"test": test_dev}, progress=False)["test"]
 
     def measure(name: str, p: torch.Tensor) -> Measured:
@@ -142,7 +131,8 @@ def analyze(
             dist = nearest_distances(p, zoo.params, normalizer=normalizer)
             within, to_orig = mean_offdiagonal(pairwise_iou(ev.predictions, labels)), float(iou.mean())
         wrong = ev.predictions != labels
-        return Measured(ev.accuracy, wrong, max_iou, masked, dist / spacing, plane.project(p), within, to_orig)
+        relative = relative_distances(dist, spacing)
+        return Measured(ev.accuracy, wrong, max_iou, masked, relative, plane.project(p), within, to_orig)
 
     # Each group is built, measured and let go in turn: at 1M parameters a group of 100 models is
     # 400 MB, so holding every baseline at once would take several times the zoo.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nndiff.analysis.baselines import LABELS
 from nndiff.analysis.distribution import REPLICA_RELATIVE_DISTANCE, flag_sentences
-from nndiff.evaluation.uncertainty import compare, excludes_zero
+from nndiff.evaluation.uncertainty import compare, side
 
 DEFINITIONS = {
     "max_similarity": "per model, the maximum over training snapshots of the IoU of the sets of wrongly predicted "
@@ -53,9 +53,9 @@ def verdict(result: dict) -> list[str]:
             continue
         g = groups[name]
         gap, ci = g["gap_to_noise_curve"], g.get("gap_to_noise_curve_ci95")
-        if ci is not None and excludes_zero(ci):
-            side = "above" if gap > 0 else "below"
-            position = f"{abs(gap):.2f} points {side} the noise curve (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
+        if ci is not None and side(ci):
+            where_ = "above" if side(ci) > 0 else "below"
+            position = f"{where_} the noise curve by {gap:+.2f} points (95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
         elif ci is not None:
             position = (
                 f"on the noise curve within its uncertainty (gap {gap:+.2f}, 95% CI {ci[0]:+.2f} to {ci[1]:+.2f})"
@@ -92,8 +92,8 @@ def verdict(result: dict) -> list[str]:
         gen, held = groups["generated"], groups["heldout"]
         diff = difference(result, "generated", "heldout", "max_similarity_mean")
         lo, hi = diff["ci95"]
-        if excludes_zero(diff["ci95"]):
-            closer, than = ("closer to" if diff["estimate"] > 0 else "further from"), "than"
+        if side(diff["ci95"]):
+            closer, than = ("closer to" if side(diff["ci95"]) > 0 else "further from"), "than"
             how = f"difference {diff['estimate']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}"
         else:
             closer, than, how = "as close to", "as", f"indistinguishable at this test-set size, ±{(hi - lo) / 2:.3f}"

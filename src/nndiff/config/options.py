@@ -3,7 +3,7 @@
 Every field of `CollectConfig` and `TrainConfig` (nested ones included) becomes an option named by
 its key in config.yaml (`--autoencoder.max_steps`), plus the short flag users know where the field
 declares one (`--ae-steps`); help, default, choices and range come from the field's `setting(...)`
-(checks.py). A new setting is one new field: it appears in `--help`, in every run's config.yaml
+(settings.py). A new setting is one new field: it appears in `--help`, in every run's config.yaml
 and in what `--config` reads, with nothing else to edit.
 
 Why jsonargparse: it is argparse underneath, so the subcommands and the flags users know (`-k`,
@@ -34,7 +34,7 @@ class _Wrong(argparse.ArgumentTypeError, ValueError):
 
 class Number:
     """A number in any notation YAML or a shell gives it ("1e-3", 1e-3, "nan": the range checks of
-    checks.py then say what is allowed); integers where `integer` (200, "200", 1e3, but not 2.5 or
+    settings.py then say what is allowed); integers where `integer` (200, "200", 1e3, but not 2.5 or
     True); None where `optional`; the `words` (e.g. "auto") as they are."""
 
     def __init__(self, integer: bool, words: tuple[str, ...] = (), optional: bool = False):

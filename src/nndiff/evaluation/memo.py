@@ -10,7 +10,9 @@ returns what evaluating it again would return.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import weakref
 from collections import OrderedDict
 
 import torch
@@ -36,9 +38,30 @@ def row_digests(params: torch.Tensor) -> list[bytes]:
     return out
 
 
+def _task_settings(task) -> list:
+    """The task's settings (a dataclass task's fields, another object's public attributes), so that
+    two tasks of one name made with other settings do not share predictions."""
+    names = [f.name for f in dataclasses.fields(task)] if dataclasses.is_dataclass(task) else list(vars(task))
+    out = []
+    for name in sorted(names):
+        value = getattr(task, name, None)
+        if name.startswith("_"):
+            continue
+        if isinstance(value, torch.Tensor):
+            digest = hashlib.sha256()
+            _update(digest, value)
+            out.append((name, digest.hexdigest()))
+        elif callable(value):
+            out.append((name, getattr(value, "__module__", None), getattr(value, "__qualname__", repr(type(value)))))
+        else:
+            out.append((name, repr(value)))
+    return out
+
+
 def context_key(task, model: nn.Module, layout: Layout, device, batched: bool) -> bytes:
     """What a vector's predictions depend on besides the vector and the split."""
-    digest = hashlib.sha256(repr((type(task).__qualname__, task.name, type(model).__qualname__, str(device))).encode())
+    head = (type(task).__qualname__, _task_settings(task), type(model).__qualname__, str(device))
+    digest = hashlib.sha256(repr(head).encode())
     digest.update(repr((layout.to_json(), batched)).encode())
     generated = set(layout.names)
     for name, t in model.state_dict().items():
@@ -48,14 +71,25 @@ def context_key(task, model: nn.Module, layout: Layout, device, batched: bool) -
     return digest.digest()
 
 
+_SPLITS: dict[int, tuple] = {}  # id of an inputs tensor -> (its weak reference, the labels', versions, digest)
+
+
 def split_key(split) -> bytes | None:
     """A split's inputs and labels (None: inputs that are not one tensor, e.g. a streamed image
-    folder, which are not memoized)."""
+    folder, which are not memoized). Hashed once per pair of tensors, again only if either changed
+    in place (its version counter moved)."""
     if not isinstance(split.x, torch.Tensor):
         return None
+    versions = (split.x._version, split.y._version)
+    known = _SPLITS.get(id(split.x))
+    if known is not None and known[0]() is split.x and known[1]() is split.y and known[2] == versions:
+        return known[3]
     digest = hashlib.sha256()
     _update(digest, split.x)
     _update(digest, split.y)
+    key = id(split.x)
+    gone = weakref.ref(split.x, lambda _: _SPLITS.pop(key, None))  # forgotten with the tensor
+    _SPLITS[key] = (gone, weakref.ref(split.y), versions, digest.digest())
     return digest.digest()
 
 

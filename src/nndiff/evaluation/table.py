@@ -35,10 +35,11 @@ def format_table(metrics: dict) -> str:
     if g.get("nonfinite"):
         lines.append(
             f"{g['nonfinite']} of {g['count']} generated model(s) contained NaN/Inf: not evaluated, counted as "
-            "failures."
+            "failures (accuracy 0 in every column)."
         )
     lines.append(
-        f"{100 * g['within_1pt_of_best_original']:.0f}% of generated models are within 1 point of the best original."
+        f"{100 * g['oracle_within_1pt_of_best_original']:.0f}% of generated models are within 1 point of the best "
+        "original (an oracle: the best original on test)."
     )
     lines += comparison_lines(metrics)
     return "\n".join(lines)

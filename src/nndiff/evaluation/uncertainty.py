@@ -117,13 +117,23 @@ def excludes_zero(ci: list[float], tolerance: float = 1e-9) -> bool:
     return ci[0] > tolerance or ci[1] < -tolerance
 
 
+def side(ci: list[float]) -> int:
+    """+1 when the whole interval lies above zero, -1 when below, 0 when it contains zero. The words
+    a difference gets follow this, never the point estimate's sign (a skewed bootstrap interval can lie
+    on the other side of zero from its estimate)."""
+    return 1 if ci[0] > 0 and excludes_zero(ci) else -1 if excludes_zero(ci) else 0
+
+
 def compare(difference: dict, better: str = "better", worse: str = "worse", unit: str = "points") -> str:
-    """Words for a difference with its interval: 'better by 0.12 points (95% CI 0.05 to 0.19)', or
+    """Words for a difference with its interval: 'better by 0.12 points (95% CI +0.05 to +0.19)', or
     'indistinguishable at this test-set size (±0.06 points)' when the interval contains zero."""
     d, (lo, hi) = difference["estimate"], difference["ci95"]
-    if excludes_zero(difference["ci95"]):
-        return f"{better if d > 0 else worse} by {abs(d):.2f} {unit} (95% CI {lo:+.2f} to {hi:+.2f})"
-    return f"indistinguishable at this test-set size (±{(hi - lo) / 2:.2f} {unit})"
+    s = side(difference["ci95"])
+    if s == 0:
+        return f"indistinguishable at this test-set size (±{(hi - lo) / 2:.2f} {unit})"
+    word = better if s > 0 else worse
+    size = f"by {abs(d):.2f} {unit}" if d * s > 0 else f"(estimate {d:+.2f} {unit})"
+    return f"{word} {size} (95% CI {lo:+.2f} to {hi:+.2f})"
 
 
 def format_ci(e: dict | None, fmt: str = ".2f") -> str:

@@ -52,6 +52,10 @@ def calibrate(
         for target in calibration_targets(zoo, points):
             params = generator.sample(n, seed, target_acc=target, guidance=w)
             params = params[finite_rows(params)]
+            if not len(params):  # every model non-finite: nothing achieved to report
+                nothing = {"val_acc_mean": None, "val_acc_std": None, "test_acc_mean": None, "error_val": None}
+                rows.append({"guidance": w, "requested_val_acc": target, "count": 0, **nothing})
+                continue
             ev = evaluate_params(task, model, zoo.layout, params, splits, progress=False)
             val, test = ev["val"].accuracy, ev["test"].accuracy
             rows.append(

@@ -29,7 +29,7 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
     def validate(self) -> "TrainConfig":
-        """Every field in its declared range or choices (see checks.py), then the relations between fields."""
+        """Every field in its declared range or choices (see config/settings.py), then the relations between fields."""
         check_fields(self)
         if self.denoiser.channels % 8:
             raise NndiffError(

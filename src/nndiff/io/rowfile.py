@@ -6,14 +6,20 @@ its full size before the first row exists (sparse: the disk fills as rows arrive
 written in place with pwrite — from the page cache, not from this process's memory — and a
 collection that is resumed reopens the same file and keeps the rows it already wrote. Once
 complete, the rows are read back memory-mapped and moved into place as the zoo's params file.
+Each file carries a random id in its header: a checkpoint records the id of the file whose rows it
+counts, and is resumed only with that same file (a file made again after a crash starts empty, and
+an older checkpoint's rows are not in it).
 
 Without a path (a library call that keeps no progress) the rows are an ordinary tensor.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
+import secrets
+import struct
 from pathlib import Path
 
 import torch
@@ -28,18 +34,35 @@ class RowFile:
         self.path, self.blocks, self.dim = (None if path is None else Path(path)), dict(blocks), dim
         self.count = count = sum(self.blocks.values())
         self.kept = False  # whether an earlier attempt's file (and the rows it wrote) was reopened
+        self.id: str | None = None  # the file's own id, which checkpoints of its rows record
+        self._fd: int | None = None
         if self.path is None:
             self._memory = torch.empty(count, dim)
             return
-        header = safetensors_header({name: (torch.float32, [n, dim]) for name, n in self.blocks.items()}, self.path)
+        entries = {name: (torch.float32, [n, dim]) for name, n in self.blocks.items()}
+        earlier = self._id_on_disk()
+        self.id = earlier or secrets.token_hex(8)
+        header = safetensors_header(entries, self.path, {"rows_id": self.id})
         self._start, size = len(header), len(header) + 4 * count * dim
-        if self.path.is_file() and self.path.stat().st_size == size:
+        if earlier and self.path.stat().st_size == size:
             with open(self.path, "rb") as f:
                 self.kept = f.read(len(header)) == header
         if not self.kept:  # created whole, then renamed into place: a half-created file is never reopened
+            self.id = secrets.token_hex(8)
+            header = safetensors_header(entries, self.path, {"rows_id": self.id})
             write_bytes_atomic(self.path, header)
             os.truncate(self.path, size)
         self._fd = os.open(self.path, os.O_RDWR)
+
+    def _id_on_disk(self) -> str | None:
+        """The id in an existing file's header (None: no file, or not a row file)."""
+        try:
+            with open(self.path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                found = json.loads(f.read(min(n, 1 << 20)))["__metadata__"]["rows_id"]
+            return json.loads(found) if isinstance(found, str) else None
+        except (OSError, struct.error, ValueError, KeyError, TypeError):
+            return None
 
     def write(self, index: int, rows: torch.Tensor) -> None:
         """Store `rows` ([n, dim]) as rows index .. index + n - 1 (counted over all blocks)."""
@@ -80,5 +103,12 @@ class RowFile:
         )
 
     def close(self) -> None:
-        if self.path is not None:
+        if self.path is not None and self._fd is not None:
             os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RowFile":
+        return self
+
+    def __exit__(self, *exc) -> None:  # closed however the collection ends
+        self.close()

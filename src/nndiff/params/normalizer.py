@@ -9,6 +9,7 @@ import torch
 
 from nndiff.errors import NndiffError
 from nndiff.params.layout import Layout
+from nndiff.params.rows import row_blocks
 
 NORMALIZATIONS = ("element", "layer")
 
@@ -21,17 +22,22 @@ class Normalizer:
     std: torch.Tensor
 
     @classmethod
-    def fit(cls, data: torch.Tensor, layout: Layout, mode: str = "element") -> "Normalizer":
+    def fit(
+        cls, data: torch.Tensor, layout: Layout, mode: str = "element", rows: torch.Tensor | None = None
+    ) -> "Normalizer":
+        """Statistics of `data` [K, D] over its `rows` (default: all), per element or per layer, read a
+        block of rows at a time (no copy of the selected rows is made)."""
         if mode not in NORMALIZATIONS:
             raise NndiffError(f"unknown normalization {mode!r}; choose one of {', '.join(NORMALIZATIONS)}")
-        if mode == "element":
-            mean, std = data.mean(0), data.std(0, unbiased=False)
-        else:
-            mean, std = torch.empty(layout.size), torch.empty(layout.size)
+        rows = torch.arange(len(data)) if rows is None else rows
+        mean, var = _moments(data, rows)
+        if mode == "layer":
             for e in layout.entries:
-                block = data[:, e.offset : e.offset + e.numel]
-                mean[e.offset : e.offset + e.numel] = block.mean()
-                std[e.offset : e.offset + e.numel] = block.std(unbiased=False)
+                part = slice(e.offset, e.offset + e.numel)
+                layer_mean = mean[part].mean()
+                var[part] = (var[part] + (mean[part] - layer_mean) ** 2).mean()
+                mean[part] = layer_mean
+        mean, std = mean.float(), var.sqrt().float()
         # A coordinate that never changes (e.g. K = 1) must not divide by zero; a floor relative to
         # the typical spread keeps it near constant instead of blowing it up.
         floor = max(float(std.mean()) * 1e-3, 1e-8)
@@ -75,3 +81,17 @@ class Normalizer:
         if not (std > 0).all():
             raise NndiffError(f"{source}: {prefix}std must be positive; retrain the run")
         return cls(mean.float(), std.float())
+
+
+def _moments(data: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and (population) variance over `rows` of `data`, in float64, two passes over
+    blocks of rows."""
+    blocks = [rows[b] for b in row_blocks(len(rows), data.shape[1])]
+    total = torch.zeros(data.shape[1], dtype=torch.float64)
+    for b in blocks:
+        total += data[b].double().sum(0)
+    mean = total / max(len(rows), 1)
+    sq = torch.zeros_like(mean)
+    for b in blocks:
+        sq += (data[b].double() - mean).pow(2).sum(0)
+    return mean, sq / max(len(rows), 1)

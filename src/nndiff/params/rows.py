@@ -30,8 +30,8 @@ def rows_where(vectors: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 def finite_rows(vectors: torch.Tensor) -> torch.Tensor:
     """[N] bool: which parameter vectors hold no NaN or Inf (the others cannot be evaluated)."""
-    if vectors.ndim != 2:
-        return torch.isfinite(vectors).all(1)
+    if vectors.ndim != 2:  # one vector [D], or rows of several dimensions each
+        vectors = vectors.reshape(1, -1) if vectors.ndim < 2 else vectors.flatten(1)
     blocks = row_blocks(len(vectors), vectors.shape[1])
     return torch.cat([torch.isfinite(vectors[b]).all(1) for b in blocks]) if blocks else torch.ones(0, dtype=torch.bool)
 

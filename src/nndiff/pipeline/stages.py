@@ -7,7 +7,7 @@ A run directory holds
     train_stats.json         losses and timings of training
     generated/               one safetensors file per generated model, plus info.json
     metrics.json             the evaluation (see evaluate.py)
-    report/                  novelty.json, figures and report.md (see novelty.py, report.py)
+    report/                  novelty.json, figures and report.md (see analysis/novelty.py, report/markdown.py)
 """
 
 from __future__ import annotations
@@ -197,6 +197,11 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         metrics = evaluate_run(run_dir, device, progress)
     everything, finite = generated, finite_rows(generated)
     nonfinite, generated = int((~finite).sum()), rows_where(generated, finite)
+    if not len(generated):
+        raise NndiffError(
+            f"all {nonfinite} generated models contain NaN or Inf: there is nothing to analyze "
+            f"(see `nndiff doctor --run {run_dir}`, then retrain with --fresh or generate again)"
+        )
     model = zoo.model(task).to(resolve_device(device))
     extra, calibration = {}, None
     if config.diffusion.condition != "none":  # what the condition buys: aimed sets and calibration

@@ -182,7 +182,7 @@ def calibration_plot(rows: list[dict], path: Path) -> None:
     pad = max(0.05, 0.1 * (hi - lo))
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=1, ls=":", label="achieved = requested")
     for w, color in zip(sorted({r["guidance"] for r in rows}), ("tab:red", "tab:brown", "tab:pink", "tab:gray")):
-        sub = [r for r in rows if r["guidance"] == w]
+        sub = [r for r in rows if r["guidance"] == w and r["count"]]  # a request met only by NaN models: no point
         x = [r["requested_val_acc"] for r in sub]
         ax.errorbar(
             x,

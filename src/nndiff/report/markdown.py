@@ -127,7 +127,8 @@ def markdown(metrics: dict, novelty: dict, training: dict | None = None) -> str:
     if g.get("nonfinite"):
         lines += [
             "",
-            f"{g['nonfinite']} of {g['count']} generated models contain NaN/Inf: not evaluated, counted as failures.",
+            f"{g['nonfinite']} of {g['count']} generated models contain NaN/Inf: not evaluated, counted as failures "
+            "(accuracy 0) in this table, and left out of the analysis below, which needs finite parameters.",
         ]
     lines += [""] + [f"- {s}" for s in comparison_lines(metrics)]
     lines += ["", "## Are the generated models new?", ""]
@@ -247,9 +248,9 @@ def markdown(metrics: dict, novelty: dict, training: dict | None = None) -> str:
                 [
                     f"{r['guidance']:g}",
                     f"{r['requested_val_acc']:.2f}",
-                    f"{r['val_acc_mean']:.2f} ± {r['val_acc_std']:.2f}",
-                    f"{r['error_val']:+.2f}",
-                    f"{r['test_acc_mean']:.2f}",
+                    f"{r['val_acc_mean']:.2f} ± {r['val_acc_std']:.2f}" if r["count"] else "every model NaN/Inf",
+                    f"{r['error_val']:+.2f}" if r["count"] else "-",
+                    f"{r['test_acc_mean']:.2f}" if r["count"] else "-",
                 ]
                 for r in novelty["calibration"]
             ],

@@ -4,9 +4,10 @@ A fixed number of steps is right for the task it was tuned on and wrong elsewher
 1,000 autoencoder steps under-fit mnist1d-mlp's whole network. With `steps: auto` each loop runs
 up to its `max_steps` and is checked every `check_every` steps on validation data:
 
-- the autoencoder stops once it reconstructs a held-back tenth of the zoo (snapshots it never
-  trained on) well enough: the reconstructions lose at most `RECONSTRUCTION_GAP` points of
-  validation accuracy against those snapshots, and miss at most `UNEXPLAINED` of their variation
+- the autoencoder stops once it reconstructs a held-back tenth of the zoo well enough: the end of
+  each run's trajectory, which neither the autoencoder nor the normalizer ever sees. The
+  reconstructions lose at most `RECONSTRUCTION_GAP` points of validation accuracy against those
+  snapshots, and miss at most `UNEXPLAINED` of their variation around the training snapshots' mean
   in normalized parameter space (the doctor's pass thresholds) — or no longer miss less of it from
   one check to the next (a plateau, which the doctor still reports);
 - the diffusion model stops once a small generated batch (the same seeds at every check) has
@@ -21,10 +22,13 @@ Everything here is measured on the validation split: test data never chooses a b
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
-from nndiff.analysis.distribution import spread_ratio
+from nndiff.analysis.distribution import spread_ratio, unexplained_share, variation_missed
+from nndiff.analysis.doctor import RECONSTRUCTION_GAP as HEALTH_GAP
+from nndiff.analysis.doctor import UNEXPLAINED as HEALTH_UNEXPLAINED
 from nndiff.evaluation.engine import evaluate_params
 from nndiff.params.rows import finite_rows, rows_where
 
@@ -34,10 +38,10 @@ HELD_BACK = 10  # one snapshot in this many is held back from the autoencoder to
 MAX_HELD_BACK = 32
 
 
-RECONSTRUCTION_GAP = 0.5  # points of validation accuracy the held-back reconstructions may lose
+RECONSTRUCTION_GAP = HEALTH_GAP[0]  # points of validation accuracy the held-back reconstructions may lose
 
 
-UNEXPLAINED = 0.05  # share of the held-back snapshots' variation the reconstructions may miss ...
+UNEXPLAINED = HEALTH_UNEXPLAINED[0]  # share of the held-back snapshots' variation the reconstructions may miss ...
 
 
 MIN_RELATIVE_GAIN = 0.1  # ... unless one check shrank it by less than this share of itself (diminishing returns)
@@ -66,19 +70,25 @@ CHECK_SEED = (
 )
 
 
-def unexplained_share(x: torch.Tensor, recon: torch.Tensor) -> float:
-    """Share of the rows' variation (around their mean, normalized space) the reconstructions miss."""
-    spread = float(((x - x.mean(0)) ** 2).sum())
-    return float(((recon - x) ** 2).sum()) / spread if spread > 0 else 0.0
-
-
-def held_back(k: int) -> torch.Tensor:
-    """Indices of the snapshots the autoencoder does not train on (evenly spread over the zoo's runs);
-    none in a zoo under HELD_BACK snapshots, whose checks then look at the training snapshots."""
+def held_back(runs: Sequence[int]) -> torch.Tensor:
+    """Indices of the snapshots the autoencoder does not train on, given the run of each row (rows of
+    a run are consecutive, in trajectory order): the last stretch of every run, a tenth of the zoo
+    (at most MAX_HELD_BACK) shared out by run size. A stretch, not single snapshots between training
+    ones: a snapshot one SGD step from two training rows would test interpolation, not generalization.
+    None in a zoo under HELD_BACK snapshots, whose checks then look at the training snapshots."""
+    runs = list(runs)
+    k = len(runs)
     if k < HELD_BACK:
         return torch.zeros(0, dtype=torch.long)
     count = min(MAX_HELD_BACK, k // HELD_BACK)
-    return torch.linspace(0, k - 1, count + 2)[1:-1].round().long().unique()
+    starts = [i for i in range(k) if i == 0 or runs[i] != runs[i - 1]]
+    spans = [(a, b) for a, b in zip(starts, starts[1:] + [k])]
+    share = [count * (b - a) // k for a, b in spans]
+    for i in sorted(range(len(spans)), key=lambda i: -(spans[i][1] - spans[i][0])):  # the rest to the largest runs
+        if sum(share) == count:
+            break
+        share[i] += 1 if share[i] < spans[i][1] - spans[i][0] - 1 else 0
+    return torch.tensor([j for (a, b), h in zip(spans, share) for j in range(b - h, b)], dtype=torch.long)
 
 
 class Judge:
@@ -121,7 +131,9 @@ class Judge:
         ae.eval()
         recon_n = ae.reconstruct(x.to(device)).cpu()
         ae.train()
-        unexplained = unexplained_share(x, recon_n)
+        # their variation around the training snapshots' mean: 0 in normalized space, the normalizer
+        # being fitted on the training rows (a held-back stretch is compact around a mean of its own)
+        unexplained = unexplained_share(*variation_missed(x, recon_n, torch.zeros(x.shape[1])))
         acc = float(self.val_acc(normalizer.inverse(recon_n)).mean())
         reference = self.reference(rows)
         return {"val_acc": acc, "gap": reference - acc, "unexplained": unexplained, "snapshots_val_acc": reference}
@@ -205,7 +217,11 @@ def summary_lines(training: dict) -> list[str]:
             why = f"stopped after {PATIENCE} checks without improvement"
         if name == "autoencoder" and "gap" in last:
             held = stats.get("held_back_snapshots", 0)
-            which = f"{held} held-back snapshots" if held else "the training snapshots (too few to hold any back)"
+            which = (
+                f"{held} held-back snapshots (the end of each run, never trained on)"
+                if held
+                else "the training snapshots (too few to hold any back)"
+            )
             said = (
                 f"its reconstructions of {which}: mean validation accuracy {last['val_acc']:.2f}% "
                 f"(the snapshots' {last['val_acc'] + last['gap']:.2f}%; the health check gives the interval), "

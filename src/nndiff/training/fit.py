@@ -16,7 +16,7 @@ from nndiff.params.rows import fingerprint
 from nndiff.runtime.device import resolve_device, seed_everything
 from nndiff.runtime.distributed import check_ranks_agree, is_main, rank, world_size
 from nndiff.runtime.stage import Stage
-from nndiff.training.budget import Judge
+from nndiff.training.budget import Judge, held_back
 from nndiff.training.loops import encode_all, train_autoencoder, train_diffusion
 from nndiff.training.output_loss import OutputMatch
 from nndiff.zoo.format import Zoo
@@ -52,19 +52,16 @@ def fit(
     device = resolve_device(config.device)
     stage = stage or Stage(None)
     stage.claim(
-        # "tokens": progress saved before tokens followed the layers is not resumed into layer tokens
-        {
-            **config.to_dict(),
-            "device": None,
-            "zoo": fingerprint(zoo.params),
-            "processes": world_size(),
-            "tokens": "layers",
-        },
-        "training",
+        {**config.to_dict(), "device": None, "zoo": fingerprint(zoo.params), "processes": world_size()}, "training"
     )
     # Rank r draws its own batches and noise; rank 0 draws what a single process would.
     gen = seed_everything(config.seed + 7919 * rank())
-    normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization)
+    # the autoencoder's check rows (automatic budget): the normalizer must not have seen them either
+    checking = config.autoencoder.steps == "auto" and config.autoencoder.kind != "pca"
+    held = held_back([s["run"] for s in zoo.snapshots]) if checking else torch.zeros(0, dtype=torch.long)
+    keep = torch.ones(len(zoo), dtype=torch.bool)
+    keep[held] = False
+    normalizer = Normalizer.fit(zoo.params, zoo.layout, config.normalization, rows=keep.nonzero().squeeze(1))
 
     auto = "auto" in (config.autoencoder.steps, config.diffusion.steps)
     judge = Judge.of_zoo(zoo, device) if auto and is_main() else None  # budgets chosen on validation (budget.py)
@@ -81,7 +78,7 @@ def fit(
             task = zoo.make_task()
             output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight, device)
         ae, ae_stats = train_autoencoder(
-            zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss
+            zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss, held
         )
     t1 = time.perf_counter()
     z = encode_all(ae, zoo.params, normalizer, device)

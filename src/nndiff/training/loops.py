@@ -15,15 +15,13 @@ from nndiff.generator.autoencoder import Autoencoder
 from nndiff.generator.config import TrainConfig
 from nndiff.generator.denoiser import Denoiser
 from nndiff.generator.diffusion import make_scheduler, training_loss
-from nndiff.io.checkpoint import rng_state, set_rng_state
 from nndiff.params.normalizer import Normalizer
 from nndiff.params.rows import row_blocks
-from nndiff.runtime.distributed import all_gather, broadcast, data_parallel, is_main, rank, world_size
+from nndiff.runtime.distributed import broadcast, data_parallel, is_main, world_size
 from nndiff.runtime.stage import Stage
 from nndiff.training.budget import Judge, autoencoder_done, diffusion_done, held_back
 from nndiff.training.output_loss import OutputMatch
-
-CHECKPOINT_EVERY = 250  # training steps between progress checkpoints
+from nndiff.training.progress import resume, save_progress
 
 
 @torch.no_grad()
@@ -113,18 +111,22 @@ def train_autoencoder(
     device: torch.device | str | None = None,
     sizes: list[int] | None = None,
     output_loss: OutputMatch | None = None,
+    held: torch.Tensor | None = None,
 ) -> tuple[Autoencoder, dict]:
     """x: [K, D] parameters, normalized by `normalizer` batch by batch (None: `x` is normalized
     already), so no normalized copy of the zoo is made and `x` may be memory-mapped. Batches are
-    moved to `device` (default: x's). With `steps: auto`, a held-back tenth of them is not trained
-    on: `judge` measures its reconstructions (budget.py). `sizes`: the values of each layer, so that
-    tokens follow the layers (default: one layer). `output_loss`: the functional term added to each
-    step's loss (output_loss.py; None: parameter error alone)."""
+    moved to `device` (default: x's). With `steps: auto`, a held-back tenth of them (the end of
+    each run) is not trained on: `judge` measures its reconstructions (budget.py). `sizes`: the
+    values of each layer, so that tokens follow the layers (default: one layer). `output_loss`: the
+    functional term added to each step's loss (output_loss.py; None: parameter error alone). `held`:
+    the held-back rows (default: `held_back` of x as one run); the normalizer should not have seen them."""
     cfg = config.autoencoder
     device = x.device if device is None else torch.device(device)
     auto = cfg.steps == "auto"
     total = cfg.max_steps if auto else cfg.steps
-    rows = held_back(len(x)) if auto else torch.zeros(0, dtype=torch.long)
+    if held is None:
+        held = held_back([0] * len(x))
+    rows = held if auto else torch.zeros(0, dtype=torch.long)
     keep = torch.ones(len(x), dtype=torch.bool)
     keep[rows] = False
     train_rows = keep.nonzero().squeeze(1)
@@ -134,7 +136,7 @@ def train_autoencoder(
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(train_rows))
     stage = stage or Stage(None)
-    start, loss_value, curve = _resume(stage, "autoencoder", ae, opt, gen)
+    start, loss_value, curve = resume(stage, "autoencoder", ae, opt, gen)
     ae.train()  # enables the input and latent noise augmentation
 
     def check() -> dict:
@@ -157,7 +159,7 @@ def train_autoencoder(
             bar.set_postfix(mse=f"{loss_value:.4f}")
         point = _check_point(step + 1, total, cfg.check_every, loss_value, check if auto else None, curve)
         stopped = point is not None and auto and autoencoder_done(curve)
-        _checkpoint(stage, "autoencoder", step + 1, total, ae, opt, gen, loss_value, curve, force=stopped)
+        save_progress(stage, "autoencoder", step + 1, total, ae, opt, gen, loss_value, curve, force=stopped)
         if stopped:
             break
     bar.close()
@@ -200,7 +202,7 @@ def train_diffusion(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(z))
     stage = stage or Stage(None)
-    start, running, curve = _resume(stage, "diffusion", model, opt, gen, ema)
+    start, running, curve = resume(stage, "diffusion", model, opt, gen, ema)
     model.train()
     stopped = auto and diffusion_done(curve)
     bar = tqdm(
@@ -220,7 +222,7 @@ def train_diffusion(
             step + 1, total, cfg.check_every, running, (lambda: check_batch(ema)) if auto else None, curve
         )
         stopped = point is not None and auto and diffusion_done(curve)
-        _checkpoint(stage, "diffusion", step + 1, total, model, opt, gen, running, curve, ema, force=stopped)
+        save_progress(stage, "diffusion", step + 1, total, model, opt, gen, running, curve, ema, force=stopped)
         if stopped:
             break
     bar.close()
@@ -263,38 +265,3 @@ def _budget(cfg, trained: int, stopped: bool, curve: list[dict], held_back: int 
 def _per_rank_batch(batch: int, n: int) -> int:
     """Each rank draws its share, so the effective batch is the configured one whatever the ranks."""
     return max(1, min(batch, n) // world_size())
-
-
-def _checkpoint(stage: Stage, name, step, total, model, opt, gen, loss, curve, ema=None, force=False) -> None:
-    """Save the loop's whole state every CHECKPOINT_EVERY steps, at the end, and where it stops early (`force`).
-
-    Under torchrun the weights are the same on every rank but the random streams are not: every
-    rank's RNG state is gathered into the one checkpoint rank 0 writes.
-    """
-
-    def state() -> dict:
-        saved = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "rng": all_gather(rng_state(gen)),
-            "step": step,
-            "loss": loss,
-            "curve": curve,
-        }
-        return {**saved, "ema": ema.state_dict()} if ema is not None else saved
-
-    stage.checkpoint(name, step, total, state, CHECKPOINT_EVERY, force)
-
-
-def _resume(stage: Stage, name, model, opt, gen, ema=None) -> tuple[int, float | None, list[dict]]:
-    """Restore a loop's state from its checkpoint (rank 0 reads it and hands it to the other ranks);
-    returns (first step to run, last loss, the curve so far)."""
-    saved = stage.load(name)
-    if saved is None:
-        return 0, None, []
-    model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["optimizer"])
-    if ema is not None:
-        ema.load_state_dict(saved["ema"])
-    set_rng_state(gen, saved["rng"][rank()])
-    return saved["step"], saved["loss"], list(saved.get("curve", []))

@@ -1,5 +1,5 @@
 """Collecting checkpoints: train a base model, then keep training only the selected parameters
-and snapshot them K times (the zoo format is in zoo.py).
+and snapshot them K times (the zoo format is in format.py).
 
 Protocol (per run): start from the base model, put it in eval mode — BatchNorm running statistics
 stay frozen at the base model's values, so every snapshot is evaluated with exactly the function it
@@ -18,6 +18,7 @@ written.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from dataclasses import asdict
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from nndiff.errors import NndiffError
 from nndiff.evaluation.engine import evaluate_params_sharded
-from nndiff.evaluation.metrics import mean_offdiagonal, pairwise_iou
+from nndiff.evaluation.metrics import COPIES_IOU, mean_offdiagonal, pairwise_iou
 from nndiff.io.rowfile import RowFile
 from nndiff.params.layout import Layout
 from nndiff.runtime.device import resolve_device
@@ -36,6 +37,7 @@ from nndiff.runtime.distributed import all_gather, broadcast, is_main, rank, wor
 from nndiff.runtime.stage import Stage
 from nndiff.tasks import ClassificationTask, resolve_task_spec
 from nndiff.tasks.images import StreamedSplit
+from nndiff.zoo import lr_probe
 from nndiff.zoo.align import align, chain
 from nndiff.zoo.config import ZOO_ROWS, CollectConfig, collection_settings, configured_task
 from nndiff.zoo.format import Zoo, load_base
@@ -61,7 +63,7 @@ def collect_run(
     snapshot is held in memory beyond the one being written."""
     filled = 0
     saved = stage.load(name, mine=True)  # each run is collected by one rank
-    if saved is not None and rows.kept:  # without the rows it counted, a checkpoint is no use
+    if saved is not None and rows.kept and saved.get("rows") == rows.id:  # only with the rows it counted
         trajectory.load_state_dict(saved["trajectory"])
         filled = saved["filled"]
     resumed_at = trajectory.steps
@@ -71,7 +73,7 @@ def collect_run(
 
     def state() -> dict:
         rows.sync()
-        return {"trajectory": trajectory.state_dict(), "filled": filled}
+        return {"trajectory": trajectory.state_dict(), "filled": filled, "rows": rows.id}
 
     for snap in trajectory.run(count, burn_in, every):  # steps on from where it resumed
         if snap is not None:
@@ -117,19 +119,23 @@ def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, 
     return models, moved
 
 
+def derived_seed(seed: int, kind: str, index: int) -> int:
+    """A seed of its own for each (collection seed, kind, index): a hash, so that no two of them meet
+    (arithmetic like seed * 1000 + run gave run 1000 + r under seed s the seed of run r under s + 1)."""
+    return int.from_bytes(hashlib.sha256(f"{kind}:{seed}:{index}".encode()).digest()[:8], "little") >> 1
+
+
 def _base_seed(config: CollectConfig, base: int) -> int:
-    """Base model 0 is trained from the run's seed (as with one base); the others from seeds of their own."""
-    return config.seed if base == 0 else config.seed * 1000 + 500 + base
+    """Base model 0 is trained from the collection's seed (as with one base); the others from seeds of their own."""
+    return config.seed if base == 0 else derived_seed(config.seed, "base", base)
 
 
 def _probe_lr(task, base, layout, val, config: CollectConfig, every: int, device, stage: Stage) -> dict:
     """The --lr auto probe (rank 0 runs it, every rank gets its answer; a resumed collection reuses it)."""
-    from nndiff.zoo.lr_probe import probe
-
     found = stage.load("probe")
     if found is None:
         found = (
-            probe(
+            lr_probe.probe(
                 task,
                 base,
                 layout,
@@ -137,7 +143,7 @@ def _probe_lr(task, base, layout, val, config: CollectConfig, every: int, device
                 task.collect_lr,
                 every,
                 config.momentum,
-                _run_seed(config, 999),
+                derived_seed(config.seed, "probe", 0),
                 device,
                 config.burn_in,
             )
@@ -150,7 +156,7 @@ def _probe_lr(task, base, layout, val, config: CollectConfig, every: int, device
 
 
 def _run_seed(config: CollectConfig, run: int) -> int:
-    return config.seed * 1000 + run + 1
+    return derived_seed(config.seed, "run", run)
 
 
 def collect(
@@ -200,29 +206,27 @@ def collect(
     mine = [run for run in range(len(per_run)) if run % world_size() == rank()]
     offsets = [sum(per_run[:r]) for r in range(len(per_run) + 1)]
     # every snapshot goes to disk as it is taken (the held-out run's after the others')
-    rows = stage.rows(ZOO_ROWS, {"params": config.k, "heldout": config.heldout}, layout.size)
     resumed_at: dict[int, int] = {}
-    bar = tqdm(
-        total=sum(per_run[r] * every + config.burn_in for r in mine), desc="collect", disable=not progress, leave=False
-    )
 
     def base_of(run: int) -> int:
         return len(bases) - 1 if run == config.runs else run % config.bases
 
-    for run in mine:
-        trajectory = Trajectory(task, bases[base_of(run)], layout, _run_seed(config, run), lr, config.momentum, device)
-        resumed_at[run] = collect_run(
-            trajectory, rows, offsets[run], per_run[run], config.burn_in, every, f"run{run}", stage, bar
-        )
-    bar.close()
-    if world_size() > 1:  # each rank wrote its own runs' rows: share them
-        parts = all_gather({run: (rows.read(offsets[run], offsets[run + 1]), resumed_at[run]) for run in mine})
-        for part in parts:
-            for run, (block, resumed) in part.items():
-                rows.write(offsets[run], block)
-                resumed_at[run] = resumed
-    everything = rows.matrix()
-    rows.close()
+    with stage.rows(ZOO_ROWS, {"params": config.k, "heldout": config.heldout}, layout.size) as rows:
+        total = sum(per_run[r] * every + config.burn_in for r in mine)
+        with tqdm(total=total, desc="collect", disable=not progress, leave=False) as bar:
+            for run in mine:
+                start = bases[base_of(run)]
+                trajectory = Trajectory(task, start, layout, _run_seed(config, run), lr, config.momentum, device)
+                resumed_at[run] = collect_run(
+                    trajectory, rows, offsets[run], per_run[run], config.burn_in, every, f"run{run}", stage, bar
+                )
+        if world_size() > 1:  # each rank wrote its own runs' rows: share them
+            parts = all_gather({run: (rows.read(offsets[run], offsets[run + 1]), resumed_at[run]) for run in mine})
+            for part in parts:
+                for run, (block, resumed) in part.items():
+                    rows.write(offsets[run], block)
+                    resumed_at[run] = resumed
+        everything = rows.matrix()  # mapped: stays readable once the file is closed
     params, heldout = everything[: config.k], everything[config.k :]
     records = [
         {"run": run, "seed": _run_seed(config, run), "base": base_of(run), "step": config.burn_in + (i + 1) * every}
@@ -236,7 +240,7 @@ def collect(
     # Diversity is measured on validation predictions: it may steer the collection settings, so it
     # must never look at the test set.
     diversity = mean_offdiagonal(pairwise_iou(evals["val"].predictions[:k], splits["val"].y.cpu()))
-    if diversity > 0.995:
+    if diversity > COPIES_IOU:
         warnings.warn(
             f"the {config.k} snapshots are near-copies (mean pairwise IoU of wrong validation predictions "
             f"{diversity:.4f}); raise --lr or --burn-in, or collect more --runs",

@@ -28,7 +28,7 @@ import torch
 
 from nndiff.errors import NndiffError
 from nndiff.evaluation.engine import evaluate_params
-from nndiff.evaluation.metrics import mean_offdiagonal, pairwise_iou
+from nndiff.evaluation.metrics import COPIES_IOU, mean_offdiagonal, pairwise_iou
 
 STEP = 10**0.5  # ratio between rungs
 
@@ -58,7 +58,6 @@ MAX_MOVE = 1.0  # ... above which the parameters run away (a GRU's linear head k
 
 # while its snapshots moved 2,300x its scale apart: the logits only grew); the chosen rungs of the
 # built-in tasks move 0.006 to 0.08
-COPIES_IOU = 0.995  # probe snapshots whose wrong validation predictions agree this much are copies
 
 
 REFINE = 3  # rungs added between a rung of copies and the first one that loses accuracy
