@@ -191,16 +191,17 @@ def test_a_zoo_of_duplicate_snapshots_still_flags_copies(tiny_parts):
 
 
 def test_distances_keep_a_near_copys_precision():
-    """Rows of norm ~1400 at a true distance of 0.14: the float32 matrix-product form lost it."""
+    """Rows of norm ~1400 at a true distance of 0.14: the float32 matrix-product form that cdist takes
+    for more than 25 rows lost it."""
     from nndiff.analysis.distribution import distances
 
     g = torch.Generator().manual_seed(0)
-    y = 100.0 + 0.01 * torch.randn(3, 200, generator=g, dtype=torch.float64)
-    step = torch.randn(3, 200, generator=g, dtype=torch.float64)
+    y = 100.0 + 0.01 * torch.randn(30, 200, generator=g, dtype=torch.float64)
+    step = torch.randn(30, 200, generator=g, dtype=torch.float64)
     x = y + 0.14 * step / step.norm(dim=1, keepdim=True)
     d = distances(x, y).diagonal()
-    assert torch.allclose(d, torch.full((3,), 0.14, dtype=torch.float64), rtol=1e-4)
-    assert torch.equal(distances(y, y).diagonal(), torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(d, torch.full((30,), 0.14, dtype=torch.float64), rtol=1e-4)
+    assert torch.equal(distances(y, y).diagonal(), torch.zeros(30, dtype=torch.float64))
 
 
 def test_verdict_words_follow_the_interval_not_the_estimate():
