@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The one CUDA check for a session that is lent a GPU machine (the `device` tool): the test suite
+# The one CUDA check, for a GPU machine reached through the `device` tool: the test suite
 # with the GPU visible (commands default to --device auto, so the pipeline runs on CUDA), then the
 # benchmark with --device cuda, then one full-size paper row on synthetic data of the real shape
 # (bench/synthetic_row.py: 50,000 CIFAR-100-shaped images, ResNet-18, timing each stage). About 11
 # minutes; what to keep lands in $OUT. ROW=0 skips the row.
 #
-# The machine's image has PyTorch but not diffusers or mnist1d and cannot download. Once, here:
+# The machine's image has PyTorch but not diffusers or jsonargparse and cannot download. Once, here:
 #   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps -d .whl diffusers==0.42.1 mnist1d==0.0.2.post1 importlib_metadata==10.2.0 \
+#   python3 -m pip download --no-deps -d .whl diffusers==0.42.1 importlib_metadata==10.2.0 \
 #       jsonargparse==4.53.0
 # then: device run, carry [".whl"], command "bash bench/gpu_check.sh", timeout_s 540.
 # DEVICE=cpu runs the same steps on a machine without a GPU (to check the script itself).
