@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from nndiff.config.settings import SEED_MAX
 from nndiff.errors import NndiffError
 from nndiff.evaluation.engine import evaluate_params_sharded
 from nndiff.evaluation.metrics import COPIES_IOU, mean_offdiagonal, pairwise_iou
@@ -121,8 +122,9 @@ def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, 
 
 def derived_seed(seed: int, kind: str, index: int) -> int:
     """A seed of its own for each (collection seed, kind, index): a hash, so that no two of them meet
-    (arithmetic like seed * 1000 + run gave run 1000 + r under seed s the seed of run r under s + 1)."""
-    return int.from_bytes(hashlib.sha256(f"{kind}:{seed}:{index}".encode()).digest()[:8], "little") >> 1
+    (arithmetic like seed * 1000 + run gave run 1000 + r under seed s the seed of run r under s + 1).
+    At most SEED_MAX, as every seed: the streamed image sampler derives seed * 1,000,003 + step."""
+    return int.from_bytes(hashlib.sha256(f"{kind}:{seed}:{index}".encode()).digest()[:4], "little") % (SEED_MAX + 1)
 
 
 def _base_seed(config: CollectConfig, base: int) -> int:
