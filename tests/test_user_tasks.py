@@ -29,8 +29,9 @@ def test_run_on_the_documented_example(tmp_path):
         zoo.layout.write(model, row)
         accs.append(task.evaluate(model, task.splits()["test"]).accuracy)
     assert metrics["generated"]["test_acc"]["mean"] == pytest.approx(sum(accs) / 5, abs=1e-6)
-    # later stages rebuild the task from the zoo, from any working directory
-    assert main(["--quiet", "evaluate", "--run", str(out)]) == 0
+    # later stages rebuild the task from the zoo, from any working directory, once the user names it
+    assert main(["--quiet", "evaluate", "--run", str(out)]) == 2  # a recorded file is not run unasked
+    assert main(["--quiet", "evaluate", "--run", str(out), "--task", EXAMPLE]) == 0
 
 
 def test_inspect_shows_what_a_pattern_selects(capsys):

@@ -32,7 +32,11 @@ def dispatch(command: str, args, quiet: bool) -> int:
     from nndiff.io.files import load_json
     from nndiff.pipeline.run import run_all
     from nndiff.pipeline.stages import collect_zoo, doctor_run, evaluate_run, generate_run, report_run, train_run
+    from nndiff.tasks import forget_named_tasks, name_task
 
+    forget_named_tasks()  # only what this command names may run
+    if command not in ("run", "collect", "sweep", "inspect") and args.get("task"):
+        name_task(args["task"])  # a recorded task the user allows to run
     # Bars only on a terminal: written to a file they would fill the log with carriage returns.
     progress = not quiet and sys.stderr.isatty()
     if command == "inspect":

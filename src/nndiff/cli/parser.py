@@ -104,8 +104,19 @@ def _on_a_run(sub, name: str, help: str, holds: str = "holding generated/", seed
     """A command that works on an existing run directory (--run), with --device (and --seed)."""
     p = _command(sub, name, help, description)
     _run_option(p, f"run directory {holds}")
+    _recorded_task_option(p)
     _seed_device(p, seed)
     return p
+
+
+def _recorded_task_option(p) -> None:
+    p.add_argument(
+        "--task",
+        default=None,
+        help="the zoo's task when it is your own code (path/to/file.py:make_task or package.module:make_task): "
+        "naming it lets nndiff run that code; a zoo or run from someone else never runs code you did not name "
+        "(or set NNDIFF_TRUST_TASK_CODE=1). Built-in tasks need nothing",
+    )
 
 
 def _seed_device(p, seed: bool = True) -> None:
@@ -168,6 +179,7 @@ def build_parser():
     p.add_argument("--zoo", type=Path, required=True, help="zoo directory written by `nndiff collect`")
     p.add_argument("--out", type=Path, required=True, help="run directory to write")
     _resume_option(p)
+    _recorded_task_option(p)
     add_settings(p, TrainConfig)
 
     p = _on_a_run(sub, "generate", "sample new parameter sets from a trained run", "written by `nndiff train`")

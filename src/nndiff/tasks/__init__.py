@@ -4,12 +4,18 @@ A task is any object with the attributes of `ClassificationTask` (see base.py): 
 make_model(), splits() -> {"train", "val", "test"}, train_step(model, x, y, optimizer),
 evaluate(model, split), default_select, and the training settings. Users pass their own as
 `path/to/file.py:make_task` or `package.module:make_task`, a function that returns one.
+
+A zoo records its task, and a zoo can come from anyone: a recorded task is a reference, never an
+instruction. Built-in names resolve from the registry; a user's file or module is imported only when
+the user named it in this process (`--task`, or `get_task` called with it) or set NNDIFF_TRUST_TASK_CODE=1.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -43,6 +49,40 @@ REQUIRED = (
 )
 
 
+TRUST_ENV = "NNDIFF_TRUST_TASK_CODE"  # "1": run the code a zoo or run records as its task
+USER_SPEC = re.compile(r"^(?:[^:]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_]\w*$")
+_NAMED: set[str] = set()  # user task specs named in this process, as recorded (resolve_task_spec)
+
+
+def name_task(spec: str) -> None:
+    """The user names this task: a zoo recording it may run its code in this process."""
+    _NAMED.add(resolve_task_spec(spec))
+
+
+def forget_named_tasks() -> None:
+    """Each command starts with no task named (the CLI calls this; one process may run several)."""
+    _NAMED.clear()
+
+
+def recorded_task(spec, data_root: str | None = None, image_size: int | None = None, where: str = "the zoo"):
+    """The task a zoo or run records. A built-in resolves from the registry; a user's code runs only
+    when the user named it or trusts recorded code (TRUST_ENV); anything else is refused before
+    anything is imported."""
+    if isinstance(spec, str) and (spec in TASKS or parse_vision_name(spec)):
+        return get_task(spec, data_root, image_size)
+    if not isinstance(spec, str) or not USER_SPEC.match(spec):
+        raise NndiffError(
+            f"{where} records task {spec!r}, which is neither a built-in task nor file.py:function or "
+            "package.module:function; nothing was run"
+        )
+    if spec not in _NAMED and os.environ.get(TRUST_ENV) != "1":
+        raise NndiffError(
+            f"{where} records the task {spec}, whose code nndiff runs only when you name it: add "
+            f"--task {spec} if you trust it (or set {TRUST_ENV}=1)"
+        )
+    return get_task(spec, data_root, image_size)
+
+
 def resolve_task_spec(spec: str) -> str:
     """The spec as it should be recorded: built-in names as they are, file paths made absolute."""
     if spec in TASKS or ":" not in spec:
@@ -72,6 +112,7 @@ def get_task(spec: str, data_root: str | None = None, image_size: int | None = N
             f"DATASET-ARCH ({', '.join(DATASETS)} x {', '.join(ARCHITECTURES)}); "
             "or give your own as path/to/file.py:make_task or package.module:make_task"
         )
+    name_task(spec)  # asked for by name: the user's own
     target, func = spec.rsplit(":", 1)
     if target.endswith(".py"):
         path = Path(target)

@@ -21,7 +21,7 @@ from nndiff.io.files import load_json, save_json
 from nndiff.io.tensors import load_tensors, map_tensors, save_tensors
 from nndiff.params.layout import Layout
 from nndiff.params.rows import finite_rows
-from nndiff.tasks import ClassificationTask, get_task
+from nndiff.tasks import ClassificationTask, recorded_task
 
 ZOO_VERSION = 1
 
@@ -45,8 +45,9 @@ class Zoo:
         return self.params.shape[0]
 
     def make_task(self):
-        """The task this zoo was collected on (vision tasks: reading the recorded data root)."""
-        return get_task(self.task, self.info.get("data_root"), self.info.get("image_size"))
+        """The task this zoo was collected on (vision tasks: reading the recorded data root). A user's
+        task code runs only if the user named it (tasks.recorded_task): a zoo may come from anyone."""
+        return recorded_task(self.task, self.info.get("data_root"), self.info.get("image_size"))
 
     def model(self, task: ClassificationTask) -> nn.Module:
         """A fresh model of the task holding the base weights, in eval mode."""
