@@ -60,3 +60,37 @@ def test_other_recorded_tasks_are_refused_before_anything_is_imported(tiny_run, 
     assert main(["--quiet", "evaluate", "--run", str(run)]) == 2  # the process is alive to say so
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("nothing was run" in err or "--task" in err or "malformed" in err)
+
+
+def _bomb() -> str:
+    """A "billion laughs": 9 aliases of 9 aliases, nine levels deep (9^9 values once expanded)."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_bomb_is_refused_before_it_expands(tiny_run, tmp_path, capsys):
+    """In --config and in a run's config.yaml: one line, exit 2 (expanding it would take minutes and
+    gigabytes, so a test that finished at all shows it was not expanded)."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_bomb())
+    assert main(["--quiet", "train", "--zoo", str(tiny_run / "zoo"), "--out", str(tmp_path / "o"), "--config", str(bomb)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "expands to more than 100,000 values" in err and str(bomb) in err
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "config.yaml").write_text(_bomb())
+    assert main(["--quiet", "evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.yaml: YAML expands to more than 100,000 values" in err
+
+
+def test_yaml_with_a_few_aliases_and_deep_nesting():
+    from nndiff.errors import NndiffError
+    from nndiff.io.files import check_yaml_size
+
+    check_yaml_size("a: &n {x: 1, y: [1, 2]}\nb: *n\nc: *n\n", "ok.yaml")  # ordinary aliases are fine
+    check_yaml_size("a: &s [*s]\n", "self.yaml")  # a node that contains itself is counted once
+    with pytest.raises(NndiffError, match="nested too deeply"):
+        check_yaml_size("[" * 20_000 + "]" * 20_000, "deep.yaml")

@@ -133,11 +133,12 @@ def _seed_device(p, seed: bool = True) -> None:
 def build_parser():
     from jsonargparse import ArgumentParser
 
-    from nndiff.config.options import Number, add_settings
+    from nndiff.config.options import Number, add_settings, bound_yaml
     from nndiff.generator.config import TrainConfig
     from nndiff.pipeline.sweep import ABLATIONS
     from nndiff.tasks import DEFAULT_TASK
 
+    bound_yaml()
     parser = ArgumentParser(
         prog="nndiff",
         description="Generate neural network parameters with latent diffusion (p-diff) and evaluate them honestly.",

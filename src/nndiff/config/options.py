@@ -143,3 +143,27 @@ def one_line_error(message: str) -> str:
     first = [line.strip() for line in message.splitlines() if line.strip()]
     text = " ".join(first)
     return re.sub(r"<class '(\w+)'>", r"\1", text)
+
+
+def bound_yaml() -> None:
+    """Make jsonargparse refuse YAML that expands beyond io.files.YAML_NODES values (a `--config`
+    "billion laughs") before loading it; everything else it loads as before."""
+    from jsonargparse import get_loader, set_loader
+
+    from nndiff.io.files import check_yaml_size
+
+    load = get_loader("yaml")
+    if getattr(load, "bounded", False):
+        return
+
+    import yaml
+
+    def bounded(text: str):
+        try:
+            check_yaml_size(text, "YAML")
+        except NndiffError as e:  # as a YAML error: jsonargparse names the file and the CLI prints one line
+            raise yaml.YAMLError(str(e)) from None
+        return load(text)
+
+    bounded.bounded = True
+    set_loader("yaml", bounded, (yaml.YAMLError,))

@@ -71,8 +71,45 @@ def save_yaml(path: str | Path, obj: Any) -> None:
     write_bytes_atomic(path, yaml.safe_dump(obj, sort_keys=False).encode())
 
 
+YAML_NODES = 100_000  # values a YAML file may expand to: a config has hundreds; a "billion laughs" has billions
+
+
+def check_yaml_size(text: str, where: str, limit: int = YAML_NODES) -> None:
+    """Refuse YAML whose aliases expand it beyond `limit` values, or nested too deeply, before it is
+    loaded: composing keeps an alias as a reference to its node, so this costs the text's size, where
+    loading a "billion laughs" would take minutes and gigabytes."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # not valid YAML: the loader says why
+    except RecursionError:
+        raise NndiffError(f"{where}: YAML nested too deeply") from None
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a node that contains itself counts once
+            children = node.value if isinstance(node.value, list) else []
+            parts = [part for child in children for part in (child if isinstance(child, tuple) else (child,))]
+            total = 1 + sum(size(part) for part in parts)
+            sizes[id(node)] = total
+            if total > limit:
+                raise NndiffError(f"{where}: YAML expands to more than {limit:,} values (aliases); refused")
+        return sizes[id(node)]
+
+    try:
+        if root is not None:
+            size(root)
+    except RecursionError:
+        raise NndiffError(f"{where}: YAML nested too deeply") from None
+
+
 def load_yaml(path: str | Path) -> Any:
-    return _parse_file(path, yaml.safe_load, "YAML", (yaml.YAMLError,))
+    def parse(text: str) -> Any:
+        check_yaml_size(text, str(path))
+        return yaml.safe_load(text)
+
+    return _parse_file(path, parse, "YAML", (yaml.YAMLError,))
 
 
 def make_directory(directory: str | Path) -> Path:
