@@ -40,17 +40,16 @@ class RowFile:
             self._memory = torch.empty(count, dim)
             return
         entries = {name: (torch.float32, [n, dim]) for name, n in self.blocks.items()}
-        earlier = self._id_on_disk()
-        self.id = earlier or secrets.token_hex(8)
+        # an earlier attempt's file is kept when its header is the one these rows would have, id aside
+        self.id = self._id_on_disk() or secrets.token_hex(8)  # ids have one length: so has the header
         header = safetensors_header(entries, self.path, {"rows_id": self.id})
         self._start, size = len(header), len(header) + 4 * count * dim
-        if earlier and self.path.stat().st_size == size:
+        if self.path.is_file() and self.path.stat().st_size == size:
             with open(self.path, "rb") as f:
                 self.kept = f.read(len(header)) == header
         if not self.kept:  # created whole, then renamed into place: a half-created file is never reopened
-            self.id = secrets.token_hex(8)
-            header = safetensors_header(entries, self.path, {"rows_id": self.id})
-            write_bytes_atomic(self.path, header)
+            self.id = secrets.token_hex(8)  # a new file: no checkpoint counts its rows
+            write_bytes_atomic(self.path, safetensors_header(entries, self.path, {"rows_id": self.id}))
             os.truncate(self.path, size)
         self._fd = os.open(self.path, os.O_RDWR)
 
