@@ -171,7 +171,7 @@ CASES = [
     ("snapshot without val_acc", ["evaluate", "--run", "{run}"], manifest(_val_acc(None)), "snapshots[0].val_acc must be an accuracy"),
     ("snapshot val_acc a string", ["evaluate", "--run", "{run}"], manifest(_val_acc("high")), "snapshots[0].val_acc must be an accuracy"),
     ("layout of another shape", TRAIN, manifest(_reshaped_layout), "bn1.weight' has shape [4, 4]"),
-    ("normalizer without metadata", GENERATE, normalizer(lambda s, m: {}), "lacks its layout metadata"),
+    ("normalizer without metadata", GENERATE, normalizer(lambda s, m: {"stage": m["stage"]}), "lacks its layout metadata"),
     ("normalizer without a key", GENERATE, normalizer(lambda s, m: (s.pop("params.std"), m)[1]), "lacks params.mean or params.std"),
     ("normalizer nan", GENERATE, normalizer(lambda s, m: (s["latent.std"].fill_(float("nan")), m)[1]), "latent.std holds NaN"),
     ("pickled base", [*COLLECT, "--base", "{tmp}/base.pt"], _pickle, "never unpickles code"),

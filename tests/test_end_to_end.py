@@ -126,7 +126,7 @@ def test_replacing_generated_is_one_atomic_exchange(tmp_path, monkeypatch):
     import sys
     from pathlib import Path
 
-    from nndiff.generator.generated import exchange
+    from nndiff.io.files import exchange
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()

@@ -74,6 +74,10 @@ def test_manifest_layout_that_does_not_match_its_tensors(capsys, run_copy):
     m["layout"] = m["layout"][:1]
     manifest.write_text(json.dumps(m))
     code, err = run_cli(capsys, "evaluate", "--run", run_copy)
+    assert_clear_error(code, err, "dim 96", "add up to 16 values")
+    del m["dim"]  # without the count the manifest states, the tensors tell
+    manifest.write_text(json.dumps(m))
+    code, err = run_cli(capsys, "evaluate", "--run", run_copy)
     assert_clear_error(code, err, "params.safetensors", "layout needs")
 
 

@@ -49,7 +49,7 @@ def test_a_truncated_params_file_is_a_one_line_error(tmp_path):
     save_tensors(tmp_path / "p.safetensors", {"params": torch.randn(4, 8)})
     data = (tmp_path / "p.safetensors").read_bytes()
     (tmp_path / "p.safetensors").write_bytes(data[:-10])
-    with pytest.raises(NndiffError, match="does not fit the file") as e:
+    with pytest.raises(NndiffError, match="may be truncated") as e:
         map_tensors(tmp_path / "p.safetensors")
     assert "\n" not in str(e.value)
     (tmp_path / "q.safetensors").write_bytes(b"\x05")

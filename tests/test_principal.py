@@ -77,12 +77,12 @@ def test_a_pca_run_without_its_components_is_refused(pca_run, tmp_path):
     import shutil
 
     from nndiff.errors import NndiffError
-    from nndiff.io.tensors import load_tensors, save_tensors
+    from nndiff.io.tensors import load_metadata, load_tensors, save_tensors
 
     run = tmp_path / "run"
     shutil.copytree(pca_run, run)
     path = run / "autoencoder.safetensors"
-    save_tensors(path, load_tensors(path), {"dim": 1})  # metadata lost
+    save_tensors(path, load_tensors(path), {"dim": 1, "stage": load_metadata(path)["stage"]})  # components lost
     _, config = read_run_config(run)
     with pytest.raises(NndiffError, match="principal components"):
         ParamGenerator.load(run, config)

@@ -32,10 +32,10 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
     write_bytes_atomic(path, b"old")
 
     def broken_replace(src, dst):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(NndiffError, match="No space left on device"):
         write_bytes_atomic(path, b"new")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

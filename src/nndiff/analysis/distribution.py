@@ -109,7 +109,9 @@ def distribution_check(
     the inputs are normalized already); generated rows finite."""
     spread = spread_ratio(generated, originals)
     flags = []
-    if not spread["median"] >= COLLAPSED_SPREAD:  # also when undefined: fewer than two generated models
+    if len(originals) < 2:
+        flags.append("one snapshot")
+    elif not spread["median"] >= COLLAPSED_SPREAD:  # also when undefined: fewer than two generated models
         flags.append("collapsed")
     if replica_share >= COPIES_SHARE:
         flags.append("copies")
@@ -126,6 +128,8 @@ def distribution_check(
 
 
 FLAG_TEXT = {
+    "one snapshot": "the zoo holds a single training snapshot: there is no variation to learn or to compare "
+    "with, so spread, precision and recall are not defined; collect more snapshots (-k)",
     "collapsed": "the generated models barely differ from each other (median spread {spread:.2f} of the originals'): "
     "the generator collapsed; check the autoencoder's reconstruction and the latent noise",
     "copies": "{replicas:.0f}% of the generated models are replicas of training snapshots: "

@@ -116,10 +116,22 @@ def parameter_spread(params: torch.Tensor) -> float:
 def zoo_checks(zoo, task, model, val, snapshots: torch.Tensor) -> list[Check]:
     """Are the snapshots diverse, and still as accurate as the base model they started from?
     `snapshots`: their [K, n] validation predictions."""
+    lr = zoo.info.get("collect", {}).get("lr")  # the rate used (what --lr auto chose)
+    loss = _loss(val, task.evaluate(model, val).predictions[None].cpu(), snapshots)
+    lower = f"collect again with a smaller --lr (e.g. {lr / 3:g})" if lr else "collect again with a smaller --lr"
+    drift = Check(
+        "snapshot accuracy",
+        _graded_loss(loss, *DRIFT),
+        f"validation accuracy the snapshots lose against the base model: {_says(loss)}",
+        f"collection drifts away from the base model: {lower}",
+    )
+    if len(zoo) < 2:
+        one = Check("zoo diversity", "fail", "a single snapshot: nothing varies, nothing to learn",
+                    "collect more snapshots (-k 50 or more)")
+        return [one, drift]
     iou = mean_offdiagonal(pairwise_iou(snapshots, val.y.cpu()))
     # In parameter space: the snapshots' per-dimension spread (median) relative to the subset's scale.
     spread = parameter_spread(zoo.params)
-    lr = zoo.info.get("collect", {}).get("lr")  # the rate used (what --lr auto chose)
     factor = 10 if spread < COPIES_SPREAD[1] else 3  # copies even in parameters: the lr is far too small
     raise_lr = (
         f"collect again with a larger --lr (e.g. {factor * lr:g} instead of {lr:g})"
@@ -136,14 +148,6 @@ def zoo_checks(zoo, task, model, val, snapshots: torch.Tensor) -> list[Check]:
         status,
         f"parameter spread {spread:.1e} of their scale; mean pairwise IoU of wrong validation predictions {iou:.3f}",
         f"the snapshots are near-copies: {raise_lr}, or more --runs",
-    )
-    loss = _loss(val, task.evaluate(model, val).predictions[None].cpu(), snapshots)
-    lower = f"collect again with a smaller --lr (e.g. {lr / 3:g})" if lr else "collect again with a smaller --lr"
-    drift = Check(
-        "snapshot accuracy",
-        _graded_loss(loss, *DRIFT),
-        f"validation accuracy the snapshots lose against the base model: {_says(loss)}",
-        f"collection drifts away from the base model: {lower}",
     )
     return [diversity, drift]
 
@@ -207,6 +211,9 @@ def generator_checks(
         )
     ]
     gen = rows_where(generated, finite)
+    if len(zoo) < 2:
+        return checks + [Check("generator spread", "skip", "one training snapshot: no spread to compare with",
+                               "collect more snapshots (-k 50 or more)")]
     if len(gen) < 2:
         return checks + [
             Check("generator", "fail", f"{len(gen)} finite generated model(s)", "generate more models (-n)")

@@ -76,7 +76,9 @@ def verdict(result: dict) -> list[str]:
             f"{compare(c['gap_to_noise_curve_difference'])}."
         )
     dist = result.get("distribution")
-    if dist is not None:
+    if dist is not None and "one snapshot" in dist["flags"]:
+        lines += [s[0].upper() + s[1:] + "." for s in flag_sentences(dist, groups["generated"]["replica_share"])]
+    elif dist is not None:
         pr, held = dist["training"], dist["heldout"]
         text = (
             f"Distribution: the generated parameters spread {dist['spread_ratio']['median']:.2f}x as much as the "

@@ -31,7 +31,9 @@ def dispatch(command: str, args, quiet: bool) -> int:
     from nndiff.evaluation.table import format_table
     from nndiff.io.files import load_json
     from nndiff.pipeline.run import run_all
-    from nndiff.pipeline.stages import collect_zoo, doctor_run, evaluate_run, generate_run, report_run, train_run
+    from nndiff.pipeline.generate import generate_run
+    from nndiff.pipeline.health import doctor_run
+    from nndiff.pipeline.stages import collect_zoo, evaluate_run, report_run, train_run
     from nndiff.tasks import forget_named_tasks, name_task
 
     forget_named_tasks()  # only what this command names may run
@@ -43,7 +45,7 @@ def dispatch(command: str, args, quiet: bool) -> int:
         from nndiff.params.layout import describe
         from nndiff.tasks import get_task
 
-        task = get_task(args.task, args.data_root, args.image_size)
+        task = get_task(args.task, args.data_root, args.image_size, check_data=False)  # the model alone
         print(describe(task.make_model(), args.select or task.default_select))
     elif command == "tasks":
         from nndiff.tasks import TASKS
@@ -164,6 +166,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"nndiff: warning: {name}{one_line(str(message))}", file=file or sys.stderr)
 
 
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush does not fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     from nndiff.config.options import one_line_error
 
@@ -199,6 +211,16 @@ def main(argv: list[str] | None = None) -> int:
             if not debug:
                 warnings.showwarning = _show_warning
             code = dispatch(command, args, quiet)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a closed or full standard output fails here, not at exit
+    except OSError as e:  # the system refused: standard output closed or full, a file removed meanwhile
+        if debug:
+            raise
+        _drop_stdout()
+        where = f"{e.filename}: " if e.filename else ""
+        hint = "" if e.filename else " (while writing the results: is standard output closed or full?)"
+        print(f"nndiff: error: {where}{one_line(e.strerror or str(e))}{hint}", file=sys.stderr)
+        return 2
     except NndiffError as e:
         if debug:
             raise

@@ -11,6 +11,7 @@ import torch
 from nndiff.config.settings import check_fields, setting
 from nndiff.errors import NndiffError
 from nndiff.generator.diffusion import SAMPLERS
+from nndiff.io.files import recover_directory, replace_directory, save_json
 from nndiff.io.tensors import load_tensors, save_tensors
 from nndiff.params.layout import Layout
 
@@ -40,7 +41,7 @@ class SampleConfig:
         flag="--guidance",
     )
 
-    def validate(self) -> "SampleConfig":
+    def validate(self) -> SampleConfig:
         check_fields(self)
         if self.target_acc is None and self.guidance != 1.0:
             raise NndiffError("--guidance needs --target-acc (guidance pushes towards a requested accuracy)")
@@ -65,6 +66,7 @@ def write_generated(
     sampler: str,
     steps: int,
     extra: dict | None = None,
+    info: dict | None = None,
 ) -> Path:
     """Write one safetensors file per generated model into run_dir/generated, replacing what was there.
 
@@ -73,55 +75,15 @@ def write_generated(
     """
     d = Path(run_dir)
     tmp, final = d / f".{GENERATED}.tmp", d / GENERATED
-    _recover(final)
+    recover_directory(final)
     shutil.rmtree(tmp, ignore_errors=True)
     for i, v in enumerate(vectors):
         meta = {"seed": seed + i, "sampler": sampler, "steps": steps, **(extra or {})}
         save_tensors(tmp / f"{i:06d}.safetensors", layout.unflatten(v.contiguous()), meta)
-    if final.exists():
-        exchange(tmp, final)  # tmp now holds the old set
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(final)
+    if info is not None:
+        save_json(tmp / "info.json", info)
+    replace_directory(tmp, final)
     return final
-
-
-def _old(path: Path) -> Path:
-    return path.with_name(path.name + ".old")
-
-
-def _recover(final: Path) -> None:
-    """Undo what a crash inside exchange()'s two-rename fallback can leave: generated/ moved aside
-    to generated.old. The old set goes back in place; a stale copy beside a complete set goes."""
-    old = _old(final)
-    if old.exists() and not final.exists():
-        old.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def exchange(a: Path, b: Path) -> None:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE). Elsewhere, two renames: a
-    reader may then briefly find `b` missing, never half-written."""
-    import ctypes
-    import os
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        renameat2 = None
-    if renameat2 is not None:
-        at_fdcwd, rename_exchange = -100, 2
-        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-            return
-        errno = ctypes.get_errno()
-        if errno not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot exchange
-            raise OSError(errno, os.strerror(errno), str(b))
-    old = _old(b)
-    shutil.rmtree(old, ignore_errors=True)
-    b.rename(old)
-    a.rename(b)
-    old.rename(a)
 
 
 def read_generated(run_dir: str | Path, layout: Layout) -> torch.Tensor:

@@ -86,9 +86,11 @@ class ParamGenerator:
         x = self.autoencoder.decode(z.to(self.device)).cpu()
         return self.normalizer.inverse(x)
 
-    def save(self, run_dir: str | Path) -> None:
+    def save(self, run_dir: str | Path, stage: str | None = None) -> None:
+        """The generator's three files; `stage`: the id of the training, recorded in each."""
         d = Path(run_dir)
         cfg = self.config.to_dict()
+        mark = {"stage": stage} if stage else {}
         save_tensors(
             d / "autoencoder.safetensors",
             self.autoencoder.state_dict(),
@@ -101,12 +103,13 @@ class ParamGenerator:
                     if isinstance(self.autoencoder, PrincipalCodec)
                     else {}
                 ),
+                **mark,
             },
         )
         save_tensors(
             d / "denoiser.safetensors",
             self.denoiser.state_dict(),
-            {"latent_shape": list(self.autoencoder.latent_shape), "config": cfg["denoiser"]},
+            {"latent_shape": list(self.autoencoder.latent_shape), "config": cfg["denoiser"], **mark},
         )
         conditions = {}
         if self.condition_normalizer is not None:
@@ -117,7 +120,7 @@ class ParamGenerator:
         save_tensors(
             d / "normalizer.safetensors",
             {**self.normalizer.state_dict("params."), **self.latent_normalizer.state_dict("latent."), **conditions},
-            {"layout": self.layout.to_json(), "normalization": self.config.normalization},
+            {"layout": self.layout.to_json(), "normalization": self.config.normalization, **mark},
         )
 
     @classmethod

@@ -105,30 +105,68 @@ def map_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     bad = f"{path}: not a readable safetensors file"
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        try:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length)) if 8 + length <= size else None
-        except (struct.error, ValueError, UnicodeDecodeError):
-            header = None
-        if not isinstance(header, dict):
-            raise NndiffError(f"{bad} (bad header); it may be truncated or corrupt — regenerate it")
+        header, length = _read_header(f, size, bad)
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
     out = {}
-    for name, item in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (start, end) = _DTYPES[item["dtype"]], [int(n) for n in item["shape"]], item["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise NndiffError(f"{bad} (tensor {name!r}: {item!r}); regenerate it") from None
-        count, width = math.prod(shape), torch.empty(0, dtype=dtype).element_size()
-        if end - start != count * width or not 0 <= start <= end <= size - 8 - length or any(n < 0 for n in shape):
-            raise NndiffError(f"{bad} (tensor {name!r} does not fit the file); it may be truncated — regenerate it")
+    for name, (dtype, shape, start, _) in _check_entries(header, size - 8 - length, bad).items():
+        count = math.prod(shape)
         if count == 0:
             out[name] = torch.empty(shape, dtype=dtype)
         else:
             out[name] = torch.frombuffer(mapped, dtype=dtype, count=count, offset=8 + length + start).view(shape)
     return out
+
+
+MAX_HEADER = 100_000_000  # bytes of a header, the safetensors library's own limit
+
+
+def _read_header(f: BinaryIO, size: int, bad: str) -> tuple[dict, int]:
+    """The JSON header and its length, refused as the safetensors library refuses it: too large,
+    not JSON, a key named twice, or metadata that is not names to strings."""
+
+    def unique(pairs):
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise ValueError("a tensor named twice")
+        return dict(pairs)
+
+    try:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if length > MAX_HEADER or 8 + length > size:
+            raise ValueError("header length beyond the file")
+        header = json.loads(f.read(length), object_pairs_hook=unique)
+    except (struct.error, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise NndiffError(f"{bad} (bad header: {e}); it may be truncated or corrupt — regenerate it") from None
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise NndiffError(f"{bad} (bad header: its metadata must map names to strings); regenerate it")
+    return header, length
+
+
+def _check_entries(header: dict, data_bytes: int, bad: str) -> dict[str, tuple[torch.dtype, list[int], int, int]]:
+    """{name: (dtype, shape, start, end)}, checked: known dtype, shape of counts, a byte range that
+    matches the shape, and ranges that tile the data exactly (no gap, no overlap, nothing after)."""
+    entries = {}
+    for name, item in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, offsets = _DTYPES[item["dtype"]], item["shape"], item["data_offsets"]
+            if not all(type(n) is int and n >= 0 for n in [*shape, *offsets]) or len(offsets) != 2:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise NndiffError(f"{bad} (tensor {name!r}: {str(item)[:80]}); regenerate it") from None
+        start, end = offsets
+        if end - start != math.prod(shape) * torch.empty(0, dtype=dtype).element_size():
+            raise NndiffError(f"{bad} (tensor {name!r}: its byte range does not match its shape); regenerate it")
+        entries[name] = (dtype, shape, start, end)
+    position = 0
+    for name, (_, _, start, end) in sorted(entries.items(), key=lambda e: (e[1][2], e[1][3])):
+        if start != position:
+            raise NndiffError(f"{bad} (tensor {name!r} overlaps another or leaves a gap); regenerate it")
+        position = end
+    if position != data_bytes:
+        raise NndiffError(f"{bad} (its tensors do not fill the file exactly); it may be truncated — regenerate it")
+    return entries
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:

@@ -46,8 +46,11 @@ class Layout:
 
     @classmethod
     def from_shapes(cls, shapes: Sequence[tuple[str, Sequence[int]]]) -> "Layout":
-        entries, offset = [], 0
+        entries, offset, seen = [], 0, set()
         for name, shape in shapes:
+            if name in seen:
+                raise NndiffError(f"parameter {name!r} appears twice in the layout; each parameter is generated once")
+            seen.add(name)
             e = Entry(name, tuple(int(s) for s in shape), offset)
             if any(s < 0 for s in e.shape):
                 raise NndiffError(f"parameter {name!r} has a negative dimension in its shape {list(e.shape)}")

@@ -9,7 +9,8 @@ from nndiff.errors import NndiffError
 from nndiff.generator.config import TrainConfig
 from nndiff.generator.generated import SampleConfig
 from nndiff.io.files import save_json
-from nndiff.pipeline.stages import collect_zoo, evaluate_run, generate_run, report_run, train_run
+from nndiff.pipeline.generate import generate_run, reusable_set
+from nndiff.pipeline.stages import collect_zoo, evaluate_run, report_run, train_run
 from nndiff.runtime.distributed import barrier, is_main
 from nndiff.runtime.memory import release_freed_memory
 from nndiff.training.budget import summary_lines as budget_lines
@@ -51,9 +52,13 @@ def run_all(
     for line in budget_lines(train_run(out / "zoo", out, train_config, progress, fresh)):
         log(f"      {line}")
     release_freed_memory()
-    log(f"[3/4] generating {sample.n} models ({sample.sampler}, {sample.steps} steps, seed {seed})")
     if is_main():  # under torchrun: sampling is cheap, rank 0 does it alone
-        generate_run(out, sample, seed, train_config.device)
+        if reusable_set(out, sample, seed):
+            log(f"[3/4] {out / 'generated'} holds the {sample.n} models this generator samples with these settings")
+        else:
+            log(f"[3/4] generating {sample.n} models ({sample.sampler}, {sample.steps} steps, seed {seed})")
+            keep = not report  # --no-report: the report/ there stays (generate says what it describes)
+            generate_run(out, sample, seed, train_config.device, keep_report=keep, log=lambda s: log(f"      {s}"))
     barrier()
     release_freed_memory()
     log("[4/4] evaluating" + (" and writing the novelty report" if report else ""))

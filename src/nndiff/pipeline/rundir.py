@@ -1,16 +1,31 @@
-"""A run directory: what holds it together, its lock, and the settings it was trained with."""
+"""A run directory: what holds it together, its lock, and the settings it was trained with.
+
+Every file a training writes carries the training's id (safetensors metadata "stage", the "stage"
+key of the JSON files), and generated/info.json the id of the generator it was sampled from: a
+run whose files come from different trainings is refused with the fix, never used as a mix.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import warnings
 from pathlib import Path
 
 from nndiff.errors import NndiffError
 from nndiff.generator.config import TrainConfig
-from nndiff.io.files import load_json, load_yaml
-from nndiff.runtime.distributed import main_lock
+from nndiff.generator.generated import GENERATED
+from nndiff.io.files import load_yaml
+from nndiff.io.staging import recover_staged
+from nndiff.io.tensors import load_metadata
+from nndiff.params.rows import fingerprint
+from nndiff.pipeline.records import GENERATED_INFO, TRAIN_STATS, TRAINED, read_record
+from nndiff.runtime.distributed import is_main, main_lock
+from nndiff.zoo.format import FILES, Zoo
 
 TRAINED_ON = "trained_on.json"
+GENERATOR_FILES = ("autoencoder.safetensors", "denoiser.safetensors", "normalizer.safetensors")
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -25,10 +40,12 @@ def _check_run_dir(run_dir: Path) -> None:
 
 
 def trained_on(run_dir: Path) -> dict:
-    """What a run was trained on: {"zoo": path relative to the run, "task", "zoo_fingerprint"}
-    (runs trained before trained_on.json kept these keys in config.yaml)."""
+    """What a run was trained on: {"zoo": path relative to the run, "task", "zoo_fingerprint", "stage",
+    "settings"} (runs trained before trained_on.json kept the first three in config.yaml)."""
     path = run_dir / TRAINED_ON
-    data = load_json(path) if path.is_file() else load_yaml(run_dir / "config.yaml")
+    if path.is_file():
+        return read_record(path, TRAINED, "retrain the run with --fresh", required=True)
+    data = load_yaml(run_dir / "config.yaml")
     if not isinstance(data, dict) or not isinstance(data.get("zoo"), str):
         raise NndiffError(
             f"{run_dir} does not say which zoo it was trained on (no 'zoo' in {path.name}); retrain the run"
@@ -36,16 +53,90 @@ def trained_on(run_dir: Path) -> dict:
     return data
 
 
+def settings_digest(config: TrainConfig) -> str:
+    """What identifies a configuration's settings (the device it ran on aside)."""
+    text = json.dumps({**config.to_dict(), "device": None}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def read_run_config(run_dir: str | Path) -> tuple[Path, TrainConfig]:
-    """The zoo path and the training configuration recorded in a run directory."""
+    """The zoo path and the training configuration recorded in a run directory, once the run's
+    files are checked to come from one training."""
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)
-    zoo = Path(trained_on(run_dir)["zoo"])
+    recorded = trained_on(run_dir)
+    zoo = Path(recorded["zoo"])
     data = load_yaml(run_dir / "config.yaml")
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k not in ("zoo", "task", "zoo_fingerprint")}  # older runs'
     config = TrainConfig.from_dict(data, str(run_dir / "config.yaml"))
+    fix = f"retrain it with `nndiff train --zoo ZOO --out {run_dir} --fresh`"
+    if "settings" in recorded and recorded["settings"] != settings_digest(config):
+        raise NndiffError(f"{run_dir / 'config.yaml'} was changed after the generator was trained with it; {fix}")
+    ids = {TRAINED_ON: recorded.get("stage")}
+    for name in GENERATOR_FILES:
+        if (run_dir / name).is_file():
+            ids[name] = load_metadata(run_dir / name).get("stage")
+    ids["train_stats.json"] = read_record(run_dir / "train_stats.json", TRAIN_STATS, fix).get("stage", ids[TRAINED_ON])
+    if len(set(ids.values())) > 1:
+        which = ", ".join(f"{name} {stage or 'unmarked'}" for name, stage in ids.items())
+        raise NndiffError(f"{run_dir} holds files of different trainings ({which}); {fix}")
     return (zoo if zoo.is_absolute() else run_dir / zoo), config
+
+
+def training_id(run_dir: Path) -> str | None:
+    """The id of the training the run's generator comes from (None: a run trained before ids)."""
+    return trained_on(run_dir).get("stage")
+
+
+def generated_info(run_dir: Path) -> dict:
+    """generated/info.json, checked ({} for a set written without one)."""
+    fix = f"regenerate: `nndiff generate --run {run_dir}`"
+    return read_record(run_dir / GENERATED / "info.json", GENERATED_INFO, fix)
+
+
+def sampled_earlier(run_dir: Path, info: dict) -> bool:
+    """Whether the generated set was sampled from another generator than the run holds now."""
+    now = training_id(run_dir)
+    return info.get("generator") is not None and now is not None and info["generator"] != now
+
+
+def check_sampled_now(run_dir: Path, info: dict) -> None:
+    if sampled_earlier(run_dir, info):
+        raise NndiffError(
+            f"{run_dir / GENERATED} was sampled from an earlier generator of this run (it was retrained since); "
+            f"sample from the current one with `nndiff generate --run {run_dir}`"
+        )
+
+
+_FINGERPRINTS: dict[tuple, str] = {}  # a zoo's fingerprint by its params file's identity, computed once a process
+
+
+def load_run_zoo(run_dir: Path, zoo_dir: Path) -> Zoo:
+    """The run's zoo, refused unless it holds the snapshots the run was trained on."""
+    zoo = Zoo.load(zoo_dir)
+    expected = trained_on(run_dir).get("zoo_fingerprint")
+    if expected is None:
+        return zoo
+    stat = (Path(zoo_dir) / FILES["params"]).resolve().stat()
+    key = (str((Path(zoo_dir) / FILES["params"]).resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = fingerprint(zoo.params)
+    if _FINGERPRINTS[key] != expected:
+        raise NndiffError(
+            f"{zoo_dir} no longer holds the snapshots {run_dir} was trained on (re-collected or changed since); "
+            f"put that zoo back, or retrain with `nndiff train --zoo {zoo_dir} --out {run_dir} --fresh`"
+        )
+    return zoo
+
+
+def open_run(run_dir: Path) -> None:
+    """Finish or discard what an interrupted stage left in the run (saying which), then check it
+    is a trained run. Called under the run's lock."""
+    if run_dir.is_dir() and is_main():
+        for sentence in recover_staged(run_dir):
+            warnings.warn(sentence)
+    _check_run_dir(run_dir)
 
 
 def _locked_run(fn):
@@ -53,8 +144,10 @@ def _locked_run(fn):
 
     @functools.wraps(fn)
     def wrapper(run_dir, *args, **kwargs):
-        _check_run_dir(Path(run_dir))
+        if not Path(run_dir).is_dir():
+            _check_run_dir(Path(run_dir))  # says it does not exist (the lock would create it)
         with main_lock(run_dir):
+            open_run(Path(run_dir))
             return fn(run_dir, *args, **kwargs)
 
     return wrapper

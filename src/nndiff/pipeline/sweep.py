@@ -19,7 +19,8 @@ from nndiff.errors import NndiffError
 from nndiff.generator.config import TrainConfig
 from nndiff.generator.generated import SampleConfig
 from nndiff.io.files import load_json, save_json, write_bytes_atomic
-from nndiff.pipeline.stages import collect_zoo, evaluate_run, generate_run, report_run, train_run
+from nndiff.pipeline.generate import generate_run
+from nndiff.pipeline.stages import collect_zoo, evaluate_run, report_run, train_run
 from nndiff.report.markdown import markdown_table
 from nndiff.tasks import get_task
 from nndiff.zoo.collect import collect
@@ -77,6 +78,11 @@ def plan_rows(ablation: str, task_name: str, values: list[int] | None) -> list[t
         if not norms:
             raise NndiffError(f"task {task_name!r} has no normalization layers to ablate over")
         counts = values or [c for c in (1, 2, 3) if c <= len(norms)]
+        if max(counts) > len(norms):
+            raise NndiffError(
+                f"--values asks for the last {max(counts)} normalization layers, but task {task_name!r} has "
+                f"{len(norms)} ({', '.join(norms)})"
+            )
         return [
             (f"last {c} norm layer{'s' if c > 1 else ''}", {"select": [f"{n}.*" for n in norms[-c:]]}) for c in counts
         ]

@@ -12,8 +12,10 @@ the user named it in this process (`--task`, or `get_task` called with it) or se
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import os
 import re
 import sys
@@ -93,11 +95,12 @@ def resolve_task_spec(spec: str) -> str:
     return spec
 
 
-def get_task(spec: str, data_root: str | None = None, image_size: int | None = None):
+def get_task(spec: str, data_root: str | None = None, image_size: int | None = None, check_data: bool = True):
     """A built-in task by name, or a user task from 'file.py:function' / 'package.module:function'.
 
     `data_root` is where the vision tasks read their dataset (default: $NNDIFF_DATA_ROOT), `image_size`
-    the side of their images (default: the dataset's).
+    the side of their images (default: the dataset's). A user's task is checked on one batch of each
+    split (`check_data`), before any work starts.
     """
     vision = parse_vision_name(spec)
     if image_size is not None and not vision:
@@ -124,15 +127,21 @@ def get_task(spec: str, data_root: str | None = None, image_size: int | None = N
             module_spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(module_spec)
             try:
-                module_spec.loader.exec_module(module)
+                with _held_stderr():
+                    module_spec.loader.exec_module(module)
+            except SystemExit as e:
+                raise NndiffError(f"task file {path} {_exited(e)}") from None
             except Exception as e:  # the user's code: its error, named with the file (--debug shows the traceback)
                 raise NndiffError(f"task file {path} failed to load: {_user_error(e)}") from e
             sys.modules[module_name] = module
     else:
         try:
-            module = importlib.import_module(target)
+            with _held_stderr():
+                module = importlib.import_module(target)
         except ImportError as e:
             raise NndiffError(f"cannot import module {target!r} for --task {spec}: {e}") from None
+        except SystemExit as e:
+            raise NndiffError(f"module {target!r} (from --task {spec}) {_exited(e)}") from None
         except Exception as e:
             raise NndiffError(f"module {target!r} (from --task {spec}) failed to load: {_user_error(e)}") from e
     factory = getattr(module, func, None)
@@ -140,10 +149,35 @@ def get_task(spec: str, data_root: str | None = None, image_size: int | None = N
         raise NndiffError(f"{target} has no function {func!r} (from --task {spec})")
     try:
         task = factory()
+    except SystemExit as e:
+        raise NndiffError(f"{func}() in {target} called exit ({e.code!r}) instead of returning a task") from None
     except Exception as e:
         raise NndiffError(f"{func}() in {target} raised {_user_error(e)}") from e
     check_task(task, spec)
+    if check_data:
+        check_task_data(task, f"the task from {spec}")
     return task
+
+
+@contextlib.contextmanager
+def _held_stderr():
+    """What a user's module writes to stderr while it is imported, passed on unless it exits (an
+    argument parser's usage text would otherwise precede the one-line error)."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    except SystemExit:
+        raise
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
+    sys.stderr.write(held.getvalue())
+
+
+def _exited(e: SystemExit) -> str:
+    return (f"exited while being imported (exit code {e.code!r}): code that parses command-line arguments or "
+            "exits belongs under `if __name__ == '__main__':`")
 
 
 def _user_error(e: BaseException) -> str:
@@ -194,6 +228,52 @@ def check_task(task, spec: str) -> None:
         raise NndiffError(
             f"{where}: make_model() must return a torch.nn.Module with parameters (got {type(model).__name__})"
         )
+
+
+def check_task_data(task, where: str) -> None:
+    """What a task's splits and model give, checked on one batch of each split: every split present
+    and non-empty, labels integer, the model's output [batch, classes] floating point, and every label
+    below the number of classes. Each problem is one line naming what the task returned."""
+    import torch
+
+    from nndiff.tasks.base import batches
+
+    try:
+        splits = task.splits()
+    except Exception as e:
+        raise NndiffError(f"{where}: splits() raised {_user_error(e)}") from e
+    missing = [k for k in ("train", "val", "test") if not isinstance(splits, dict) or k not in splits]
+    if missing:
+        got = sorted(splits) if isinstance(splits, dict) else type(splits).__name__
+        raise NndiffError(f"{where}: splits() must return train, val, test; {', '.join(missing)} missing (got {got})")
+    model = task.make_model().eval()
+    for name in ("train", "val", "test"):
+        split = splits[name]
+        x, y = getattr(split, "x", None), getattr(split, "y", None)
+        if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+            what = f"a {y.dtype} tensor of shape {list(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+            raise NndiffError(f"{where}: split {name!r} labels must be a 1-D integer tensor (got {what})")
+        if len(y) == 0:
+            raise NndiffError(f"{where}: split {name!r} is empty")
+        first = next(iter(batches(x, 8)), None) if x is not None else None
+        if not isinstance(first, torch.Tensor) or len(first) == 0:
+            raise NndiffError(f"{where}: split {name!r} inputs must be a tensor (or stream) of {len(y)} examples")
+        try:
+            with torch.no_grad():
+                out = model(first)
+        except Exception as e:
+            raise NndiffError(f"{where}: the model raised {_user_error(e)} on a batch of split {name!r}") from e
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(first):
+            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise NndiffError(f"{where}: the model must return [batch, classes] logits; on {len(first)} examples "
+                              f"of split {name!r} it returned {shape}")
+        if not out.is_floating_point():
+            raise NndiffError(f"{where}: the model's output is {out.dtype}; it must be floating-point logits")
+        classes = out.shape[1]
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise NndiffError(f"{where}: split {name!r} has labels from {low} to {high}, but the model has "
+                              f"{classes} outputs (labels must be 0..{classes - 1})")
 
 
 __all__ = [

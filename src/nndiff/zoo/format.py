@@ -102,6 +102,14 @@ class Zoo:
         if not isinstance(task, str):
             raise TypeError("task must be a string")
         layout = Layout.from_json(m.get("layout", []))
+        for key in ("dim", "count"):
+            if key in m and (isinstance(m[key], bool) or not isinstance(m[key], int) or m[key] < 0):
+                raise NndiffError(f"{d / 'manifest.json'}: {key} must be a count, got {m[key]!r}; re-collect the zoo")
+        if m.get("dim", layout.size) != layout.size:
+            raise NndiffError(
+                f"{d / 'manifest.json'}: dim {m['dim']}, but the layout's shapes add up to {layout.size} values; "
+                "re-collect the zoo"
+            )
         tensors = map_tensors(paths["params"])  # memory-mapped: a zoo need not fit in memory
         params = tensors.get("params")
         if params is None or params.ndim != 2 or params.shape[1] != layout.size:
@@ -110,9 +118,10 @@ class Zoo:
                 f"{paths['params']} holds params of shape {shape}, but the manifest's layout needs [K, {layout.size}]"
             )
         snapshots, heldout_snapshots = list(m.get("snapshots", [])), list(m.get("heldout", []))
-        if len(snapshots) != params.shape[0]:
+        if len(snapshots) != params.shape[0] or m.get("count", len(snapshots)) != len(snapshots):
             raise NndiffError(
-                f"{d}: manifest lists {len(snapshots)} snapshots but {paths['params'].name} holds {params.shape[0]}"
+                f"{d}: manifest lists {len(snapshots)} snapshots (count {m.get('count')}) but {paths['params'].name} "
+                f"holds {params.shape[0]}; re-collect the zoo"
             )
         heldout = tensors.get("heldout", torch.empty(0, layout.size))
         if heldout.ndim != 2 or heldout.shape[1] != layout.size or len(heldout_snapshots) != heldout.shape[0]:
@@ -130,11 +139,15 @@ class Zoo:
             _check_records(d / "manifest.json", where, records)
         skip = {"format", "version", "task", "files", "count", "dim", "layout", "snapshots", "heldout"}
         info = {k: v for k, v in m.items() if k not in skip}
+        base = load_tensors(paths["base"])
+        for name, t in base.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise NndiffError(f"{paths['base']}: {name} holds NaN or Inf; re-collect the zoo")
         return cls(
             task,
             layout,
             params.float(),
-            load_tensors(paths["base"]),
+            base,
             snapshots,
             info,
             heldout.float(),
