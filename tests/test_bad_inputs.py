@@ -22,7 +22,7 @@ TASK_FILE = "from nndiff.tasks.digits import digits_cnn\n\ndef make_task():\n   
 
 
 def write(rel: str, text: str):
-    return lambda run, tmp: (tmp / rel).write_text(text)
+    return lambda run, tmp, mp: (tmp / rel).write_text(text)
 
 
 def task_file(body: str):
@@ -34,7 +34,7 @@ def config(text: str):
 
 
 def manifest(change):
-    def setup(run, tmp):
+    def setup(run, tmp, mp):
         path = run / "zoo" / "manifest.json"
         m = json.loads(path.read_text())
         change(m)
@@ -43,7 +43,7 @@ def manifest(change):
 
 
 def generated(change):
-    def setup(run, tmp):
+    def setup(run, tmp, mp):
         path = run / "generated" / "000000.safetensors"
         state = load_file(path)
         change(state)
@@ -52,7 +52,7 @@ def generated(change):
 
 
 def normalizer(change):
-    def setup(run, tmp):
+    def setup(run, tmp, mp):
         from safetensors import safe_open
 
         path = run / "normalizer.safetensors"
@@ -64,14 +64,14 @@ def normalizer(change):
     return setup
 
 
-def _link_outside(run, tmp):
+def _link_outside(run, tmp, mp):
     target = tmp / "elsewhere.safetensors"
     shutil.copy(run / "generated" / "000000.safetensors", target)
     (run / "generated" / "000000.safetensors").unlink()
     (run / "generated" / "000000.safetensors").symlink_to(target)
 
 
-def _pickle(run, tmp):
+def _pickle(run, tmp, mp):
     class Evil:
         def __reduce__(self):
             return (os.system, ("touch pwned",))
@@ -93,12 +93,122 @@ def _val_acc(value):
     return change
 
 
+def run_json(rel: str, change):
+    """Change a JSON file of the run in place (`change` mutates it, or returns its replacement)."""
+    def setup(run, tmp, mp):
+        path = run / rel
+        data = json.loads(path.read_text())
+        data = change(data) or data
+        path.write_text(json.dumps(data))
+    return setup
+
+
+def raw(rel: str, change):
+    """Rewrite a text file of the run: `change` maps its text to the new text."""
+    def setup(run, tmp, mp):
+        (run / rel).write_text(change((run / rel).read_text()))
+    return setup
+
+
+def retag(rel: str, stage: str = "0" * 16):
+    """Mark one generator file as written by another training."""
+    def setup(run, tmp, mp):
+        from safetensors import safe_open
+
+        with safe_open(run / rel, "pt") as f:
+            meta = f.metadata()
+        save_file(load_file(run / rel), run / rel, metadata={**meta, "stage": json.dumps(stage)})
+    return setup
+
+
+def tensors(rel: str, change):
+    """Change the tensors of a safetensors file of the run, keeping its metadata."""
+    def setup(run, tmp, mp):
+        from safetensors import safe_open
+
+        with safe_open(run / rel, "pt") as f:
+            meta = f.metadata()
+        state = load_file(run / rel)
+        change(state)
+        save_file(state, run / rel, metadata=meta)
+    return setup
+
+
+def _all_nan(state):
+    for t in state.values():
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+
+
+def params_header(change, tail: bytes = b""):
+    """Rewrite zoo/params.safetensors' JSON header: `change` maps the header (a dict) to the new
+    header's text; `tail` is appended after the data."""
+    def setup(run, tmp, mp):
+        path = run / "zoo" / "params.safetensors"
+        data = path.read_bytes()
+        length = int.from_bytes(data[:8], "little")
+        text = change(json.loads(data[8 : 8 + length])).encode()
+        text += b" " * (-len(text) % 8)
+        path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :] + tail)
+    return setup
+
+
+def _gap(h):
+    h["heldout"]["data_offsets"] = [o + 8 for o in h["heldout"]["data_offsets"]]
+    return json.dumps(h)
+
+
+def _float_shape(h):
+    h["params"]["shape"] = [float(n) for n in h["params"]["shape"]]
+    return json.dumps(h)
+
+
+def _duplicate_layout_entry(m):
+    first = dict(m["layout"][0])
+    m["layout"].append({**first, "offset": m["dim"]})
+
+
+def _deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def patch(target: str, error: OSError):
+    """Make a system call fail as the operating system would (a read-only directory, a full disk)."""
+    def fail(*a, **k):
+        raise error
+    return lambda run, tmp, mp: mp.setattr(target, fail)
+
+
+MODEL_TASK = """import torch
+from nndiff.tasks.digits import digits_cnn
+
+class Wrap(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return {}
+
+def make_task():
+    t = digits_cnn()
+    make = t.make_model
+    t.make_model = lambda: Wrap(make())
+    return t
+"""
+
+
 COLLECT = ["collect", "--task", "digits-cnn", "-k", "4", "--heldout", "2", "--out", "{tmp}/zoo"]
 TRAIN = ["train", "--zoo", "{run}/zoo", "--out", "{tmp}/r", "--ae-steps", "2", "--diffusion-steps", "2"]
 TRAIN_CONFIG = [*TRAIN, "--config", "{tmp}/c.yaml"]
 GENERATE = ["generate", "--run", "{run}", "-n", "2", "--steps", "2"]
 RUN = ["run", "--task", "digits-cnn", "-k", "4", "--heldout", "2", "--out", "{tmp}/o"]
 INSPECT = ["inspect", "--task", "{tmp}/task.py:make_task"]
+TASK_COLLECT = [*COLLECT[:2], "{tmp}/task.py:make_task", *COLLECT[3:]]
+EVALUATE = ["evaluate", "--run", "{run}"]
+REPORT = ["report", "--run", "{run}"]
+ZOO_CHANGED = tensors("zoo/params.safetensors", lambda s: s["params"][0].add_(1.0))
+DISK_FULL = patch("os.fsync", OSError(28, "No space left on device"))
 BIG = "123456789012345678901234"
 
 CASES = [
@@ -182,6 +292,96 @@ CASES = [
     ("generated extra key", ["evaluate", "--run", "{run}"], generated(lambda s: s.update({"fc.weight": torch.zeros(2)})),
      "fc.weight that are not in the run's layout"),
     ("generated link outside the run", ["evaluate", "--run", "{run}"], _link_outside, "is a link"),
+    # a zoo or run names code: nothing runs that the user did not name
+    ("manifest task a module function", EVALUATE, manifest(lambda m: m.update(task="os:abort")),
+     "records the task os:abort, whose code nndiff runs only when you name it"),
+    ("manifest task a file", ["doctor", "--run", "{run}"],
+     lambda run, tmp, mp: (write("evil.py", "open('marker', 'w')\ndef make():\n    pass\n")(run, tmp, mp),
+                           manifest(lambda m: m.update(task=str(tmp / "evil.py") + ":make"))(run, tmp, mp)),
+     "evil.py:make, whose code nndiff runs only when you name it"),
+    ("manifest task not a reference", EVALUATE, manifest(lambda m: m.update(task="__import__('os')")),
+     "neither a built-in task nor file.py:function"),
+    # a run whose files do not belong together
+    ("autoencoder of another training", GENERATE, retag("autoencoder.safetensors"), "holds files of different trainings"),
+    ("normalizer of another training", EVALUATE, retag("normalizer.safetensors"), "holds files of different trainings"),
+    ("train_stats of another training", REPORT, run_json("train_stats.json", lambda d: d.update(stage="0" * 16)),
+     "holds files of different trainings"),
+    ("config.yaml edited after training", GENERATE, raw("config.yaml", lambda t: t.replace("seed: 0", "seed: 7")),
+     "config.yaml was changed after the generator was trained"),
+    ("generated by an earlier generator", EVALUATE, run_json("generated/info.json", lambda d: d.update(generator="0" * 16)),
+     "sampled from an earlier generator"),
+    ("report on an earlier generator's set", REPORT, run_json("generated/info.json", lambda d: d.update(generator="1" * 16)),
+     "sampled from an earlier generator"),
+    # results are never replaced by worse ones
+    ("denoiser of NaN", GENERATE, tensors("denoiser.safetensors", _all_nan), "all 2 sampled models contain NaN or Inf"),
+    ("base model with NaN", EVALUATE, tensors("zoo/base.safetensors", lambda s: s["conv1.weight"].fill_(float("nan"))),
+     "conv1.weight holds NaN or Inf"),
+    ("zoo changed under the run, evaluate", EVALUATE, ZOO_CHANGED, "no longer holds the snapshots"),
+    ("zoo changed under the run, report", REPORT, ZOO_CHANGED, "no longer holds the snapshots"),
+    ("zoo changed under the run, doctor", ["doctor", "--run", "{run}"], ZOO_CHANGED, "no longer holds the snapshots"),
+    # every file's contract
+    ("layout names a tensor twice", EVALUATE, manifest(_duplicate_layout_entry), "'bn1.weight' appears twice in the layout"),
+    ("manifest dim wrong", EVALUATE, manifest(lambda m: m.update(dim=5)), "dim 5, but the layout's shapes add up to 96"),
+    ("manifest count wrong", EVALUATE, manifest(lambda m: m.update(count=3)), "(count 3) but params.safetensors holds 24"),
+    ("manifest dim a string", EVALUATE, manifest(lambda m: m.update(dim="96")), "dim must be a count"),
+    ("manifest key twice", EVALUATE, raw("zoo/manifest.json", lambda t: t.replace("{", '{"task": "digits-cnn", ', 1)),
+     "the key 'task' appears twice in one object"),
+    ("manifest nested 40 deep", EVALUATE, raw("zoo/manifest.json", lambda t: t.replace("{", '{"x": ' + _deep(40) + ", ", 1)),
+     "JSON nested more than 32 levels deep"),
+    ("manifest nested 100000 deep", EVALUATE,
+     raw("zoo/manifest.json", lambda t: t.replace("{", '{"x": ' + _deep(100_000) + ", ", 1)), "nested"),
+    ("manifest too large", EVALUATE, lambda run, tmp, mp: mp.setattr("nndiff.io.files.TEXT_BYTES", 1000),
+     "more than any JSON file nndiff reads"),
+    ("params header names a tensor twice", EVALUATE,
+     params_header(lambda h: json.dumps(h)[:-1] + ', "params": ' + json.dumps(h["params"]) + "}"), "a tensor named twice"),
+    ("params header leaves a gap", EVALUATE, params_header(_gap, tail=b"\0" * 8), "leaves a gap"),
+    ("params header float shape", EVALUATE, params_header(_float_shape), "tensor 'params'"),
+    ("params header metadata a number", EVALUATE, params_header(lambda h: json.dumps({**h, "__metadata__": {"a": 1}})),
+     "metadata must map names to strings"),
+    ("params file with bytes after the data", EVALUATE, params_header(json.dumps, tail=b"\0" * 16),
+     "do not fill the file exactly"),
+    ("train_stats a list", EVALUATE, run_json("train_stats.json", lambda d: [d]), "train_stats.json: the file must be a JSON object"),
+    ("train_stats timing a word", EVALUATE, run_json("train_stats.json", lambda d: d["timings_s"].update(x="fast")),
+     "timings_s.x must be a number, got 'fast'"),
+    ("train_stats steps a string", ["doctor", "--run", "{run}"],
+     run_json("train_stats.json", lambda d: d["autoencoder"].update(steps="40")), "autoencoder.steps must be an integer"),
+    ("generated info count a string", EVALUATE, run_json("generated/info.json", lambda d: d.update(count="6")),
+     "count must be an integer"),
+    ("trained_on without its zoo", EVALUATE, run_json("trained_on.json", lambda d: d.pop("zoo") and None), "zoo is missing"),
+    # the task's contract, checked on one batch before any work
+    ("task labels out of range", TASK_COLLECT, task_file("    s = t.splits()\n    s['val'].y = s['val'].y + 5"),
+     "split 'val' has labels from 5 to 14, but the model has 10 outputs"),
+    ("task labels float", TASK_COLLECT, task_file("    s = t.splits()\n    s['test'].y = s['test'].y.float()"),
+     "split 'test' labels must be a 1-D integer tensor"),
+    ("task split missing", TASK_COLLECT,
+     task_file("    load = t.load_data\n    t.load_data = lambda: {k: v for k, v in load().items() if k != 'test'}"),
+     "splits() must return train, val, test; test missing"),
+    ("task split empty", TASK_COLLECT, task_file("    s = t.splits()\n    s['val'].x, s['val'].y = s['val'].x[:0], s['val'].y[:0]"),
+     "split 'val' is empty"),
+    ("task splits raise", TASK_COLLECT, task_file("    t.load_data = lambda: 1 / 0"), "splits() raised ZeroDivisionError"),
+    ("task splits a list", TASK_COLLECT, task_file("    t.load_data = lambda: []"), "train, val, test missing (got list)"),
+    ("task model returns one number per example", TASK_COLLECT, write("task.py", MODEL_TASK.format("self.inner(x).sum(1)")),
+     "must return [batch, classes] logits; on 8 examples of split 'train' it returned [8]"),
+    ("task model returns classes", TASK_COLLECT, write("task.py", MODEL_TASK.format("self.inner(x).argmax(1, keepdim=True)")),
+     "must be floating-point logits"),
+    ("task model fails on a batch", TASK_COLLECT, write("task.py", MODEL_TASK.format("x.view(3, 7)")),
+     "the model raised RuntimeError"),
+    ("task module parses arguments", INSPECT, write("task.py", "import argparse\nargparse.ArgumentParser().parse_args(['--x'])\n"),
+     "exited while being imported (exit code 2)"),
+    ("task module exits", INSPECT, write("task.py", "import sys\nsys.exit(3)\n"), "exited while being imported (exit code 3)"),
+    ("task factory exits", INSPECT, write("task.py", "import sys\ndef make_task():\n    sys.exit('bye')\n"),
+     "called exit ('bye') instead of returning a task"),
+    # the system refuses
+    ("run directory read-only", EVALUATE, patch("tempfile.mkstemp", PermissionError(13, "Permission denied")),
+     "metrics.json (Permission denied)"),
+    ("disk full while evaluating", EVALUATE, DISK_FULL, "metrics.json (No space left on device)"),
+    ("disk full while generating", GENERATE, DISK_FULL, "No space left on device"),
+    ("disk full while reporting", REPORT, DISK_FULL, "No space left on device"),
+    ("disk full while training over a run", [*TRAIN[:4], "{run}", *TRAIN[5:], "--fresh"], DISK_FULL,
+     "No space left on device"),
+    # degenerate requests
+    ("sweep over more layers than the model has", ["sweep", "--task", "digits-cnn", "--ablation", "layers", "--values", "9",
+                                                  "--out", "{tmp}/s"], None, "the last 9 normalization layers, but task"),
 ]
 
 
@@ -191,7 +391,7 @@ def _checksums(root: Path) -> dict[str, str]:
 
 
 def test_the_table_is_large_and_unique():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 120
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
@@ -200,7 +400,7 @@ def test_bad_input(name, args, setup, needle, tiny_run, tmp_path, capsys, monkey
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     if setup:
-        setup(run, tmp_path)
+        setup(run, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)  # a pickle that ran would leave ./pwned here
     before = _checksums(tmp_path)
     code = main(["--quiet", *(a.format(run=run, tmp=tmp_path) for a in args)])

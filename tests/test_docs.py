@@ -12,7 +12,7 @@ from nndiff.cli.main import main
 from nndiff.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"```(?:bash|sh)\n(.*?)```", re.S)
 INLINE = re.compile(r"`(nndiff [^`]+)`")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from nndiff.config.settings import check_fields, setting
 from nndiff.errors import NndiffError
 from nndiff.generator.diffusion import SAMPLERS
-from nndiff.io.files import recover_directory, replace_directory, save_json
+from nndiff.io.files import save_json, write_directory
 from nndiff.io.tensors import load_tensors, save_tensors
 from nndiff.params.layout import Layout
 
@@ -73,17 +72,15 @@ def write_generated(
     The files go to a temporary directory that then takes the place of the old one in one atomic
     exchange, so there is never a moment without a complete generated/ (nor a mix of old and new).
     """
-    d = Path(run_dir)
-    tmp, final = d / f".{GENERATED}.tmp", d / GENERATED
-    recover_directory(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    for i, v in enumerate(vectors):
-        meta = {"seed": seed + i, "sampler": sampler, "steps": steps, **(extra or {})}
-        save_tensors(tmp / f"{i:06d}.safetensors", layout.unflatten(v.contiguous()), meta)
-    if info is not None:
-        save_json(tmp / "info.json", info)
-    replace_directory(tmp, final)
-    return final
+
+    def fill(tmp: Path) -> None:
+        for i, v in enumerate(vectors):
+            meta = {"seed": seed + i, "sampler": sampler, "steps": steps, **(extra or {})}
+            save_tensors(tmp / f"{i:06d}.safetensors", layout.unflatten(v.contiguous()), meta)
+        if info is not None:
+            save_json(tmp / "info.json", info)
+
+    return write_directory(Path(run_dir) / GENERATED, fill)
 
 
 def read_generated(run_dir: str | Path, layout: Layout) -> torch.Tensor:

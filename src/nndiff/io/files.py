@@ -199,6 +199,23 @@ def exchange(a: Path, b: Path) -> None:
     old.rename(a)
 
 
+def write_directory(final: str | Path, fill: Callable[[Path], Any]) -> Path:
+    """A directory written whole: `fill` writes into DIR/.NAME.tmp, which then takes the place of
+    `final` (replace_directory). If `fill` fails, the temporary directory goes and `final` stands."""
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp")
+    recover_directory(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_directory(tmp, final)
+    return final
+
+
 def replace_directory(new: Path, final: Path) -> None:
     """`new` (a complete directory) takes the place of `final` in one atomic exchange, so a reader
     finds either the old directory whole or the new one whole; the old one is then removed."""

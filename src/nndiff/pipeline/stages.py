@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +30,7 @@ from nndiff.generator.conditional import aim_targets, aimed_sets, calibrate
 from nndiff.generator.config import TrainConfig
 from nndiff.generator.generated import GENERATED, read_generated
 from nndiff.generator.sampler import ParamGenerator, read_normalizers
-from nndiff.io.files import recover_directory, replace_directory, save_json, save_yaml
+from nndiff.io.files import save_json, save_yaml, write_directory
 from nndiff.io.staging import Staging, recover_staged
 from nndiff.io.tensors import load_state_dict
 from nndiff.params.normalizer import Normalizer
@@ -227,13 +226,12 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     if calibration is not None:
         novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, aim_targets(zoo)
     training = read_record(run_dir / "train_stats.json", TRAIN_STATS, "retrain the run with --fresh")
-    staging, final = run_dir / ".report.tmp", run_dir / "report"
-    recover_directory(final)
-    shutil.rmtree(staging, ignore_errors=True)
-    save_json(staging / "novelty.json", novelty)
-    write_report(staging, metrics, novelty, per_model, training)
-    replace_directory(staging, final)  # the previous report/ whole until this moment, the new one whole after
-    return final / "report.md"
+
+    def fill(staging: Path) -> None:  # the previous report/ stays whole until the new one is
+        save_json(staging / "novelty.json", novelty)
+        write_report(staging, metrics, novelty, per_model, training)
+
+    return write_directory(run_dir / "report", fill) / "report.md"
 
 
 def _current_metrics(run_dir: Path, generated: torch.Tensor) -> dict | None:
