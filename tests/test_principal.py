@@ -33,6 +33,13 @@ def test_every_direction_reproduces_the_training_rows():
     torch.testing.assert_close(codec.reconstruct(norm(x)), norm(x), rtol=1e-4, atol=1e-4)
 
 
+def test_more_snapshots_than_parameters_keep_one_direction_per_parameter():
+    x, norm = _zoo(rows=200, dim=12)
+    codec, explained = PrincipalCodec.fit(x, norm)
+    assert codec.latent_shape == (1, 12) and explained == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(codec.reconstruct(norm(x)), norm(x), rtol=1e-4, atol=1e-4)
+
+
 def test_fewer_directions_are_scikit_learns_pca():
     """With 3 of the directions, encoding and decoding is scikit-learn's PCA of the normalized rows."""
     x, norm = _zoo()

@@ -35,7 +35,7 @@ class AutoencoderConfig:
     )
     components: int = setting(
         0,
-        "--ae-kind pca: principal directions kept (0: every direction the snapshots span, K - 1 at most)",
+        "--ae-kind pca: principal directions kept (0: every direction the snapshots span, K - 1 or the number of parameters at most)",
         low=0,
         integer=True,
         flag="--ae-components",

@@ -4,7 +4,7 @@ directions directly, with no network in between that could lose part of their va
 
 Encoding is the projection onto the first `count` principal directions of the training snapshots
 (their normalized-space mean removed); decoding is the sum of those directions weighted by the
-coordinates, plus the mean. With every direction the snapshots span (K - 1 at most, the default)
+coordinates, plus the mean. With every direction the snapshots span (K - 1 or D at most, the default)
 it reproduces every training snapshot exactly. The coordinates are the latent [1, count] the
 diffusion model learns; they are standardized per coordinate like any latent (train.py), so each
 direction is learned at unit scale whatever its share of the variance.
@@ -31,7 +31,7 @@ class PrincipalCodec(nn.Module):
         """The codec of the rows of `x` (raw parameters, normalized by `normalizer` a block of columns
         at a time) keeping `count` directions (0: all the rows span), and the share of their variance
         it keeps."""
-        span = max(1, len(x) - 1)
+        span = max(1, min(len(x) - 1, x.shape[1]))  # K rows span K - 1 directions, D values at most D
         count = span if count == 0 else min(count, span)
         codec = cls(x.shape[1], count)
         mean, components, explained = principal_components(x, normalizer, count)
