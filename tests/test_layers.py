@@ -21,6 +21,7 @@ LAYERS = [
     "training",
     "report",
     "pipeline",
+    "families",
     "cli",
     "__init__",
     "__main__",

@@ -85,6 +85,19 @@ def dispatch(command: str, args, quiet: bool) -> int:
             )
             for line in summary_lines(stats):
                 print(f"      {line}")
+    elif command == "generate" and args.code is not None:
+        from nndiff.families.generate import generate_for_code
+
+        out, seen = generate_for_code(args.run, args.code, args.n, args.seed)
+        print(f"wrote {args.n} models for task {args.code} ({seen}) to {out}")
+    elif command == "run" and args.family is not None:
+        from nndiff.families.report import summary_lines
+        from nndiff.families.run import FamilyConfig, run_family
+
+        out = args.out or Path("runs") / args.family
+        metrics = run_family(FamilyConfig(family=args.family, seed=args.seed), out, progress)
+        print("\n" + "\n".join(summary_lines(metrics)))
+        print(f"wrote {out / 'report' / 'report.md'}\nwrote {out / 'metrics.json'}")
     elif command == "generate":
         sample = _configs(args)[2]
         out = generate_run(args.run, sample, args.seed, args.device)

@@ -162,6 +162,14 @@ def build_parser():
     )
     p.add_argument("--out", type=Path | None, default=None, help="output directory (default: runs/<task>)")
     p.add_argument("--no-report", action="store_true", help="skip the novelty analysis and report/")
+    p.add_argument(
+        "--family",
+        type=str | None,
+        default=None,
+        help="instead of one task, a family of related tasks (mnist1d-binary, digits-binary): collect over its "
+        "tasks, train generators from a task's descriptor to its model, and judge them on held-out tasks against "
+        "training, retrieval and a regression (docs/unseen.md); --seed applies, the other options do not",
+    )
     _resume_option(p)
     _collect_options(p, train=True)
     _generate_options(p)
@@ -185,6 +193,13 @@ def build_parser():
 
     p = _on_a_run(sub, "generate", "sample new parameter sets from a trained run", "written by `nndiff train`")
     _generate_options(p)
+    p.add_argument(
+        "--code",
+        type=str | None,
+        default=None,
+        help="family runs: the task to generate models for, one binary digit per class (1: positive), "
+        "e.g. 0110100101; a task the generator never saw is what it is for",
+    )
     _on_a_run(sub, "evaluate", "accuracy of originals, generated models and the weight average", seed=False)
     _on_a_run(
         sub,

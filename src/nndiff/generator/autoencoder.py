@@ -35,7 +35,8 @@ class AutoencoderConfig:
     )
     components: int = setting(
         0,
-        "--ae-kind pca: principal directions kept (0: every direction the snapshots span, K - 1 or the number of parameters at most)",
+        "--ae-kind pca: principal directions kept (0: every direction the snapshots span, at most K - 1 and at "
+        "most one per parameter)",
         low=0,
         integer=True,
         flag="--ae-components",

@@ -1,0 +1,69 @@
+"""Every method's models for the held-out tasks, evaluated alike, with intervals over tasks and
+test samples.
+
+A method gives m heads for each held-out task ([T, m, D]); its per-task accuracy is the mean over
+its heads. Intervals are a paired bootstrap: each replicate draws tasks and test samples with
+replacement, the same draws for every method, so differences between methods carry both sources of
+uncertainty and no more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nndiff.families.heads import correct
+
+SGD_STEPS = (1, 10, 100, 1000)
+
+
+def per_sample(heads: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """[T, N]: the share of a task's m heads ([T, m, D]) that get each test example right."""
+    t, m, d = heads.shape
+    right = correct(heads.reshape(t * m, d), x, labels.repeat_interleave(m, 0), classes)
+    return right.view(t, m, -1).float().mean(1)
+
+
+def summarize(shares: dict[str, torch.Tensor], reference: str, replicates: int = 1000, seed: int = 0) -> dict:
+    """Mean test accuracy of each method over tasks and samples with its 95% interval, and each
+    method minus `reference` (paired)."""
+    names = list(shares)
+    c = torch.stack([shares[k] for k in names]).double()  # [M, T, N]
+    _, tasks, samples = c.shape
+    gen = torch.Generator().manual_seed(seed)
+    point = c.mean((1, 2)) * 100
+    draws = torch.empty(replicates, len(names), dtype=torch.float64)
+    for r in range(replicates):
+        w = torch.bincount(torch.randint(tasks, (tasks,), generator=gen), minlength=tasks).double()
+        v = torch.bincount(torch.randint(samples, (samples,), generator=gen), minlength=samples).double()
+        draws[r] = (c @ v) @ w / (tasks * samples) * 100
+    ref = names.index(reference)
+    out = {}
+    for i, name in enumerate(names):
+        lo, hi = torch.quantile(draws[:, i], torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+        diff = draws[:, i] - draws[:, ref]
+        dlo, dhi = torch.quantile(diff, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+        out[name] = {
+            "test_acc_mean": float(point[i]),
+            "ci95": [lo, hi],
+            "minus_" + reference: {"estimate": float(point[i] - point[ref]), "ci95": [dlo, dhi]},
+            "per_task": (c[i].mean(1) * 100).tolist(),
+        }
+    out["bootstrap"] = {"replicates": replicates, "seed": seed, "resampled": "held-out tasks and test samples"}
+    return out
+
+
+def steps_worth(sgd: dict[int, float], accuracy: float) -> float:
+    """How many SGD steps from the common initialization reach `accuracy` (log-linear between the
+    measured step counts; inf beyond the last, 0 below the first)."""
+    points = sorted(sgd.items())
+    if accuracy <= points[0][1]:
+        return 0.0
+    for (s0, a0), (s1, a1) in zip(points, points[1:]):
+        if accuracy <= a1:
+            if a1 <= a0:
+                return float(s1)
+            frac = (accuracy - a0) / (a1 - a0)
+            return float(math.exp(math.log(s0) + frac * (math.log(s1) - math.log(s0))))
+    return math.inf

@@ -1,0 +1,138 @@
+"""Task families: models for tasks the generator never saw, judged against training, retrieval,
+the zoo's mean and a regression on held-out tasks."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nndiff.cli.main import main
+from nndiff.families.evaluate import per_sample, steps_worth
+from nndiff.families.family import binary_codes, get_family, split_tasks
+from nndiff.families.generators import RegressionGenerator
+from nndiff.families.run import FamilyConfig, _data, run_family
+from nndiff.io.tensors import load_tensors
+
+
+def tiny_config() -> FamilyConfig:
+    config = FamilyConfig(family="digits-binary", tasks=60, steps=200, every=20, regression_steps=300, base_epochs=3)
+    config.diffusion.autoencoder.steps = config.diffusion.diffusion.steps = 50
+    return config
+
+
+@pytest.fixture(scope="module")
+def family_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("family") / "digits-binary"
+    metrics = run_family(tiny_config(), out, progress=False, log=lambda *_: None)
+    return out, metrics
+
+
+def test_the_binary_family_is_every_two_sided_split():
+    codes = binary_codes(10)
+    assert codes.shape == (1022, 10) and len({tuple(c.tolist()) for c in codes}) == 1022
+    assert int(codes.sum(1).min()) == 1 and int(codes.sum(1).max()) == 9
+    parts = split_tasks(1022, seed=0)
+    together = torch.cat(list(parts.values()))
+    assert sorted(together.tolist()) == list(range(1022))  # disjoint and complete
+    assert len(parts["heldout"]) == 204 and len(parts["val"]) == 102
+
+
+def test_every_method_is_judged_on_every_held_out_task(family_run):
+    out, m = family_run
+    held = m["tasks"]["heldout"]
+    names = ["trained", "regression", "diffusion", "retrieval_nearest", "retrieval_best_on_val", "zoo_mean",
+             "sgd_1", "sgd_10", "sgd_100", "sgd_1000", "sgd_same_time_as_regression", "sgd_same_time_as_diffusion"]
+    for name in names:
+        assert len(m[name]["per_task"]) == held, name
+        lo, hi = m[name]["ci95"]
+        assert lo <= m[name]["test_acc_mean"] <= hi, name
+        assert m[name]["test_acc_mean"] == pytest.approx(sum(m[name]["per_task"]) / held, abs=1e-6)
+    chosen = m["chosen_on_validation_tasks"]
+    assert chosen["generator"] == max(chosen["val_acc_mean"], key=chosen["val_acc_mean"].get)
+    # trained for the task beats the zoo's mean, which mixes every task's answers
+    assert m["trained"]["test_acc_mean"] > m["zoo_mean"]["test_acc_mean"] + 20
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "unseen.png").stat().st_size > 0
+
+
+def test_a_generator_that_ignores_its_descriptor_falls_to_chance(family_run):
+    """The same regression, trained with the descriptors shuffled between tasks, must lose what the
+    descriptor carries: held-out accuracy near chance, where the real one is far above it."""
+    out, _ = family_run
+    config = tiny_config()
+    family = get_family(config.family)
+    manifest = json.loads((out / "family" / "manifest.json").read_text())
+    codes = torch.tensor([[int(c) for c in text] for text in manifest["codes"]])
+    rows = load_tensors(out / "family" / "heads.safetensors")["params"]
+    per = len(manifest["snapshot_steps"])
+    train, held = (torch.tensor(manifest["tasks"][k]) for k in ("train", "heldout"))
+    x = rows.view(-1, per, rows.shape[1])[train].reshape(-1, rows.shape[1])
+    _, feats, labels = _data(family, config, out, False)
+    lab = family.relabel(codes[held], labels["test"])
+
+    def held_out_accuracy(task_codes):
+        gen = RegressionGenerator.fit(x, task_codes.repeat_interleave(per, 0), 300, seed=0)
+        return float(per_sample(gen.sample(codes[held])[:, None], feats["test"], lab, 2).mean() * 100)
+
+    shuffled = codes[train][torch.randperm(len(train), generator=torch.Generator().manual_seed(1))]
+    assert held_out_accuracy(codes[train]) > 85
+    assert held_out_accuracy(shuffled) < 70
+
+
+def test_generated_files_are_the_models_they_were_judged_as(family_run, tmp_path):
+    """A head written by `generate --code` loaded into the model (2 outputs, the base trunk) scores
+    what the feature-level evaluation says."""
+    from nndiff.families.heads import correct
+    from nndiff.tasks.digits import DigitsCNN
+
+    out, _ = family_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    assert main(["--quiet", "generate", "--run", str(run), "--code", "0110100101", "-n", "2"]) == 0
+    head = load_file(run / "generated" / "000000.safetensors")
+    model = DigitsCNN(classes=2)
+    base = {k: v for k, v in load_file(run / "family" / "base.safetensors").items() if not k.startswith("head.")}
+    model.load_state_dict({**base, **head})
+    family, config = get_family("digits-binary"), tiny_config()
+    _, feats, labels = _data(family, config, run, False)
+    code = torch.tensor([[0, 1, 1, 0, 1, 0, 0, 1, 0, 1]])
+    from nndiff.tasks import get_task
+
+    test = get_task("digits-cnn").splits()["test"]
+    with torch.no_grad():
+        whole = (model.eval()(test.x).argmax(1) == code[0, test.y]).float().mean()
+    flat = torch.cat([head["head.weight"].reshape(-1), head["head.bias"]])[None]
+    assert float(whole) == pytest.approx(float(correct(flat, feats["test"], code[:, labels["test"]], 2).float().mean()))
+    assert json.loads((run / "generated" / "info.json").read_text())["seen"] in ("unseen", "seen: a training task")
+
+
+@pytest.mark.parametrize("code,needle", [
+    ("01101", "must be 10 binary digits"),
+    ("01101001x1", "must be 10 binary digits"),
+    ("0000000000", "that is not a task"),
+    ("1111111111", "that is not a task"),
+])
+def test_a_code_that_is_no_task_is_one_line_and_changes_nothing(family_run, tmp_path, capsys, code, needle):
+    out, _ = family_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["--quiet", "generate", "--run", str(run), "--code", code]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_code_for_a_run_that_is_no_family_run(tiny_run, capsys):
+    assert main(["--quiet", "generate", "--run", str(tiny_run), "--code", "0110100101"]) == 2
+    assert "is not a finished family run" in capsys.readouterr().err
+
+
+def test_sgd_steps_worth_interpolates_between_measured_counts():
+    sgd = {1: 50.0, 10: 90.0, 100: 95.0, 1000: 96.0}
+    assert steps_worth(sgd, 40.0) == 0.0
+    assert steps_worth(sgd, 90.0) == pytest.approx(10.0)
+    assert steps_worth(sgd, 92.5) == pytest.approx(math.sqrt(10 * 100))
+    assert math.isinf(steps_worth(sgd, 97.0))
