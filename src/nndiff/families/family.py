@@ -49,28 +49,24 @@ def _binary_labels(codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return codes[:, labels]
 
 
+def _binary_family(name: str, data: str, base_task: str, values: str) -> Family:
+    return Family(
+        name=name,
+        description=f"1,022 binary tasks over {data}'s 10 classes (descriptor: which classes are positive), "
+        f"a generated 2-way head ({values} values) on the frozen {base_task} trunk",
+        base_task=base_task,
+        head="head",
+        codes=binary_codes(10),
+        relabel=_binary_labels,
+    )
+
+
 def mnist1d_binary() -> Family:
-    return Family(
-        name="mnist1d-binary",
-        description="1,022 binary tasks over MNIST-1D's 10 classes (descriptor: which classes are positive), "
-        "a generated 2-way head on the frozen mnist1d-cnn trunk",
-        base_task="mnist1d-cnn",
-        head="head",
-        codes=binary_codes(10),
-        relabel=_binary_labels,
-    )
+    return _binary_family("mnist1d-binary", "MNIST-1D", "mnist1d-cnn", "130")
 
 
-def digits_binary() -> Family:
-    return Family(
-        name="digits-binary",
-        description="1,022 binary tasks over scikit-learn's 8x8 digits (descriptor: which digits are positive), "
-        "a generated 2-way head on the frozen digits-cnn trunk; small enough for quick checks",
-        base_task="digits-cnn",
-        head="head",
-        codes=binary_codes(10),
-        relabel=_binary_labels,
-    )
+def digits_binary() -> Family:  # small enough for quick checks
+    return _binary_family("digits-binary", "scikit-learn's 8x8 digits", "digits-cnn", "1,026")
 
 
 FAMILIES: dict[str, Callable[[], Family]] = {"mnist1d-binary": mnist1d_binary, "digits-binary": digits_binary}
