@@ -4,10 +4,13 @@ zoo = nndiff.collect("mnist1d-cnn", nndiff.CollectConfig(k=200))
 gen, stats = nndiff.fit(zoo, nndiff.TrainConfig())
 params = gen.sample(100, seed=0)                     # [100, D] parameter vectors
 metrics = nndiff.evaluate(nndiff.get_task("mnist1d-cnn"), zoo, params)
+
+metrics = nndiff.run_family(nndiff.FamilyConfig(family="mnist1d-binary"), "runs/binary")  # unseen tasks
 """
 
 from nndiff.errors import NndiffError
 from nndiff.evaluation.metrics import compute_metrics
+from nndiff.families.run import FamilyConfig, run_family
 from nndiff.generator.config import TrainConfig
 from nndiff.generator.sampler import ParamGenerator
 from nndiff.params.layout import Layout
@@ -41,4 +44,6 @@ __all__ = [
     "Layout",
     "Normalizer",
     "NndiffError",
+    "run_family",
+    "FamilyConfig",
 ]
