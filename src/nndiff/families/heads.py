@@ -11,8 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nndiff.params.layout import Layout
-
 
 @torch.no_grad()
 def features(model: nn.Module, head: str, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
@@ -27,10 +25,6 @@ def features(model: nn.Module, head: str, x: torch.Tensor, batch: int = 4096) ->
     finally:
         hook.remove()
     return torch.cat(seen)
-
-
-def head_layout(model: nn.Module, head: str) -> Layout:
-    return Layout.select(model, [f"{head}.*"])
 
 
 def logits(heads: torch.Tensor, x: torch.Tensor, classes: int) -> torch.Tensor:

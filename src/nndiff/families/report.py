@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from nndiff.io.files import write_bytes_atomic
+from nndiff.io.files import write_bytes_atomic, write_directory
 
 LABELS = {
     "trained": "trained for the task (yardstick: the task's own SGD snapshots)",
@@ -99,8 +99,6 @@ def figure(metrics: dict, path: Path) -> None:
 
 
 def write_family_report(out: Path, metrics: dict) -> Path:
-    from nndiff.io.files import write_directory
-
     def fill(d: Path) -> None:
         figure(metrics, d / "unseen.png")
         write_bytes_atomic(d / "report.md", markdown(metrics).encode())

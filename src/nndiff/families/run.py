@@ -21,7 +21,7 @@ from nndiff.errors import NndiffError
 from nndiff.families.evaluate import SGD_STEPS, per_sample, steps_worth, summarize
 from nndiff.families.family import code_text, get_family, split_tasks
 from nndiff.families.generators import DiffusionGenerator, RegressionGenerator
-from nndiff.families.heads import correct, features, train_heads
+from nndiff.families.heads import correct, features, logits, train_heads
 from nndiff.generator.config import TrainConfig
 from nndiff.io.files import load_json, save_json
 from nndiff.io.tensors import load_tensors, save_tensors
@@ -226,8 +226,6 @@ def _methods(family, config, generators, codes, rows, init, feats, labels, tasks
 
 
 def _predict(heads: torch.Tensor, x: torch.Tensor, classes: int) -> torch.Tensor:
-    from nndiff.families.heads import logits
-
     with torch.no_grad():
         return logits(heads, x, classes).argmax(2)
 

@@ -53,11 +53,9 @@ def generate_run(
     out = write_generated(run_dir, vectors, generator.layout, seed, s.sampler, s.steps, aim, info)
     # The evaluation and the report described the previous models: remove them rather than leave
     # numbers beside models they are not about (report/ stays when asked, and says which set it is about).
-    removed = [name for name in ("metrics.json", "report") if (run_dir / name).exists()]
-    if keep_report and "report" in removed:
-        removed.remove("report")
+    removed = [name for name in ("metrics.json", "report")[: 1 if keep_report else 2] if (run_dir / name).exists()]
     (run_dir / "metrics.json").unlink(missing_ok=True)
-    if "report" in removed:
+    if not keep_report:
         shutil.rmtree(run_dir / "report", ignore_errors=True)
     if old is not None:
         what = f"{old.get('count', '?')} models (seed {old.get('seed', '?')}, {old.get('steps', '?')} steps)"
