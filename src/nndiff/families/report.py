@@ -41,9 +41,12 @@ def markdown(metrics: dict) -> str:
         "held-out tasks, averaged over each method's models and over tasks; brackets: 95% intervals "
         "(paired bootstrap over held-out tasks and test samples).",
         "",
-        f"The validation tasks chose the **{chosen}** generator "
-        + "(" + ", ".join(f"{k} {v:.2f}%" for k, v in metrics["chosen_on_validation_tasks"]["val_acc_mean"].items())
-        + " validation accuracy).",
+        f"The validation tasks chose the **{chosen}** generator ("
+        + ", ".join(f"{k} {v:.2f}%" for k, v in metrics["chosen_on_validation_tasks"]["val_acc_mean"].items())
+        + " validation accuracy; "
+        + "; ".join(f"{k.replace('_', ' ')} {d['estimate']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+                    for k, d in metrics["chosen_on_validation_tasks"].items() if k.endswith(f"_minus_{chosen}"))
+        + ").",
         "",
         f"| method | models per task | test accuracy | minus {chosen} |",
         "|---|---|---|---|",
