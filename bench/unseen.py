@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from nndiff.families.family import FAMILIES
+from nndiff.families.builtin import FAMILIES
 from nndiff.families.report import label, methods
 from nndiff.families.run import FamilyConfig, run_family
 
@@ -39,6 +39,13 @@ def main() -> None:
             s = m["sampling_s"][g]
             worth = "> 1,000" if math.isinf(steps) else f"{steps:.0f}"
             print(f"\n- {g}: worth {worth} SGD steps; 100 models for one task in {s['100_models_one_task']:.3f} s")
+        if "regression_examples" in m:
+            d = m["regression_examples"][f"minus_{chosen}"]
+            print(f"- asked for by {m['shots']} examples per class instead of the code: {d['estimate']:+.2f} "
+                  f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] points against the code-conditioned {chosen}")
+            d = m["regression_examples_per_base_class"][f"minus_{chosen}"]
+            print(f"- asked for by {m['shots']} examples of every base class (labelled by the task): "
+                  f"{d['estimate']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] points against the code")
         nov = m["novelty"]
         print(f"- novelty of the {chosen} generator's heads: nearest distance to the task's own trained heads "
               f"{nov['relative_nearest_distance_median']:.2f} of their spacing (median), "

@@ -45,3 +45,13 @@ def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "digits"
     assert main(TRAINED_RUN + ["--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def family_run(tmp_path_factory):
+    """A finished digits-binary family run (never modify it: copy it first)."""
+    from nndiff.families.run import run_family
+    from tests.checks import tiny_family
+
+    out = tmp_path_factory.mktemp("family") / "digits-binary"
+    return out, run_family(tiny_family(), out, progress=False, log=lambda *_: None)

@@ -11,23 +11,12 @@ from safetensors.torch import load_file
 
 from nndiff.cli.main import main
 from nndiff.families.evaluate import per_sample, steps_worth
-from nndiff.families.family import binary_codes, get_family, split_tasks
+from nndiff.families.family import binary_codes, split_tasks
+from nndiff.families.registry import get_family
 from nndiff.families.generators import RegressionGenerator
-from nndiff.families.run import FamilyConfig, _data, run_family
+from nndiff.families.data import load_data
 from nndiff.io.tensors import load_tensors
-
-
-def tiny_config() -> FamilyConfig:
-    config = FamilyConfig(family="digits-binary", tasks=60, steps=200, every=20, regression_steps=300, base_epochs=3)
-    config.diffusion.autoencoder.steps = config.diffusion.diffusion.steps = 50
-    return config
-
-
-@pytest.fixture(scope="module")
-def family_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("family") / "digits-binary"
-    metrics = run_family(tiny_config(), out, progress=False, log=lambda *_: None)
-    return out, metrics
+from tests.checks import tiny_family
 
 
 def test_the_binary_family_is_every_two_sided_split():
@@ -61,7 +50,7 @@ def test_a_generator_that_ignores_its_descriptor_falls_to_chance(family_run):
     """The same regression, trained with the descriptors shuffled between tasks, must lose what the
     descriptor carries: held-out accuracy near chance, where the real one is far above it."""
     out, _ = family_run
-    config = tiny_config()
+    config = tiny_family()
     family = get_family(config.family)
     manifest = json.loads((out / "family" / "manifest.json").read_text())
     codes = torch.tensor([[int(c) for c in text] for text in manifest["codes"]])
@@ -69,12 +58,12 @@ def test_a_generator_that_ignores_its_descriptor_falls_to_chance(family_run):
     per = len(manifest["snapshot_steps"])
     train, held = (torch.tensor(manifest["tasks"][k]) for k in ("train", "heldout"))
     x = rows.view(-1, per, rows.shape[1])[train].reshape(-1, rows.shape[1])
-    _, feats, labels = _data(family, config, out, False)
+    _, feats, labels = load_data(family, config, out, family.codes, False)
     lab = family.relabel(codes[held], labels["test"])
 
     def held_out_accuracy(task_codes):
         gen = RegressionGenerator.fit(x, task_codes.repeat_interleave(per, 0), 300, seed=0)
-        return float(per_sample(gen.sample(codes[held])[:, None], feats["test"], lab, 2).mean() * 100)
+        return float(per_sample(gen.sample(codes[held].float())[:, None], feats["test"], lab, 2).mean() * 100)
 
     shuffled = codes[train][torch.randperm(len(train), generator=torch.Generator().manual_seed(1))]
     assert held_out_accuracy(codes[train]) > 85
@@ -95,8 +84,8 @@ def test_generated_files_are_the_models_they_were_judged_as(family_run, tmp_path
     model = DigitsCNN(classes=2)
     base = {k: v for k, v in load_file(run / "family" / "base.safetensors").items() if not k.startswith("head.")}
     model.load_state_dict({**base, **head})
-    family, config = get_family("digits-binary"), tiny_config()
-    _, feats, labels = _data(family, config, run, False)
+    family, config = get_family("digits-binary"), tiny_family()
+    _, feats, labels = load_data(family, config, run, family.codes, False)
     code = torch.tensor([[0, 1, 1, 0, 1, 0, 0, 1, 0, 1]])
     from nndiff.tasks import get_task
 

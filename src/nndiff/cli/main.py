@@ -39,6 +39,8 @@ def dispatch(command: str, args, quiet: bool) -> int:
     forget_named_tasks()  # only what this command names may run
     if command not in ("run", "collect", "sweep", "inspect") and args.get("task"):
         name_task(args["task"])  # a recorded task the user allows to run
+    if command == "generate" and args.get("family") and ":" in args["family"]:
+        name_task(args["family"])  # a recorded family the user allows to run
     # Bars only on a terminal: written to a file they would fill the log with carriage returns.
     progress = not quiet and sys.stderr.isatty()
     if command == "inspect":
@@ -85,16 +87,22 @@ def dispatch(command: str, args, quiet: bool) -> int:
             )
             for line in summary_lines(stats):
                 print(f"      {line}")
-    elif command == "generate" and args.code is not None:
-        from nndiff.families.generate import generate_for_code
+    elif command == "generate" and (args.code is not None or args.examples is not None):
+        from nndiff.families.generate import generate_for_code, generate_for_examples
 
-        out, seen = generate_for_code(args.run, args.code, args.n, args.seed)
-        print(f"wrote {args.n} models for task {args.code} ({seen}) to {out}")
+        if args.code is not None and args.examples is not None:
+            raise NndiffError("give the task by --code or by --examples, not both")
+        if args.code is not None:
+            out, seen = generate_for_code(args.run, args.code, args.n, args.seed)
+            print(f"wrote {args.n} models for task {args.code} ({seen}) to {out}")
+        else:
+            out, seen = generate_for_examples(args.run, args.examples, args.n, args.seed)
+            print(f"wrote {args.n} models for the task {args.examples} shows ({seen}) to {out}")
     elif command == "run" and args.family is not None:
         from nndiff.families.report import summary_lines
         from nndiff.families.run import FamilyConfig, run_family
 
-        out = args.out or Path("runs") / args.family
+        out = args.out or Path("runs") / Path(args.family.split(":")[0]).stem
         metrics = run_family(FamilyConfig(family=args.family, seed=args.seed), out, progress)
         print("\n" + "\n".join(summary_lines(metrics)))
         print(f"wrote {out / 'report' / 'report.md'}\nwrote {out / 'metrics.json'}")

@@ -166,7 +166,8 @@ def build_parser():
         "--family",
         type=str | None,
         default=None,
-        help="instead of one task, a family of related tasks (mnist1d-binary, digits-binary): collect over its "
+        help="instead of one task, a family of related tasks (mnist1d-binary, digits-binary, mnist1d-domains, "
+        "or your own as path/to/file.py:make_family): collect over its "
         "tasks, train generators from a task's descriptor to its model, and judge them on held-out tasks against "
         "training, retrieval and a regression (docs/unseen.md); --seed applies, the other options do not",
     )
@@ -199,6 +200,21 @@ def build_parser():
         default=None,
         help="family runs: the task to generate models for, one binary digit per class (1: positive), "
         "e.g. 0110100101; a task the generator never saw is what it is for",
+    )
+    p.add_argument(
+        "--examples",
+        type=Path | None,
+        default=None,
+        help="family runs: the task to generate models for, shown by labelled examples: a safetensors file "
+        "holding x (examples shaped like the base task's inputs) and y (integer labels, every class present), "
+        "e.g. 10 per class (docs/unseen.md)",
+    )
+    p.add_argument(
+        "--family",
+        type=str | None,
+        default=None,
+        help="family runs of your own family: its path/to/file.py:make_family, naming it lets nndiff run "
+        "that code (a run from someone else never runs code you did not name)",
     )
     _on_a_run(sub, "evaluate", "accuracy of originals, generated models and the weight average", seed=False)
     _on_a_run(

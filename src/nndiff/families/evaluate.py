@@ -19,8 +19,12 @@ SGD_STEPS = (1, 10, 100, 1000)
 
 
 def per_sample(heads: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """[T, N]: the share of a task's m heads ([T, m, D]) that get each test example right."""
+    """[T, N]: the share of a task's m heads ([T, m, D]) that get each test example right (features
+    x [N, F] shared, or [T, N, F] each task's own)."""
     t, m, d = heads.shape
+    if x.ndim == 3:
+        return torch.stack([correct(heads[i], x[i].expand(m, -1, -1), labels[i].expand(m, -1), classes).float().mean(0)
+                            for i in range(t)])
     right = correct(heads.reshape(t * m, d), x, labels.repeat_interleave(m, 0), classes)
     return right.view(t, m, -1).float().mean(1)
 

@@ -5,8 +5,10 @@
 - `DiffusionGenerator`: the parameter autoencoder and the latent diffusion model of a single-task
   run (training/loops.py), its denoiser conditioned on the descriptor with classifier-free guidance.
 
-Both save to and load from safetensors (`save(path)`, `load(path)`), and sample `n` heads per
-descriptor with `sample(codes, n, seed)`: [len(codes) * n, D], the n of each task together.
+A descriptor is any float vector per task (a binary code, an example set's embedding); both
+standardize it with statistics of their training descriptors. Both save to and load from safetensors
+(`save(path)`, `load(path)`), and sample `n` heads per descriptor with `sample(descriptors, n, seed)`:
+[len(descriptors) * n, D], the n of each task together.
 """
 
 from __future__ import annotations
@@ -29,24 +31,24 @@ from nndiff.training.loops import encode_all, train_autoencoder, train_diffusion
 GENERATORS = ("regression", "diffusion")
 
 
-def _descriptor(codes: torch.Tensor) -> torch.Tensor:
-    return codes.float() * 2 - 1  # binary codes as -1 / +1
-
-
 class RegressionGenerator:
     kind = "regression"
 
-    def __init__(self, code_dim: int, dim: int, normalizer: Normalizer, width: int = 256):
-        self.normalizer, self.width = normalizer, width
+    def __init__(self, inputs: Normalizer, dim: int, normalizer: Normalizer, width: int = 1024):
+        self.inputs, self.normalizer, self.width = inputs, normalizer, width
         self.net = nn.Sequential(
-            nn.Linear(code_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, dim)
+            nn.Linear(len(inputs.mean), width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, dim)
         )
 
     @classmethod
-    def fit(cls, params: torch.Tensor, codes: torch.Tensor, steps: int = 3000, seed: int = 0, lr: float = 1e-3):
+    def fit(cls, params: torch.Tensor, descriptors: torch.Tensor, steps: int = 4000, seed: int = 0,
+            lr: float = 1e-3, width: int = 1024):
+        """Fit on rows params [n, D] with their tasks' descriptors [n, E] (minibatches of 256)."""
         torch.manual_seed(seed)
-        gen = cls(codes.shape[1], params.shape[1], Normalizer.fit(params, None, "element"))
-        target, inputs = gen.normalizer(params), _descriptor(codes)
+        descriptors = descriptors.float()
+        inputs = Normalizer.fit(descriptors, None, "element")
+        gen = cls(inputs, params.shape[1], Normalizer.fit(params, None, "element"), width)
+        target, inputs = gen.normalizer(params), inputs(descriptors)
         opt = torch.optim.AdamW(gen.net.parameters(), lr=lr)
         draw = torch.Generator().manual_seed(seed)
         for step in range(steps):
@@ -61,21 +63,24 @@ class RegressionGenerator:
         return gen
 
     @torch.no_grad()
-    def sample(self, codes: torch.Tensor, n: int = 1, seed: int = 0) -> torch.Tensor:
-        return self.normalizer.inverse(self.net(_descriptor(codes))).repeat_interleave(n, 0)
+    def sample(self, descriptors: torch.Tensor, n: int = 1, seed: int = 0) -> torch.Tensor:
+        """One head per task (a regression is deterministic), repeated n times."""
+        return self.normalizer.inverse(self.net(self.inputs(descriptors.float()))).repeat_interleave(n, 0)
 
     def save(self, path: Path) -> None:
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        save_tensors(path, {**state, **self.normalizer.state_dict("params.")}, {"kind": self.kind, "width": self.width})
+        state.update(self.normalizer.state_dict("params.") | self.inputs.state_dict("inputs."))
+        save_tensors(path, state, {"kind": self.kind, "width": self.width})
 
     @classmethod
     def load(cls, path: Path) -> "RegressionGenerator":
-        meta, state = load_metadata(path), load_tensors(path)
+        state = load_tensors(path)
         first, last = state.get("net.0.weight"), state.get("net.4.weight")
         if first is None or last is None:
             raise NndiffError(f"{path} is not a regression generator; retrain the run")
         norm = Normalizer.from_state_dict(state, "params.", last.shape[0], str(path))
-        gen = cls(first.shape[1], last.shape[0], norm, int(meta.get("width", 256)))
+        inputs = Normalizer.from_state_dict(state, "inputs.", first.shape[1], str(path))
+        gen = cls(inputs, last.shape[0], norm, first.shape[0])
         gen.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
         gen.net.eval()
         return gen
@@ -84,25 +89,27 @@ class RegressionGenerator:
 class DiffusionGenerator:
     kind = "diffusion"
 
-    def __init__(self, config: TrainConfig, normalizer, latent_normalizer, autoencoder, denoiser):
-        self.config, self.normalizer, self.latent_normalizer = config, normalizer, latent_normalizer
+    def __init__(self, config: TrainConfig, inputs, normalizer, latent_normalizer, autoencoder, denoiser):
+        self.config, self.inputs, self.normalizer = config, inputs, normalizer
+        self.latent_normalizer = latent_normalizer
         self.autoencoder, self.denoiser = autoencoder, denoiser
 
     @classmethod
-    def fit(cls, params: torch.Tensor, codes: torch.Tensor, config: TrainConfig, progress: bool = False):
+    def fit(cls, params: torch.Tensor, descriptors: torch.Tensor, config: TrainConfig, progress: bool = False):
         gen = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
+        inputs = Normalizer.fit(descriptors.float(), None, "element")
         normalizer = Normalizer.fit(params, None, "element")
         ae, _ = train_autoencoder(params, config, gen, progress, normalizer=normalizer, device=torch.device("cpu"))
         z = encode_all(ae, params, normalizer, "cpu")
         latent = Normalizer.fit(z.flatten(1), None, "element")
         z = latent(z.flatten(1)).view(z.shape)
-        denoiser, _ = train_diffusion(z, config, gen, progress, cond=_descriptor(codes))
-        return cls(config, normalizer, latent, ae.eval(), denoiser.eval())
+        denoiser, _ = train_diffusion(z, config, gen, progress, cond=inputs(descriptors.float()))
+        return cls(config, inputs, normalizer, latent, ae.eval(), denoiser.eval())
 
     @torch.no_grad()
-    def sample(self, codes: torch.Tensor, n: int = 1, seed: int = 0, steps: int = 20, guidance: float = 1.0):
-        cond = _descriptor(codes).repeat_interleave(n, 0)
+    def sample(self, descriptors: torch.Tensor, n: int = 1, seed: int = 0, steps: int = 20, guidance: float = 1.0):
+        cond = self.inputs(descriptors.float()).repeat_interleave(n, 0)
         shape = self.autoencoder.latent_shape
         scheduler = make_scheduler(self.config.diffusion, "ddim")
         z = sample(self.denoiser, shape, scheduler, steps, list(range(seed, seed + len(cond))), "cpu", cond, guidance)
@@ -115,6 +122,7 @@ class DiffusionGenerator:
             **{f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()},
             **self.normalizer.state_dict("params."),
             **self.latent_normalizer.state_dict("latent."),
+            **self.inputs.state_dict("inputs."),
         }
         meta = {"kind": self.kind, "config": self.config.to_dict(), "layer_sizes": self.autoencoder.sizes,
                 "code_dim": self.denoiser.cond_dim}
@@ -135,7 +143,8 @@ class DiffusionGenerator:
             raise NndiffError(f"{path} is not a family run's diffusion generator ({what}); retrain") from None
         norm = Normalizer.from_state_dict(state, "params.", dim, str(path))
         latent = Normalizer.from_state_dict(state, "latent.", math.prod(ae.latent_shape), str(path))
-        return cls(config, norm, latent, ae.eval(), den.eval())
+        inputs = Normalizer.from_state_dict(state, "inputs.", int(meta["code_dim"]), str(path))
+        return cls(config, inputs, norm, latent, ae.eval(), den.eval())
 
 
 def load_generator(path: Path):

@@ -15,10 +15,16 @@ LABELS = {
     "retrieval_nearest": "retrieval: the nearest training task by descriptor",
     "retrieval_best_on_val": "retrieval: the training task best on the new task's validation data",
     "zoo_mean": "the mean of the whole zoo",
+    "regression_examples": "regression from labelled examples (the trunk's class means) -> head",
+    "sgd_on_examples": "SGD on the labelled examples alone (100 steps)",
+    "regression_examples_per_base_class": "regression from labelled examples of every base class -> head",
+    "sgd_on_examples_per_base_class": "SGD on labelled examples of every base class alone (100 steps)",
 }
 
 
 def label(name: str) -> str:
+    if name in LABELS:
+        return LABELS[name]
     if name.startswith("sgd_same_time_as_"):
         return f"SGD for the time the {name.removeprefix('sgd_same_time_as_')} generator takes per task"
     if name.startswith("sgd_"):
@@ -47,6 +53,11 @@ def markdown(metrics: dict) -> str:
         + "; ".join(f"{k.replace('_', ' ')} {d['estimate']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
                     for k, d in metrics["chosen_on_validation_tasks"].items() if k.endswith(f"_minus_{chosen}"))
         + ").",
+        "",
+        f"Descriptors: {'each task' + chr(39) + 's code' if metrics['asked_by'] == 'code' else 'labelled examples'}; "
+        f"the examples-conditioned generator ({metrics['examples_generator']}) and the examples baselines see "
+        f"{metrics['shots']} examples per class from each task's training split (for tasks over relabelled "
+        f"classes, also {metrics['shots']} of every base class, each labelled by the task).",
         "",
         f"| method | models per task | test accuracy | minus {chosen} |",
         "|---|---|---|---|",

@@ -116,12 +116,30 @@ def get_task(spec: str, data_root: str | None = None, image_size: int | None = N
             "or give your own as path/to/file.py:make_task or package.module:make_task"
         )
     name_task(spec)  # asked for by name: the user's own
+    factory = user_function(spec, "--task")
+    try:
+        task = factory()
+    except SystemExit as e:
+        target, func = spec.rsplit(":", 1)
+        raise NndiffError(f"{func}() in {target} called exit ({e.code!r}) instead of returning a task") from None
+    except Exception as e:
+        target, func = spec.rsplit(":", 1)
+        raise NndiffError(f"{func}() in {target} raised {_user_error(e)}") from e
+    check_task(task, spec)
+    if check_data:
+        check_task_data(task, f"the task from {spec}")
+    return task
+
+
+def user_function(spec: str, option: str) -> Callable:
+    """The function a user's spec names (path/to/file.py:function or package.module:function),
+    importing its file or module once; `option` (--task, --family) names where it came from."""
     target, func = spec.rsplit(":", 1)
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise NndiffError(f"task file {path} not found (from --task {spec})")
-        module_name = f"nndiff_user_task_{abs(hash(str(path.resolve())))}"
+            raise NndiffError(f"file {path} not found (from {option} {spec})")
+        module_name = f"nndiff_user_code_{abs(hash(str(path.resolve())))}"
         module = sys.modules.get(module_name)
         if module is None:
             module_spec = importlib.util.spec_from_file_location(module_name, path)
@@ -130,33 +148,24 @@ def get_task(spec: str, data_root: str | None = None, image_size: int | None = N
                 with _held_stderr():
                     module_spec.loader.exec_module(module)
             except SystemExit as e:
-                raise NndiffError(f"task file {path} {_exited(e)}") from None
+                raise NndiffError(f"file {path} (from {option} {spec}) {_exited(e)}") from None
             except Exception as e:  # the user's code: its error, named with the file (--debug shows the traceback)
-                raise NndiffError(f"task file {path} failed to load: {_user_error(e)}") from e
+                raise NndiffError(f"file {path} (from {option} {spec}) failed to load: {_user_error(e)}") from e
             sys.modules[module_name] = module
     else:
         try:
             with _held_stderr():
                 module = importlib.import_module(target)
         except ImportError as e:
-            raise NndiffError(f"cannot import module {target!r} for --task {spec}: {e}") from None
+            raise NndiffError(f"cannot import module {target!r} for {option} {spec}: {e}") from None
         except SystemExit as e:
-            raise NndiffError(f"module {target!r} (from --task {spec}) {_exited(e)}") from None
+            raise NndiffError(f"module {target!r} (from {option} {spec}) {_exited(e)}") from None
         except Exception as e:
-            raise NndiffError(f"module {target!r} (from --task {spec}) failed to load: {_user_error(e)}") from e
+            raise NndiffError(f"module {target!r} (from {option} {spec}) failed to load: {_user_error(e)}") from e
     factory = getattr(module, func, None)
     if not callable(factory):
-        raise NndiffError(f"{target} has no function {func!r} (from --task {spec})")
-    try:
-        task = factory()
-    except SystemExit as e:
-        raise NndiffError(f"{func}() in {target} called exit ({e.code!r}) instead of returning a task") from None
-    except Exception as e:
-        raise NndiffError(f"{func}() in {target} raised {_user_error(e)}") from e
-    check_task(task, spec)
-    if check_data:
-        check_task_data(task, f"the task from {spec}")
-    return task
+        raise NndiffError(f"{target} has no function {func!r} (from {option} {spec})")
+    return factory
 
 
 @contextlib.contextmanager
