@@ -28,6 +28,9 @@ from nndiff.io.files import save_json
 from nndiff.io.tensors import save_tensors
 
 
+REGRESSION_WIDTHS = (256, 1024)  # the validation tasks choose: wide fits mnist1d-binary, narrow digits-binary
+
+
 def _diffusion_defaults() -> TrainConfig:
     config = TrainConfig()
     config.autoencoder.steps, config.diffusion.steps = 1000, 1500
@@ -71,22 +74,26 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
     per_task = len(manifest["snapshot_steps"])
     desc = Descriptors.make(family, config, feats, labels, codes, tasks)
 
+    # every choice is made on validation data of the validation tasks (never held-out tasks, never test data)
+    inputs = _inputs(family, desc, tasks)
+    lab_val = family.labels(codes[tasks["val"]], labels["val"])
+    x_val = of_tasks(feats["val"], tasks["val"])
+
+    def on_validation(gen, given) -> torch.Tensor:
+        heads = _sample(gen, given, config).view(len(tasks["val"]), -1, rows.shape[1])
+        return per_sample(heads, x_val, lab_val, family.classes)
+
     log(f"[2/4] training the generators on {len(tasks['train'])} tasks ({len(tasks['train']) * per_task} heads)")
-    generators, timings = _train(family, config, rows, tasks, per_task, desc, progress)
+    generators, timings, widths = _train(family, config, rows, tasks, per_task, desc, progress,
+                                         lambda gen, name: on_validation(gen, _val_inputs(name, inputs, desc)))
     timings["collect"] = manifest["seconds"]
     for name, gen in generators.items():
         gen.save(out / f"{name}.safetensors")
     examples_generator = "regression_examples" if family.asked_by == "code" else None
     _save_examples_index(out, desc, generators["regression_examples" if examples_generator else "regression"])
 
-    # the choice: validation data of the validation tasks (never the held-out tasks, never test data)
-    inputs = _inputs(family, desc, tasks)
     main = ("regression", "diffusion")
-    lab_val = family.labels(codes[tasks["val"]], labels["val"])
-    x_val = of_tasks(feats["val"], tasks["val"])
-    val_shares = {name: per_sample(_sample(generators[name], inputs["val"], config).view(len(tasks["val"]), -1,
-                                                                                            rows.shape[1]),
-                                   x_val, lab_val, family.classes) for name in main}
+    val_shares = {name: on_validation(generators[name], inputs["val"]) for name in main}
     choice = {name: float(share.mean() * 100) for name, share in val_shares.items()}
     chosen = max(choice, key=choice.get)
     other = next(name for name in main if name != chosen)
@@ -110,7 +117,8 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
         "shots": config.shots,
         "tasks": {k: len(v) for k, v in tasks.items()},
         "models_per_task": {name: int(h.shape[1]) for name, h in methods.items()},
-        "chosen_on_validation_tasks": {"generator": chosen, "val_acc_mean": choice, f"{other}_minus_{chosen}": margin},
+        "chosen_on_validation_tasks": {"generator": chosen, "val_acc_mean": choice, f"{other}_minus_{chosen}": margin,
+                                       "regression_width": widths},
         "examples_generator": examples_generator or chosen,
         "sgd_steps_worth": {g: steps_worth(sgd, metrics[g]["test_acc_mean"]) for g in generators},
         "sampling_s": seconds,
@@ -122,28 +130,36 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
     return metrics
 
 
-def _train(family, config, rows, tasks, per_task, desc, progress):
+def _train(family, config, rows, tasks, per_task, desc, progress, validate):
     """The generators, each on the training tasks only: regression and diffusion on the family's
-    descriptor, and for families asked for by code also a regression on example sets."""
+    descriptor, and for families asked for by code also a regression on example sets. Each
+    regression's width is the one of REGRESSION_WIDTHS that `validate(gen, name)` (per-sample shares
+    on the validation tasks) scores best; returns the generators, timings and every width's score."""
     trows = task_rows(rows, tasks["train"], per_task)
     by_examples = pairs(trows, desc.train_sets)
     if family.asked_by == "code":
         main = (trows.reshape(-1, rows.shape[1]), desc.codes[tasks["train"]].repeat_interleave(per_task, 0))
     else:
         main = by_examples
-    generators, timings = {}, {}
-    fits = {
-        "regression": lambda: RegressionGenerator.fit(*main, config.regression_steps, config.seed),
-        "diffusion": lambda: DiffusionGenerator.fit(*main, config.diffusion, progress),
-    }
+    generators, timings, widths = {}, {}, {}
+    data = {"regression": main, "diffusion": main}
     if family.asked_by == "code":
-        fits["regression_examples"] = lambda: RegressionGenerator.fit(*by_examples, config.regression_steps,
-                                                                      config.seed)
-    for name, fit in fits.items():
+        data["regression_examples"] = by_examples
+    for name, (params, descriptors) in data.items():
         t0 = time.perf_counter()
-        generators[name] = fit()
+        if name == "diffusion":
+            generators[name] = DiffusionGenerator.fit(params, descriptors, config.diffusion, progress)
+        else:
+            fitted = {w: RegressionGenerator.fit(params, descriptors, config.regression_steps, config.seed, width=w)
+                      for w in REGRESSION_WIDTHS}
+            widths[name] = {w: float(validate(gen, name).mean() * 100) for w, gen in fitted.items()}
+            generators[name] = fitted[max(widths[name], key=widths[name].get)]
         timings[f"train_{name}"] = round(time.perf_counter() - t0, 3)
-    return generators, timings
+    return generators, timings, widths
+
+
+def _val_inputs(name: str, inputs: dict, desc: Descriptors) -> torch.Tensor:
+    return desc.sets["val"] if name == "regression_examples" else inputs["val"]
 
 
 def _inputs(family, desc, tasks) -> dict[str, torch.Tensor]:
