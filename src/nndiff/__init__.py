@@ -5,6 +5,9 @@ gen, stats = nndiff.fit(zoo, nndiff.TrainConfig())
 params = gen.sample(100, seed=0)                     # [100, D] parameter vectors
 metrics = nndiff.evaluate(nndiff.get_task("mnist1d-cnn"), zoo, params)
 
+recorder = nndiff.Recorder("runs/mine/zoo", model, ["bn*"], k=200, task="my_task.py:make_task")
+recorder.record(model, step)                          # in your own loop, after optimizer steps
+
 metrics = nndiff.run_family(nndiff.FamilyConfig(family="mnist1d-binary"), "runs/binary")  # unseen tasks
 """
 
@@ -21,6 +24,7 @@ from nndiff.training.fit import fit
 from nndiff.zoo.collect import collect
 from nndiff.zoo.config import CollectConfig
 from nndiff.zoo.format import Zoo
+from nndiff.zoo.recorder import Recorder
 
 __version__ = "0.1.0"
 
@@ -33,6 +37,7 @@ def evaluate(task, zoo: Zoo, params, device: str = "auto", progress: bool = True
 
 __all__ = [
     "collect",
+    "Recorder",
     "CollectConfig",
     "Zoo",
     "fit",

@@ -1,0 +1,149 @@
+"""Recording a zoo from a user's own loop (nndiff.Recorder) and the examples/own_loop.py example."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nndiff import NndiffError, Recorder
+from nndiff.cli.main import main
+from nndiff.tasks.digits import DigitsCNN
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_loop.py"
+SPEC = f"{EXAMPLE}:make_task"
+
+
+def files(d: Path) -> dict:
+    return {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()} if d.exists() else {}
+
+
+def step(model: DigitsCNN, seed: int) -> None:
+    """One change of the selection only (bn2), as a training step would make."""
+    with torch.no_grad():
+        model.bn2.weight.add_(torch.randn(model.bn2.weight.shape, generator=torch.Generator().manual_seed(seed)))
+
+
+def test_a_recording_becomes_a_zoo_that_train_reads(tmp_path):
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=4, task="digits-cnn", heldout=2)
+    for s in range(1, 5):
+        step(model, s)
+        assert rec.record(model, s, val_score=0.5 + s / 10)
+    assert not rec.record(model, 4)  # a step recorded already: skipped
+    assert not (tmp_path / "zoo" / "manifest.json").exists()  # the held-out rows are still to come
+    for s in range(1, 3):
+        step(model, 10 + s)
+        assert rec.record(model, s, heldout=True)
+    manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())
+    assert manifest["count"] == 4 and len(manifest["heldout"]) == 2 and not (tmp_path / "zoo" / ".recording").exists()
+    assert [s["val_score"] for s in manifest["snapshots"]] == pytest.approx([0.6, 0.7, 0.8, 0.9])
+    params = load_file(tmp_path / "zoo" / "params.safetensors")
+    assert torch.equal(params["heldout"][1], torch.cat([model.bn2.weight.detach(), model.bn2.bias.detach()]))
+    assert all(0 <= s["test_acc"] <= 100 for s in manifest["snapshots"])
+    from nndiff.zoo.format import Zoo
+
+    assert len(Zoo.load(tmp_path / "zoo")) == 4
+
+
+def _recording(tmp_path):
+    """A recording of one snapshot (reopened and resumed when it is there: the same seeded model)."""
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=5, task="digits-cnn")
+    step(model, 1)
+    rec.record(model, 1)
+    return model, rec
+
+
+BAD = [
+    ("a selection that matches nothing",
+     lambda t: Recorder(t / "zoo", DigitsCNN(), ["nothing.*"], k=5, task="digits-cnn"), "matches no parameter"),
+    ("selected shapes that change", lambda t: _recording(t)[1].record(DigitsCNN(width=8).eval(), 2),
+     "has shape [32] but the model's has [16]"),
+    ("reopened on another model's recording",
+     lambda t: (_recording(t), Recorder(t / "zoo", DigitsCNN(), ["bn1.*"], k=5, task="digits-cnn")),
+     "holds a recording of another model or selection (layout, select differ)"),
+    ("a NaN validation score", lambda t: _recording(t)[1].record(_recording(t)[0], 2, val_score=float("nan")),
+     "val_score must be a finite number"),
+    ("a validation score that is no number", lambda t: _recording(t)[1].record(_recording(t)[0], 2, val_score="high"),
+     "val_score must be a finite number"),
+    ("a frozen part that moved", lambda t: (lambda m, r: (m.head.bias.data.add_(1), r.record(m, 2)))(*_recording(t)),
+     "head.bias changed since the first snapshot"),
+    ("NaN in the selection", lambda t: (lambda m, r: (m.bn2.bias.data.fill_(float("nan")), r.record(m, 2)))(
+        *_recording(t)), "holds NaN or Inf at step 2"),
+]
+
+
+@pytest.mark.parametrize("what,act,needle", BAD, ids=[b[0] for b in BAD])
+def test_bad_recorder_input_is_one_line_and_changes_nothing(tmp_path, what, act, needle):
+    if what != "a selection that matches nothing":
+        _recording(tmp_path)
+    before = files(tmp_path / "zoo")
+    with pytest.raises(NndiffError) as e:
+        act(tmp_path)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert files(tmp_path / "zoo") == before
+
+
+DRIVER = """
+import os, signal, sys
+from pathlib import Path
+import importlib.util
+import nndiff
+spec = importlib.util.spec_from_file_location("own_loop", {example!r})
+own = importlib.util.module_from_spec(spec); spec.loader.exec_module(own)
+kill_at = int(sys.argv[2])
+record = nndiff.Recorder.record
+def counting(self, *a, **k):
+    written = record(self, *a, **k)
+    if written and kill_at and self.recorded == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return written
+nndiff.Recorder.record = counting
+own.main(Path(sys.argv[1]), k=30, heldout=10)
+"""
+
+
+@pytest.fixture(scope="module")
+def own_zoo(tmp_path_factory):
+    """examples/own_loop.py recorded whole, and once killed (SIGKILL) mid-way and run again."""
+    root = tmp_path_factory.mktemp("own")
+    driver = root / "driver.py"
+    driver.write_text(DRIVER.format(example=str(EXAMPLE)))
+    env = {**os.environ, "OWN_LOOP_DATA": str(root / "data")}
+
+    def run(out, kill_at):
+        return subprocess.run([sys.executable, str(driver), str(out), str(kill_at)], env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    assert run(root / "whole", 0).returncode == 0
+    killed = run(root / "killed", 23)
+    assert killed.returncode == -9 and not (root / "killed" / "zoo" / "manifest.json").exists()
+    assert run(root / "killed", 0).returncode == 0
+    return root
+
+
+def test_a_killed_recording_resumes_to_the_same_zoo(own_zoo):
+    whole, resumed = (load_file(own_zoo / d / "zoo" / "params.safetensors") for d in ("whole", "killed"))
+    assert torch.equal(whole["params"], resumed["params"]) and torch.equal(whole["heldout"], resumed["heldout"])
+    assert whole["params"].shape == (30, 64) and whole["heldout"].shape == (10, 64)
+
+
+def test_the_own_loop_zoo_goes_through_train_generate_evaluate_report(own_zoo, monkeypatch):
+    monkeypatch.setenv("OWN_LOOP_DATA", str(own_zoo / "data"))
+    zoo, run = own_zoo / "whole" / "zoo", own_zoo / "run"
+    task = ["--task", SPEC]
+    assert main(["--quiet", "train", "--zoo", str(zoo), "--out", str(run), *task, "--ae-steps", "300",
+                 "--diffusion-steps", "600"]) == 0
+    assert main(["--quiet", "generate", "--run", str(run), *task, "-n", "40"]) == 0
+    assert main(["--quiet", "evaluate", "--run", str(run), *task]) == 0
+    assert main(["--quiet", "report", "--run", str(run), *task]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    originals, generated = metrics["originals"]["test_acc"]["mean"], metrics["generated"]["test_acc"]["mean"]
+    assert generated > originals - 3, (generated, originals)
