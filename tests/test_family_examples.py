@@ -151,11 +151,11 @@ def test_a_family_from_a_users_file_runs_only_when_named(tmp_path, capsys, monke
     path.write_text(USER_FAMILY)
     shutil.copy(EXAMPLES / "tabular_mlp.py", tmp_path)
     spec = f"{path}:make_family"
-    config = tiny_family(spec, 0)
+    config = tiny_family(spec, 100)
     out = tmp_path / "run"
     m = run_family(config, out, progress=False, log=lambda *_: None)
-    assert m["family"] == spec and m["tasks"]["heldout"] == 40 and m["asked_by"] == "examples"
-    assert m["regression"]["test_acc_mean"] > m["zoo_mean"]["test_acc_mean"] + 10
+    assert m["family"] == spec and m["tasks"]["heldout"] == 20 and m["asked_by"] == "examples"
+    assert m["zoo_mean"]["minus_regression"]["ci95"][1] < 0  # the generator beats the zoo's mean, interval and all
     monkeypatch.delenv("NNDIFF_TRUST_TASK_CODE", raising=False)
     forget_named_tasks()
     path.write_text(USER_FAMILY + "\nopen(" + repr(str(tmp_path / "ran")) + ", 'w').close()\n")

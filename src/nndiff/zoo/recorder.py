@@ -50,10 +50,14 @@ class Recorder:
                 raise NndiffError(f"Recorder: {name} must be a whole number{' above 0' if name == 'k' else ''} "
                                   f"(got {value!r})")
         self.out, self.work = Path(out), Path(out) / WORK
+        self.active = is_main()  # under torchrun every rank may open it; rank 0 alone touches files
         self.layout = Layout.select(model, select)
         self.task, self.k, self.heldout = task, k, heldout
         self.identity = {"layout": self.layout.to_json(), "select": list(select), "k": k, "heldout": heldout,
                          "task": task}
+        self.records: dict[str, list] = {"params": [], "heldout": []}
+        if not self.active:
+            return
         if (self.out / "manifest.json").is_file():
             raise NndiffError(f"{self.out} holds a complete zoo already; record into another directory")
         self.work.mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,7 @@ class Recorder:
         recorded is skipped, so a resumed loop may replay). `val_score`: your own validation score,
         kept with the snapshot. Returns whether a snapshot was written (False once all of its kind are
         taken); the last one finishes the zoo."""
-        if not is_main():  # under torchrun every rank holds the same model: rank 0 writes
+        if not self.active:  # under torchrun every rank holds the same model: rank 0 writes
             return False
         block = "heldout" if heldout else "params"
         records, size = self.records[block], self.heldout if heldout else self.k
