@@ -211,3 +211,25 @@ def test_verdict_words_follow_the_interval_not_the_estimate():
              "test_acc_mean": 98.0, "max_similarity_mean": 0.9, "replica_share": 0.0}
     (line,) = verdict({"groups": {"generated": group}})
     assert "above the noise curve" in line and "below" not in line
+
+
+def test_the_health_check_warns_when_the_weight_average_is_better(tiny_parts):
+    """Generated models made worse than the snapshots' mean by construction (each a snapshot pushed
+    far off along its own direction) set off the weight-average check; the mean itself, generated
+    eight times, does not."""
+    from nndiff.analysis.doctor import weight_average_check
+    from nndiff.evaluation.engine import evaluate_params
+
+    zoo, task, model, _, _ = tiny_parts
+    val = task.splits()["val"]
+    mean = zoo.params.mean(0, keepdim=True)
+    pushed = mean + 4.0 * (zoo.params[:8] - mean) + 0.3 * torch.randn(8, zoo.params.shape[1],
+                                                                      generator=torch.Generator().manual_seed(0))
+
+    def check(generated):
+        preds = evaluate_params(task, model, zoo.layout, generated, {"val": val}, progress=False)["val"].predictions
+        return weight_average_check(zoo, task, model, val, preds)
+
+    worse = check(pushed)
+    assert worse.status == "warn" and "weight average" in worse.fix, worse
+    assert check(mean.expand(8, -1).clone()).status == "pass"

@@ -106,6 +106,9 @@ def counting(self, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     return written
 nndiff.Recorder.record = counting
+if os.environ.get("WORLD_SIZE"):  # under torchrun: every rank runs the same loop, rank 0 writes
+    import torch.distributed as dist
+    dist.init_process_group("gloo")
 own.main(Path(sys.argv[1]), k=30, heldout=10)
 """
 
@@ -116,7 +119,8 @@ def own_zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("own")
     driver = root / "driver.py"
     driver.write_text(DRIVER.format(example=str(EXAMPLE)))
-    env = {**os.environ, "OWN_LOOP_DATA": str(root / "data")}
+    # one thread, as torchrun gives each of its processes: float sums then agree to the last bit
+    env = {**os.environ, "OWN_LOOP_DATA": str(root / "data"), "OMP_NUM_THREADS": "1"}
 
     def run(out, kill_at):
         return subprocess.run([sys.executable, str(driver), str(out), str(kill_at)], env=env, capture_output=True,
@@ -126,12 +130,19 @@ def own_zoo(tmp_path_factory):
     killed = run(root / "killed", 23)
     assert killed.returncode == -9 and not (root / "killed" / "zoo" / "manifest.json").exists()
     assert run(root / "killed", 0).returncode == 0
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(driver), str(root / "torchrun"), "0"], env={**env, "CUDA_VISIBLE_DEVICES": ""},
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
     return root
 
 
-def test_a_killed_recording_resumes_to_the_same_zoo(own_zoo):
-    whole, resumed = (load_file(own_zoo / d / "zoo" / "params.safetensors") for d in ("whole", "killed"))
-    assert torch.equal(whole["params"], resumed["params"]) and torch.equal(whole["heldout"], resumed["heldout"])
+@pytest.mark.parametrize("other", ["killed", "torchrun"])
+def test_a_killed_or_two_process_recording_gives_the_same_zoo(own_zoo, other):
+    """Killed with SIGKILL at its 23rd snapshot and run again, or run by 2 processes under torchrun
+    (each running the loop, rank 0 writing): the zoo of one uninterrupted process, bit for bit."""
+    whole, again = (load_file(own_zoo / d / "zoo" / "params.safetensors") for d in ("whole", other))
+    assert torch.equal(whole["params"], again["params"]) and torch.equal(whole["heldout"], again["heldout"])
     assert whole["params"].shape == (30, 64) and whole["heldout"].shape == (10, 64)
 
 

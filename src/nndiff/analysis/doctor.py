@@ -252,7 +252,26 @@ def generator_checks(
             f"--diffusion-steps {max(2 * diffusion_steps, 2000)}",
         )
     )
+    checks.append(weight_average_check(zoo, task, model, val, preds))
     return checks
+
+
+def weight_average_check(zoo, task, model, val, preds: torch.Tensor) -> Check:
+    """Whether generating is worth it: the generated models (predictions [N, n] on validation data)
+    against the free weight average of the snapshots. It warns only when the whole interval of what
+    they lose lies above zero; the other checks can all pass while it does (a generator that learned
+    the zoo well is still no better than its mean)."""
+    average = zoo.params.mean(0, keepdim=True)
+    reference = evaluate_params(task, model, zoo.layout, average, {"val": val}, progress=False)["val"].predictions
+    behind = _loss(val, reference, preds)
+    return Check(
+        "weight average",
+        "warn" if behind["ci95"][0] > 0 else "pass",
+        f"validation accuracy the generated models lose against the weight average of the {len(zoo)} "
+        f"snapshots: {_says(behind)}",
+        "the weight average (one model, free: `nndiff evaluate` reports it) is more accurate here; generate "
+        "only if you need many different models",
+    )
 
 
 def format_checks(checks: list[Check]) -> str:

@@ -51,7 +51,10 @@ class Recorder:
                                   f"(got {value!r})")
         self.out, self.work = Path(out), Path(out) / WORK
         self.active = is_main()  # under torchrun every rank may open it; rank 0 alone touches files
-        self.layout = Layout.select(model, select)
+        try:
+            self.layout = Layout.select(model, select)
+        except NndiffError as e:
+            raise NndiffError(f"Recorder: {str(e).replace('--select ', 'select ')}") from None
         self.task, self.k, self.heldout = task, k, heldout
         self.identity = {"layout": self.layout.to_json(), "select": list(select), "k": k, "heldout": heldout,
                          "task": task}
@@ -136,7 +139,7 @@ class Recorder:
 
     def _finish(self) -> None:
         """Every row is taken: evaluate the snapshots with the task and write the zoo."""
-        from nndiff.evaluation.engine import evaluate_params_sharded
+        from nndiff.evaluation.engine import evaluate_params
         from nndiff.tasks import get_task, resolve_task_spec
         from nndiff.zoo.format import FILES, Zoo, load_base
 
@@ -144,8 +147,9 @@ class Recorder:
         model = load_base(task, self.base)
         splits = task.splits()
         everything = self.rows.matrix()
-        evals = evaluate_params_sharded(task, model, self.layout, everything,
-                                        {"val": splits["val"], "test": splits["test"]}, progress=False)
+        # rank 0 alone finishes: evaluate_params, not the sharded version, whose collective the others never join
+        evals = evaluate_params(task, model, self.layout, everything, {"val": splits["val"], "test": splits["test"]},
+                                progress=False)
         records = [dict(r, run=0 if block == "params" else 1) for block in ("params", "heldout")
                    for r in self.records[block]]
         for r, va, te in zip(records, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
