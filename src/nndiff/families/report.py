@@ -56,8 +56,9 @@ def markdown(metrics: dict) -> str:
         "",
         f"Descriptors: {'each task' + chr(39) + 's code' if metrics['asked_by'] == 'code' else 'labelled examples'}; "
         f"the examples-conditioned generator ({metrics['examples_generator']}) and the examples baselines see "
-        f"{metrics['shots']} examples per class from each task's training split (for tasks over relabelled "
-        f"classes, also {metrics['shots']} of every base class, each labelled by the task).",
+        f"{metrics['shots']} examples per class from each task's training split"
+        + (f" (and {metrics['shots']} of every base class, each labelled by the task)."
+           if "regression_examples_per_base_class" in metrics else "."),
         "",
         f"| method | models per task | test accuracy | minus {chosen} |",
         "|---|---|---|---|",
