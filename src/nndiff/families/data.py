@@ -27,17 +27,16 @@ from nndiff.zoo.trajectory import train_base
 SPLITS = ("train", "val", "test")
 
 
-def trunk(family, config, out: Path, progress: bool):
-    """The base task and its model, trained once (then read back from OUT/family/base.safetensors)."""
-    task = get_task(family.base_task)
-    if config.base_epochs:
-        task.base_epochs = config.base_epochs
+def trunk(task, config, out: Path, progress: bool):
+    """The base task's model, trained once (then read back from OUT/family/base.safetensors)."""
     path = out / "family" / "base.safetensors"
     if path.is_file():
-        return task, load_base(task, load_tensors(path))
+        return load_base(task, load_tensors(path))
+    if config.base_epochs:
+        task.base_epochs = config.base_epochs
     model = train_base(task, config.seed, torch.device("cpu"), progress, Stage(out / "family"))
     save_tensors(path, model.state_dict())
-    return task, model
+    return model
 
 
 def task_features(family, model, codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +76,7 @@ def load_data(family, config, out: Path, codes: torch.Tensor, progress: bool):
     task = get_task(family.base_task)
     splits = task.splits()
     check_family_data(family, codes, splits["val"].x, splits["val"].y)
-    _, model = trunk(family, config, out, progress)
+    model = trunk(task, config, out, progress)
     caps = family.samples or {}
     xs = {k: splits[k].x[: caps.get(k)] for k in SPLITS}
     feats = {k: task_features(family, model, codes, xs[k]) for k in SPLITS}

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from nndiff.errors import NndiffError
-from nndiff.families.data import trunk
 from nndiff.families.examples import embed, load_examples
 from nndiff.families.family import parse_code
 from nndiff.families.generators import GENERATORS, load_generator
@@ -16,6 +15,8 @@ from nndiff.families.heads import features
 from nndiff.families.registry import recorded_family
 from nndiff.io.files import load_json, save_json, write_directory
 from nndiff.io.tensors import load_tensors, save_tensors
+from nndiff.tasks import get_task
+from nndiff.zoo.format import load_base
 
 
 def _open(run: Path):
@@ -50,9 +51,11 @@ def generate_for_examples(run: str | Path, path: str | Path, n: int, seed: int =
     """Write n heads for the task a few labelled examples show (a safetensors file of x and y)."""
     run = Path(run)
     _, metrics, family = _open(run)
-    if not (run / "family" / "base.safetensors").is_file():
+    base = run / "family" / "base.safetensors"
+    if not base.is_file():
         raise NndiffError(f"{run} has no family/base.safetensors (the trunk); rerun the family run")
-    task, model = trunk(family, _NoTraining(), run, False)
+    task = get_task(family.base_task)
+    model = load_base(task, load_tensors(base))
     x, y = load_examples(path, tuple(task.splits()["val"].x.shape[1:]), family.classes)
     descriptor = embed(features(model, family.head, x), y, family.classes)[None]
     name, generator = _generator(run, metrics, "examples_generator")
@@ -64,13 +67,6 @@ def generate_for_examples(run: str | Path, path: str | Path, n: int, seed: int =
     counts = torch.bincount(y, minlength=family.classes).tolist()
     info = {"examples": str(path), "examples_per_class": counts, "generator": name, "seed": seed, "seen": seen}
     return _write(run, family, heads, info), seen
-
-
-class _NoTraining:
-    """A finished run's trunk is read back, never trained again."""
-
-    base_epochs = 0
-    seed = 0
 
 
 def _write(run: Path, family, heads: torch.Tensor, info: dict) -> Path:
