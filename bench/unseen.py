@@ -46,6 +46,9 @@ def main() -> None:
             d = m["regression_examples_per_base_class"][f"minus_{chosen}"]
             print(f"- asked for by {m['shots']} examples of every base class (labelled by the task): "
                   f"{d['estimate']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] points against the code")
+        d = m["diffusion_minus_regression"]
+        print(f"- latent diffusion minus the plain (MSE) regression: {d['estimate']:+.2f} "
+              f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
         nov = m["novelty"]
         print(f"- novelty of the {chosen} generator's heads: nearest distance to the task's own trained heads "
               f"{nov['relative_nearest_distance_median']:.2f} of their spacing (median), "

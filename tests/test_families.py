@@ -14,6 +14,7 @@ from nndiff.families.evaluate import per_sample, steps_worth
 from nndiff.families.family import binary_codes, split_tasks
 from nndiff.families.registry import get_family
 from nndiff.families.generators import RegressionGenerator
+from nndiff.families.tuning import tune
 from nndiff.families.data import load_data
 from nndiff.io.tensors import load_tensors
 from tests.checks import tiny_family
@@ -33,7 +34,8 @@ def test_every_method_is_judged_on_every_held_out_task(family_run):
     out, m = family_run
     held = m["tasks"]["heldout"]
     names = ["trained", "regression", "diffusion", "retrieval_nearest", "retrieval_best_on_val", "zoo_mean",
-             "sgd_1", "sgd_10", "sgd_100", "sgd_1000", "sgd_same_time_as_regression", "sgd_same_time_as_diffusion"]
+             "regression_tuned", "sgd_1", "sgd_10", "sgd_100", "sgd_1000", "sgd_same_time_as_regression",
+             "sgd_same_time_as_regression_tuned", "sgd_same_time_as_diffusion"]
     for name in names:
         assert len(m[name]["per_task"]) == held, name
         lo, hi = m[name]["ci95"]
@@ -41,6 +43,11 @@ def test_every_method_is_judged_on_every_held_out_task(family_run):
         assert m[name]["test_acc_mean"] == pytest.approx(sum(m[name]["per_task"]) / held, abs=1e-6)
     chosen = m["chosen_on_validation_tasks"]
     assert chosen["generator"] == max(chosen["val_acc_mean"], key=chosen["val_acc_mean"].get)
+    assert set(chosen["val_acc_mean"]) == {"regression", "regression_tuned", "diffusion"}
+    fits = chosen["regression_candidates"]["regression"]  # the plain regression is the best MSE fit, never a tuned one
+    assert chosen["val_acc_mean"]["regression"] == max(v for k, v in fits.items() if not k.endswith("tuned"))
+    assert m["diffusion_minus_regression"]["estimate"] == pytest.approx(
+        m["diffusion"]["test_acc_mean"] - m["regression"]["test_acc_mean"])
     # trained for the task beats the zoo's mean, which mixes every task's answers
     assert m["trained"]["test_acc_mean"] > m["zoo_mean"]["test_acc_mean"] + 20
     assert (out / "report" / "report.md").is_file() and (out / "report" / "unseen.png").stat().st_size > 0
@@ -68,6 +75,36 @@ def test_a_generator_that_ignores_its_descriptor_falls_to_chance(family_run):
     shuffled = codes[train][torch.randperm(len(train), generator=torch.Generator().manual_seed(1))]
     assert held_out_accuracy(codes[train]) > 85
     assert held_out_accuracy(shuffled) < 70
+
+
+def test_tuning_learns_each_task_from_its_own_labels(family_run):
+    """Tuning the regression with the training tasks' loss keeps it at least as good on held-out
+    tasks; tuned with labels shuffled between tasks (each code scored on another task's answers), it
+    must fall towards chance, so tuning reads each task's own labels."""
+    out, _ = family_run
+    config = tiny_family()
+    family = get_family(config.family)
+    manifest = json.loads((out / "family" / "manifest.json").read_text())
+    codes = torch.tensor([[int(c) for c in text] for text in manifest["codes"]])
+    rows = load_tensors(out / "family" / "heads.safetensors")["params"]
+    per = len(manifest["snapshot_steps"])
+    train, held = (torch.tensor(manifest["tasks"][k]) for k in ("train", "heldout"))
+    _, feats, labels = load_data(family, config, out, family.codes, False)
+    x = rows.view(-1, per, rows.shape[1])[train].reshape(-1, rows.shape[1])
+    fitted = RegressionGenerator.fit(x, codes[train].repeat_interleave(per, 0), 300, seed=0, width=256)
+    lab_train, lab_test = family.relabel(codes[train], labels["train"]), family.relabel(codes[held], labels["test"])
+
+    def held_out_accuracy(gen):
+        return float(per_sample(gen.sample(codes[held].float())[:, None], feats["test"], lab_test, 2).mean() * 100)
+
+    def tuned(task_labels):
+        return tune(fitted, lambda t, _: codes[train][t].float(), feats["train"], task_labels, 2, 300, lr=1e-3)
+
+    shuffled = lab_train[torch.randperm(len(train), generator=torch.Generator().manual_seed(1))]
+    before = held_out_accuracy(fitted)
+    assert held_out_accuracy(tuned(lab_train)) > before - 1
+    assert held_out_accuracy(tuned(shuffled)) < 70 < before
+    assert held_out_accuracy(fitted) == before  # the fitted generator itself is left as it was
 
 
 def test_generated_files_are_the_models_they_were_judged_as(family_run, tmp_path):

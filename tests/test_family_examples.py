@@ -155,7 +155,8 @@ def test_a_family_from_a_users_file_runs_only_when_named(tmp_path, capsys, monke
     out = tmp_path / "run"
     m = run_family(config, out, progress=False, log=lambda *_: None)
     assert m["family"] == spec and m["tasks"]["heldout"] == 20 and m["asked_by"] == "examples"
-    assert m["zoo_mean"]["minus_regression"]["ci95"][1] < 0  # the generator beats the zoo's mean, interval and all
+    chosen = m["chosen_on_validation_tasks"]["generator"]
+    assert m["zoo_mean"][f"minus_{chosen}"]["ci95"][1] < 0  # the generator beats the zoo's mean, interval and all
     monkeypatch.delenv("NNDIFF_TRUST_TASK_CODE", raising=False)
     forget_named_tasks()
     path.write_text(USER_FAMILY + "\nopen(" + repr(str(tmp_path / "ran")) + ", 'w').close()\n")

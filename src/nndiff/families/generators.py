@@ -1,7 +1,8 @@
 """Generators from a task's descriptor to its head's parameters, trained on the training tasks' zoo.
 
 - `RegressionGenerator`: an MLP from descriptor to (normalized) parameters with a plain MSE loss,
-  the simplest learned map; it gives one model per task.
+  the simplest learned map; it gives one model per task. Tuned further with the tasks' own loss
+  (tuning.py), the same class is the run's `regression_tuned`.
 - `DiffusionGenerator`: the parameter autoencoder and the latent diffusion model of a single-task
   run (training/loops.py), its denoiser conditioned on the descriptor with classifier-free guidance.
 
@@ -28,7 +29,7 @@ from nndiff.io.tensors import load_metadata, load_tensors, save_tensors
 from nndiff.params.normalizer import Normalizer
 from nndiff.training.loops import encode_all, train_autoencoder, train_diffusion
 
-GENERATORS = ("regression", "diffusion")
+GENERATORS = ("regression", "regression_tuned", "diffusion")  # the run's files, named for their generator
 
 
 class RegressionGenerator:

@@ -11,6 +11,7 @@ from nndiff.io.files import write_bytes_atomic, write_directory
 LABELS = {
     "trained": "trained for the task (yardstick: the task's own SGD snapshots)",
     "regression": "regression hypernetwork (MLP, descriptor -> head, MSE)",
+    "regression_tuned": "the regression tuned with the tasks' loss (cross-entropy on training tasks)",
     "diffusion": "latent diffusion conditioned on the descriptor",
     "retrieval_nearest": "retrieval: the nearest training task by descriptor",
     "retrieval_best_on_val": "retrieval: the training task best on the new task's validation data",
@@ -68,6 +69,10 @@ def markdown(metrics: dict) -> str:
         diff = "-" if name == chosen else f"{d['estimate']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
         lines.append(f"| {label(name)} | {metrics['models_per_task'][name]} | {m['test_acc_mean']:.2f} "
                      f"[{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}] | {diff} |")
+    if "diffusion_minus_regression" in metrics:
+        d = metrics["diffusion_minus_regression"]
+        lines += ["", f"Latent diffusion minus the plain (MSE) regression: {d['estimate']:+.2f} "
+                  f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] points."]
     lines += ["", "## What one generation is worth", ""]
     for gen, steps in metrics["sgd_steps_worth"].items():
         worth = "more than 1,000" if math.isinf(steps) else f"about {steps:,.0f}"

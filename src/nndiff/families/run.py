@@ -3,7 +3,8 @@ and every method judged on held-out tasks.
 
     OUT/family/...                   the trunk, the zoo of heads and its manifest (data.py)
     OUT/family/examples.safetensors  the training tasks' mean example-set embeddings and their spread
-    OUT/regression.safetensors, OUT/diffusion.safetensors    the generators the validation tasks choose between
+    OUT/regression.safetensors, OUT/regression_tuned.safetensors, OUT/diffusion.safetensors
+                                     the generators the validation tasks choose between
     OUT/regression_examples.safetensors   (families asked for by code) the generator for `--examples`
     OUT/metrics.json, OUT/report/    every method on the held-out tasks (report.py)
 """
@@ -20,15 +21,16 @@ import torch
 from nndiff.families.data import collect, family_codes, load_data, task_rows
 from nndiff.families.descriptors import Descriptors, of_tasks, pairs
 from nndiff.families.evaluate import SGD_STEPS, per_sample, steps_worth, summarize
-from nndiff.families.generators import DiffusionGenerator, RegressionGenerator
+from nndiff.families.generators import GENERATORS, DiffusionGenerator, RegressionGenerator
 from nndiff.families.methods import heldout_methods, novelty
+from nndiff.families.tuning import tune
 from nndiff.families.registry import get_family
 from nndiff.generator.config import TrainConfig
 from nndiff.io.files import save_json
 from nndiff.io.tensors import save_tensors
 
 
-REGRESSION_WIDTHS = (256, 1024)  # the validation tasks choose: wide fits mnist1d-binary, narrow digits-binary
+REGRESSION_WIDTHS = (256, 1024)  # the validation tasks choose (wide fitted mnist1d-binary best, narrow digits-binary)
 
 
 def _diffusion_defaults() -> TrainConfig:
@@ -47,6 +49,7 @@ class FamilyConfig:
     every: int = 100
     n: int = 10  # models generated per held-out task
     regression_steps: int = 4000
+    tune_steps: int = 3000  # the regression tuned with the tasks' loss (tuning.py)
     shots: int = 10  # labelled examples per class that describe a task
     draws: int = 8  # example sets per training task
     tasks: int = 0  # 0: every task of the family; else this many, drawn by the seed (quick checks)
@@ -55,7 +58,7 @@ class FamilyConfig:
 
     def settings(self) -> dict:
         """What the zoo of heads depends on (a rerun with the same settings reuses it)."""
-        skip = ("n", "diffusion", "regression_steps", "shots", "draws")
+        skip = ("n", "diffusion", "regression_steps", "tune_steps", "shots", "draws")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -84,23 +87,26 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
         return per_sample(heads, x_val, lab_val, family.classes)
 
     log(f"[2/4] training the generators on {len(tasks['train'])} tasks ({len(tasks['train']) * per_task} heads)")
-    generators, timings, widths = _train(family, config, rows, tasks, per_task, desc, progress,
-                                         lambda gen, name: on_validation(gen, _val_inputs(name, inputs, desc)))
+    x_train, lab_train = of_tasks(feats["train"], tasks["train"]), family.labels(codes[tasks["train"]], labels["train"])
+    generators, timings, candidates = _train(family, config, rows, tasks, per_task, desc, progress,
+                                             lambda gen, name: on_validation(gen, _val_inputs(name, inputs, desc)),
+                                             x_train, lab_train)
+    del x_train, lab_train
     timings["collect"] = manifest["seconds"]
     for name, gen in generators.items():
         gen.save(out / f"{name}.safetensors")
     examples_generator = "regression_examples" if family.asked_by == "code" else None
     _save_examples_index(out, desc, generators["regression_examples" if examples_generator else "regression"])
 
-    main = ("regression", "diffusion")
-    val_shares = {name: on_validation(generators[name], inputs["val"]) for name in main}
+    val_shares = {name: on_validation(generators[name], inputs["val"]) for name in GENERATORS}
     choice = {name: float(share.mean() * 100) for name, share in val_shares.items()}
     chosen = max(choice, key=choice.get)
-    other = next(name for name in main if name != chosen)
-    margin = summarize(val_shares, chosen, seed=config.seed)[other][f"minus_{chosen}"]
-    log(f"[3/4] validation tasks choose the {chosen} generator ({chosen} {choice[chosen]:.2f}%, {other} "
-        f"{choice[other]:.2f}%; difference {margin['estimate']:+.2f}, 95% CI {margin['ci95'][0]:+.2f} to "
-        f"{margin['ci95'][1]:+.2f})")
+    versus = summarize(val_shares, chosen, seed=config.seed)
+    margins = {f"{k}_minus_{chosen}": versus[k][f"minus_{chosen}"] for k in GENERATORS if k != chosen}
+    log(f"[3/4] validation tasks choose the {chosen} generator ("
+        + ", ".join(f"{k} {v:.2f}%" for k, v in choice.items()) + "; "
+        + "; ".join(f"{k.replace('_', ' ')} {d['estimate']:+.2f}, 95% CI {d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f}"
+                    for k, d in margins.items()) + ")")
 
     held = tasks["heldout"]
     log(f"[4/4] every method on {len(held)} held-out tasks")
@@ -117,8 +123,9 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
         "shots": config.shots,
         "tasks": {k: len(v) for k, v in tasks.items()},
         "models_per_task": {name: int(h.shape[1]) for name, h in methods.items()},
-        "chosen_on_validation_tasks": {"generator": chosen, "val_acc_mean": choice, f"{other}_minus_{chosen}": margin,
-                                       "regression_width": widths},
+        "chosen_on_validation_tasks": {"generator": chosen, "val_acc_mean": choice, **margins,
+                                       "regression_candidates": candidates},
+        "diffusion_minus_regression": _versus_regression(shares, config.seed),
         "examples_generator": examples_generator or chosen,
         "sgd_steps_worth": {g: steps_worth(sgd, metrics[g]["test_acc_mean"]) for g in generators},
         "sampling_s": seconds,
@@ -130,32 +137,54 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
     return metrics
 
 
-def _train(family, config, rows, tasks, per_task, desc, progress, validate):
+def _train(family, config, rows, tasks, per_task, desc, progress, validate, x_train, lab_train):
     """The generators, each on the training tasks only: regression and diffusion on the family's
-    descriptor, and for families asked for by code also a regression on example sets. Each
-    regression's width is the one of REGRESSION_WIDTHS that `validate(gen, name)` (per-sample shares
-    on the validation tasks) scores best; returns the generators, timings and every width's score."""
-    trows = task_rows(rows, tasks["train"], per_task)
+    descriptor, the regression tuned with the tasks' own loss, and for families asked for by code also
+    a regression on example sets. Every regression is fitted at each width of REGRESSION_WIDTHS;
+    `validate(gen, name)` (per-sample shares on the validation tasks) keeps the best fit, which is then
+    tuned; the examples regression keeps the tuned one if the validation tasks prefer it.
+    x_train, lab_train: the training tasks' training features and labels. Returns the generators,
+    timings and every candidate's validation accuracy."""
+    train = tasks["train"]
+    trows = task_rows(rows, train, per_task)
     by_examples = pairs(trows, desc.train_sets)
+    codes = desc.codes[train]
+
+    def some_sets(t: torch.Tensor, draw: torch.Generator) -> torch.Tensor:
+        return desc.train_sets[t, torch.randint(desc.train_sets.shape[1], (len(t),), generator=draw)]
+
     if family.asked_by == "code":
-        main = (trows.reshape(-1, rows.shape[1]), desc.codes[tasks["train"]].repeat_interleave(per_task, 0))
+        main = (trows.reshape(-1, rows.shape[1]), codes.repeat_interleave(per_task, 0))
+        main_descriptors = lambda t, _: codes[t]  # noqa: E731
     else:
-        main = by_examples
-    generators, timings, widths = {}, {}, {}
-    data = {"regression": main, "diffusion": main}
+        main, main_descriptors = by_examples, some_sets
+    generators, timings, scores = {}, {}, {}
+    t0 = time.perf_counter()
+    generators["diffusion"] = DiffusionGenerator.fit(*main, config.diffusion, progress)
+    timings["train_diffusion"] = round(time.perf_counter() - t0, 3)
+    data = {"regression": (main, main_descriptors)}
     if family.asked_by == "code":
-        data["regression_examples"] = by_examples
-    for name, (params, descriptors) in data.items():
+        data["regression_examples"] = (by_examples, some_sets)
+    for name, ((params, descriptors), given) in data.items():
         t0 = time.perf_counter()
-        if name == "diffusion":
-            generators[name] = DiffusionGenerator.fit(params, descriptors, config.diffusion, progress)
+        fitted = {f"{w}": RegressionGenerator.fit(params, descriptors, config.regression_steps, config.seed, width=w)
+                  for w in REGRESSION_WIDTHS}
+        scores[name] = {k: float(validate(gen, name).mean() * 100) for k, gen in fitted.items()}
+        fit = max(scores[name], key=scores[name].get)
+        tuned = tune(fitted[fit], given, x_train, lab_train, family.classes, config.tune_steps, config.seed)
+        scores[name][f"{fit} tuned"] = float(validate(tuned, name).mean() * 100)
+        if name == "regression":
+            generators["regression"], generators["regression_tuned"] = fitted[fit], tuned
         else:
-            fitted = {w: RegressionGenerator.fit(params, descriptors, config.regression_steps, config.seed, width=w)
-                      for w in REGRESSION_WIDTHS}
-            widths[name] = {w: float(validate(gen, name).mean() * 100) for w, gen in fitted.items()}
-            generators[name] = fitted[max(widths[name], key=widths[name].get)]
+            generators[name] = tuned if scores[name][f"{fit} tuned"] > scores[name][fit] else fitted[fit]
         timings[f"train_{name}"] = round(time.perf_counter() - t0, 3)
-    return generators, timings, widths
+    return generators, timings, scores
+
+
+def _versus_regression(shares: dict, seed: int) -> dict:
+    """Latent diffusion minus the plain (MSE) regression on the held-out tasks, paired."""
+    pair = {k: shares[k] for k in ("regression", "diffusion")}
+    return summarize(pair, "regression", seed=seed)["diffusion"]["minus_regression"]
 
 
 def _val_inputs(name: str, inputs: dict, desc: Descriptors) -> torch.Tensor:
