@@ -1,8 +1,8 @@
 """Your own training loop over your own files, recorded as a zoo with two lines.
 
     python examples/own_loop.py runs/own          # writes the images as files, trains, records runs/own/zoo
-    nndiff train --zoo runs/own/zoo --out runs/own/run --task examples/own_loop.py:make_task
-    nndiff generate --run runs/own/run --task examples/own_loop.py:make_task
+    nndiff train --zoo runs/own/zoo --out runs/own/run
+    nndiff generate --run runs/own/run
     nndiff evaluate --run runs/own/run --task examples/own_loop.py:make_task
     nndiff report --run runs/own/run --task examples/own_loop.py:make_task
 
@@ -11,8 +11,9 @@ read by a plain `Dataset` through a `DataLoader`. The loop trains a small CNN, t
 its last BatchNorm layer and keeps training that: the recorder takes a snapshot after every step
 (`recorder.record(model, step)`), then a second, held-out trajectory from the same start. Killed at
 any point, the same command resumes: the recorder skips the steps it has and the loop, replaying
-from its seed, reaches the same snapshots. `make_task` tells nndiff the model and the validation and
-test files, which is all it needs to evaluate the snapshots and the generated models.
+from its seed, reaches the same snapshots. The recording names no task, so training the generator
+needs the zoo alone; `make_task` (the model and the validation and test files, nothing to train)
+is what evaluate and report are told to judge the models with.
 """
 
 import os
@@ -25,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import nndiff
-from nndiff.tasks import ClassificationTask, Split
+from nndiff.tasks.datasets_any import evaluation_task
 
 DATA = Path(os.environ.get("OWN_LOOP_DATA", Path.home() / ".cache" / "nndiff" / "own-loop-digits"))
 
@@ -69,19 +70,10 @@ class Net(nn.Module):
         return self.head(torch.relu(self.bn2(self.conv2(x))).flatten(1))
 
 
-def make_task() -> ClassificationTask:
-    """What nndiff needs to evaluate: the model and the validation and test data."""
+def make_task():
+    """What nndiff needs to evaluate: the model and the validation and test files."""
     write_files()
-
-    def load() -> dict[str, Split]:
-        out = {}
-        for split in ("train", "val", "test"):
-            xs, ys = zip(*DigitFiles(split))
-            out[split] = Split(torch.stack(xs), torch.tensor(ys))
-        return out
-
-    return ClassificationTask(name="own-loop-digits", make_model=Net, load_data=load, default_select=["bn2.*"],
-                              base_epochs=1, description="scikit-learn digits from .npy files, a CNN")
+    return evaluation_task("own-loop-digits", Net, DigitFiles("val"), DigitFiles("test"))
 
 
 def trajectory(model: Net, recorder, seed: int, steps: int, heldout: bool) -> None:
@@ -117,8 +109,7 @@ def main(out: Path, k: int = 60, heldout: int = 20) -> None:
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    task = f"{Path(__file__).resolve()}:make_task"
-    recorder = nndiff.Recorder(out / "zoo", model, ["bn2.*"], k=k, task=task, heldout=heldout)  # nndiff
+    recorder = nndiff.Recorder(out / "zoo", model, ["bn2.*"], k=k, heldout=heldout)  # nndiff
     trajectory(model, recorder, seed=1, steps=k, heldout=False)
     model.load_state_dict(start)  # the held-out trajectory starts where the first did
     trajectory(model, recorder, seed=2, steps=heldout, heldout=True)

@@ -146,15 +146,51 @@ def test_a_killed_or_two_process_recording_gives_the_same_zoo(own_zoo, other):
     assert whole["params"].shape == (30, 64) and whole["heldout"].shape == (10, 64)
 
 
-def test_the_own_loop_zoo_goes_through_train_generate_evaluate_report(own_zoo, monkeypatch):
+def test_the_own_loop_zoo_goes_through_train_generate_evaluate_report(own_zoo, monkeypatch, capsys):
+    """The example records without a task: train and generate need the zoo alone; evaluate and report
+    take the user's evaluation (the model and val/test Datasets) as --task, and refuse in one line
+    without it."""
     monkeypatch.setenv("OWN_LOOP_DATA", str(own_zoo / "data"))
     zoo, run = own_zoo / "whole" / "zoo", own_zoo / "run"
-    task = ["--task", SPEC]
-    assert main(["--quiet", "train", "--zoo", str(zoo), "--out", str(run), *task, "--ae-steps", "300",
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    assert manifest["task"] is None and not any("val_acc" in s for s in manifest["snapshots"])
+    assert main(["--quiet", "train", "--zoo", str(zoo), "--out", str(run), "--ae-steps", "300",
                  "--diffusion-steps", "600"]) == 0
-    assert main(["--quiet", "generate", "--run", str(run), *task, "-n", "40"]) == 0
+    assert main(["--quiet", "generate", "--run", str(run), "-n", "40"]) == 0
+    capsys.readouterr()
+    assert main(["--quiet", "evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "recorded without a task" in err and "--task" in err
+    assert not (run / "metrics.json").exists()
+    assert main(["--quiet", "doctor", "--run", str(zoo)]) == 2 and "recorded without a task" in capsys.readouterr().err
+    task = ["--task", SPEC]
     assert main(["--quiet", "evaluate", "--run", str(run), *task]) == 0
     assert main(["--quiet", "report", "--run", str(run), *task]) == 0
+    assert json.loads((zoo / "manifest.json").read_text()) == manifest  # the zoo is not rewritten
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == SPEC
     originals, generated = metrics["originals"]["test_acc"]["mean"], metrics["generated"]["test_acc"]["mean"]
-    assert generated > originals - 3, (generated, originals)
+    assert 50 < originals and generated > originals - 3, (generated, originals)
+
+
+def test_training_without_a_task_judges_its_budgets_on_the_parameters(tmp_path):
+    """A zoo recorded without a task trains under automatic budgets whose checks measure the
+    parameters alone (variation missed, generated spread), never an accuracy."""
+    from nndiff.generator.config import TrainConfig
+    from nndiff.pipeline.stages import train_run
+    from nndiff.tasks import forget_named_tasks
+
+    forget_named_tasks()  # no task named in this process (an earlier command's --task would be used)
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=20)
+    for s in range(1, 21):
+        step(model, s)
+        rec.record(model, s)
+    config = TrainConfig()
+    config.autoencoder.max_steps, config.diffusion.max_steps = 200, 200
+    config.autoencoder.check_every = config.diffusion.check_every = 100
+    stats = train_run(tmp_path / "zoo", tmp_path / "run", config, progress=False)
+    ae, diff = stats["autoencoder"]["curve"], stats["diffusion"]["curve"]
+    assert ae and diff and all(set(p) & {"val_acc", "gap"} == set() for p in ae + diff)
+    assert all("unexplained" in p for p in ae) and all("spread" in p for p in diff)

@@ -5,7 +5,7 @@ gen, stats = nndiff.fit(zoo, nndiff.TrainConfig())
 params = gen.sample(100, seed=0)                     # [100, D] parameter vectors
 metrics = nndiff.evaluate(nndiff.get_task("mnist1d-cnn"), zoo, params)
 
-recorder = nndiff.Recorder("runs/mine/zoo", model, ["bn*"], k=200, task="my_task.py:make_task")
+recorder = nndiff.Recorder("runs/mine/zoo", model, ["bn*"], k=200)   # task="my_task.py:make_task": evaluate now
 recorder.record(model, step)                          # in your own loop, after optimizer steps
 
 metrics = nndiff.run_family(nndiff.FamilyConfig(family="mnist1d-binary"), "runs/binary")  # unseen tasks

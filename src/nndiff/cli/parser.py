@@ -115,7 +115,8 @@ def _recorded_task_option(p) -> None:
         default=None,
         help="the zoo's task when it is your own code (path/to/file.py:make_task or package.module:make_task): "
         "naming it lets nndiff run that code; a zoo or run from someone else never runs code you did not name "
-        "(or set NNDIFF_TRUST_TASK_CODE=1). Built-in tasks need nothing",
+        "(or set NNDIFF_TRUST_TASK_CODE=1). Built-in tasks need nothing. For a zoo recorded without a task "
+        "(nndiff.Recorder with no task), the evaluation to use: the model and its val and test data",
     )
 
 

@@ -18,6 +18,7 @@ import torch
 from nndiff.evaluation.engine import evaluate_params, evaluate_params_sharded
 from nndiff.evaluation.uncertainty import REPLICATES, Bootstrap, estimate, mean_accuracy
 from nndiff.params.rows import finite_rows, rows_where
+from nndiff.tasks import named_task
 
 COPIES_IOU = 0.995  # models whose wrong validation predictions agree this much (mean pairwise IoU) are copies
 
@@ -77,6 +78,7 @@ def compute_metrics(
     """Metrics for the originals, the generated models (row i of `generated` is file i) and the
     weight average, with 95% intervals on the comparisons between them (paired bootstrap over test
     samples and models; see uncertainty.py)."""
+    zoo = zoo.with_accuracies(task)  # a zoo recorded without a task: its snapshots measured now
     model = zoo.model(task).to(device)
     splits = {name: task.splits()[name].to(device) for name in ("val", "test")}
     labels = splits["test"].y.cpu()
@@ -114,7 +116,7 @@ def compute_metrics(
     }
     orig_sel = select_by_val(orig_val, orig_test)
     metrics = {
-        "task": zoo.task,
+        "task": zoo.task if zoo.task is not None else named_task(),  # recorded without one: the one named
         "base": zoo.info.get("base"),
         "originals": {
             "count": len(orig_test),

@@ -26,6 +26,7 @@ def doctor_run(
     if (path / "manifest.json").is_file():
         zoo = Zoo.load(path)
         task = zoo.make_task()
+        zoo = zoo.with_accuracies(task)
         return _zoo_part(zoo, task, resolve_device(device))[0]
     return _doctor_run(path, device, zoo, generated)
 
@@ -43,6 +44,7 @@ def _doctor_run(path: Path, device: str, zoo: Zoo | None, generated: torch.Tenso
     zoo_dir, config = read_run_config(path)
     zoo = zoo if zoo is not None else load_run_zoo(path, zoo_dir)
     task = zoo.make_task()
+    zoo = zoo.with_accuracies(task)
     checks, model, val, snapshots = _zoo_part(zoo, task, dev)
     generator = ParamGenerator.load(path, config, dev)
     stats = read_record(path / "train_stats.json", TRAIN_STATS, "retrain the run with --fresh")

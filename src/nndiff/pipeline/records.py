@@ -41,7 +41,8 @@ _LOOP = {
     "curve": [Values(NUMBER)],
 }
 TRAIN_STATS = {"autoencoder": _LOOP, "diffusion": _LOOP, "timings_s": Values(NUMBER), "stage": str}
-TRAINED = {"zoo": Required(str), "task": Required(str), "zoo_fingerprint": str, "stage": str, "settings": str}
+TRAINED = {"zoo": Required(str), "task": Required((str, type(None))),  # None: a zoo recorded without a task
+           "zoo_fingerprint": str, "stage": str, "settings": str}
 GENERATED_INFO = {
     "count": int,
     "seed": int,

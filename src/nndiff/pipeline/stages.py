@@ -104,7 +104,9 @@ def train_run(
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
     zoo = Zoo.load(zoo_dir)
     config.validate()
-    zoo.model(zoo.make_task())  # fail now, not at evaluation, if the task is unknown or the zoo does not fit its model
+    task = zoo.task_if_known()  # a zoo recorded without a task trains on its parameters alone
+    if task is not None:
+        zoo.model(task)  # fail now, not at evaluation, if the task is unknown or the zoo does not fit its model
     zoo_fp = fingerprint(zoo.params)
     # Under torchrun every rank trains (data-parallel); rank 0 alone holds the lock and writes.
     with Stage.open(run_dir, fresh) as stage:
@@ -167,6 +169,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
     gen_info = generated_info(run_dir)
     check_sampled_now(run_dir, gen_info)
     task = zoo.make_task()
+    zoo = zoo.with_accuracies(task)
     generated = read_generated(run_dir, zoo.layout)
     t0 = time.perf_counter()
     metrics = compute_metrics(task, zoo, generated, resolve_device(device), progress)
@@ -199,6 +202,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     zoo = load_run_zoo(run_dir, zoo_dir)
     check_sampled_now(run_dir, generated_info(run_dir))
     task = zoo.make_task()
+    zoo = zoo.with_accuracies(task)
     normalizer = Normalizer.from_state_dict(
         read_normalizers(run_dir)[1], "params.", zoo.layout.size, str(run_dir / "normalizer.safetensors")
     )

@@ -24,6 +24,7 @@ from typing import Callable
 
 from nndiff.errors import NndiffError
 from nndiff.tasks.base import ClassificationTask, Evaluation, Split
+from nndiff.tasks.contract import check_task, check_task_data, training_split, user_error
 from nndiff.tasks.digits import digits_cnn
 from nndiff.tasks.mnist1d import mnist1d_cnn, mnist1d_convnet, mnist1d_mlp, mnist1d_mlp1m, mnist1d_mlp100k
 from nndiff.tasks.vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, parse_vision_name
@@ -37,18 +38,6 @@ TASKS: dict[str, Callable[[], ClassificationTask]] = {
     "mnist1d-mlp1m": mnist1d_mlp1m,
 }
 DEFAULT_TASK = "mnist1d-cnn"
-REQUIRED = (
-    "name",
-    "make_model",
-    "splits",
-    "train_step",
-    "evaluate",
-    "default_select",
-    "base_epochs",
-    "base_lr",
-    "batch_size",
-    "collect_lr",
-)
 
 
 TRUST_ENV = "NNDIFF_TRUST_TASK_CODE"  # "1": run the code a zoo or run records as its task
@@ -59,6 +48,12 @@ _NAMED: set[str] = set()  # user task specs named in this process, as recorded (
 def name_task(spec: str) -> None:
     """The user names this task: a zoo recording it may run its code in this process."""
     _NAMED.add(resolve_task_spec(spec))
+
+
+def named_task() -> str | None:
+    """The task the user named in this process (`--task`), if exactly one: the evaluation of a zoo
+    recorded without a task."""
+    return next(iter(_NAMED)) if len(_NAMED) == 1 else None
 
 
 def forget_named_tasks() -> None:
@@ -124,7 +119,7 @@ def get_task(spec: str, data_root: str | None = None, image_size: int | None = N
         raise NndiffError(f"{func}() in {target} called exit ({e.code!r}) instead of returning a task") from None
     except Exception as e:
         target, func = spec.rsplit(":", 1)
-        raise NndiffError(f"{func}() in {target} raised {_user_error(e)}") from e
+        raise NndiffError(f"{func}() in {target} raised {user_error(e)}") from e
     check_task(task, spec)
     if check_data:
         check_task_data(task, f"the task from {spec}")
@@ -150,7 +145,7 @@ def user_function(spec: str, option: str) -> Callable:
             except SystemExit as e:
                 raise NndiffError(f"file {path} (from {option} {spec}) {_exited(e)}") from None
             except Exception as e:  # the user's code: its error, named with the file (--debug shows the traceback)
-                raise NndiffError(f"file {path} (from {option} {spec}) failed to load: {_user_error(e)}") from e
+                raise NndiffError(f"file {path} (from {option} {spec}) failed to load: {user_error(e)}") from e
             sys.modules[module_name] = module
     else:
         try:
@@ -161,7 +156,7 @@ def user_function(spec: str, option: str) -> Callable:
         except SystemExit as e:
             raise NndiffError(f"module {target!r} (from {option} {spec}) {_exited(e)}") from None
         except Exception as e:
-            raise NndiffError(f"module {target!r} (from {option} {spec}) failed to load: {_user_error(e)}") from e
+            raise NndiffError(f"module {target!r} (from {option} {spec}) failed to load: {user_error(e)}") from e
     factory = getattr(module, func, None)
     if not callable(factory):
         raise NndiffError(f"{target} has no function {func!r} (from {option} {spec})")
@@ -189,102 +184,6 @@ def _exited(e: SystemExit) -> str:
             "exits belongs under `if __name__ == '__main__':`")
 
 
-def _user_error(e: BaseException) -> str:
-    """An exception from a user's code as one line: its type, message and (for syntax errors) the line."""
-    if isinstance(e, SyntaxError):
-        return f"SyntaxError at line {e.lineno}: {e.msg}"
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def check_task(task, spec: str) -> None:
-    """A user's task is checked like a zoo file: every attribute nndiff reads, with its type and range,
-    and what make_model() returns, so a mistake is named now instead of surfacing mid-run."""
-    from torch import nn
-
-    from nndiff.config.settings import number
-
-    missing = [a for a in REQUIRED if not hasattr(task, a)]
-    if missing:
-        raise NndiffError(
-            f"the task from {spec} lacks {', '.join(missing)}; "
-            "build it with nndiff.tasks.ClassificationTask (see examples/)"
-        )
-    where = f"the task from {spec}"
-    if not isinstance(task.name, str) or not task.name:
-        raise NndiffError(f"{where}: name must be a non-empty string (got {task.name!r})")
-    select = task.default_select
-    if (
-        isinstance(select, str)
-        or not isinstance(select, (list, tuple))
-        or not select
-        or not all(isinstance(p, str) for p in select)
-    ):
-        raise NndiffError(f"{where}: default_select must be a list of glob patterns such as ['bn1.*'] (got {select!r})")
-    number(task.base_epochs, f"{where}: base_epochs", low=1, integer=True)
-    number(task.batch_size, f"{where}: batch_size", low=1, integer=True)
-    number(task.base_lr, f"{where}: base_lr", low=0, low_open=True)
-    number(task.collect_lr, f"{where}: collect_lr", low=0, low_open=True)
-    number(getattr(task, "collect_every", 1), f"{where}: collect_every", low=1, integer=True)
-    for name in ("make_model", "splits", "train_step", "evaluate"):
-        if not callable(getattr(task, name)):
-            raise NndiffError(f"{where}: {name} must be a method or function")
-    try:
-        model = task.make_model()
-    except Exception as e:
-        raise NndiffError(f"{where}: make_model() raised {_user_error(e)}") from e
-    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
-        raise NndiffError(
-            f"{where}: make_model() must return a torch.nn.Module with parameters (got {type(model).__name__})"
-        )
-
-
-def check_task_data(task, where: str) -> None:
-    """What a task's splits and model give, checked on one batch of each split: every split present
-    and non-empty, labels integer, the model's output [batch, classes] floating point, and every label
-    below the number of classes. Each problem is one line naming what the task returned."""
-    import torch
-
-    from nndiff.tasks.base import batches
-
-    try:
-        splits = task.splits()
-    except Exception as e:
-        raise NndiffError(f"{where}: splits() raised {_user_error(e)}") from e
-    missing = [k for k in ("train", "val", "test") if not isinstance(splits, dict) or k not in splits]
-    if missing:
-        got = sorted(splits) if isinstance(splits, dict) else type(splits).__name__
-        raise NndiffError(f"{where}: splits() must return train, val, test; {', '.join(missing)} missing (got {got})")
-    model = task.make_model().eval()
-    for name in ("train", "val", "test"):
-        split = splits[name]
-        x, y = getattr(split, "x", None), getattr(split, "y", None)
-        if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
-            what = f"a {y.dtype} tensor of shape {list(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-            raise NndiffError(f"{where}: split {name!r} labels must be a 1-D integer tensor (got {what})")
-        if len(y) == 0:
-            raise NndiffError(f"{where}: split {name!r} is empty")
-        first = next(iter(batches(x, 8)), None) if x is not None else None
-        if not isinstance(first, torch.Tensor) or len(first) == 0:
-            raise NndiffError(f"{where}: split {name!r} inputs must be a tensor (or stream) of {len(y)} examples")
-        try:
-            with torch.no_grad():
-                out = model(first)
-        except Exception as e:
-            raise NndiffError(f"{where}: the model raised {_user_error(e)} on a batch of split {name!r}") from e
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(first):
-            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise NndiffError(f"{where}: the model must return [batch, classes] logits; on {len(first)} examples "
-                              f"of split {name!r} it returned {shape}")
-        if not out.is_floating_point():
-            raise NndiffError(f"{where}: the model's output is {out.dtype}; it must be floating-point logits")
-        classes = out.shape[1]
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= classes:
-            raise NndiffError(f"{where}: split {name!r} has labels from {low} to {high}, but the model has "
-                              f"{classes} outputs (labels must be 0..{classes - 1})")
-
-
 __all__ = [
     "TASKS",
     "VISION_TASKS",
@@ -294,4 +193,8 @@ __all__ = [
     "ClassificationTask",
     "Evaluation",
     "Split",
+    "check_task",
+    "check_task_data",
+    "training_split",
+    "user_error",
 ]

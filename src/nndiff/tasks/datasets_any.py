@@ -54,3 +54,17 @@ def dataset_splits(train: Dataset, val: Dataset, test: Dataset, workers: int = 0
     """train/val/test splits over Datasets of (x, label) items (`workers`: DataLoader worker processes)."""
     return {name: DatasetSplit(d, workers=workers, name=name) for name, d in (("train", train), ("val", val),
                                                                                 ("test", test))}
+
+
+def evaluation_task(name: str, make_model, val: Dataset, test: Dataset, workers: int = 0):
+    """The smallest task: your model and validation and test Datasets, all nndiff needs to evaluate a
+    zoo recorded without a task (`--task file.py:make_task` on evaluate, report and doctor). It has
+    no train split, so nndiff trains nothing with it."""
+    from nndiff.tasks.base import ClassificationTask
+
+    def load():
+        return {"val": DatasetSplit(val, workers=workers, name="val"),
+                "test": DatasetSplit(test, workers=workers, name="test")}
+
+    return ClassificationTask(name=name, description=f"{name}: evaluation only (validation and test data)",
+                              make_model=make_model, load_data=load, default_select=["*"])

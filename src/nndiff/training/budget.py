@@ -16,7 +16,9 @@ up to its `max_steps` and is checked every `check_every` steps on validation dat
   got better.
 
 Each check is one point of the loop's curve (`train_stats.json`, and the figure in the report).
-Everything here is measured on the validation split: test data never chooses a budget.
+Everything here is measured on the validation split: test data never chooses a budget. A zoo
+recorded without a task has no validation data: its checks measure the parameters alone (the
+variation missed, the generated spread) and the accuracy criteria drop out.
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ class Judge:
 
     @classmethod
     def of_zoo(cls, zoo, device) -> "Judge":
-        task = zoo.make_task()
+        task = zoo.task_if_known()
+        if task is None:  # recorded without a task: the parameters alone
+            return cls(None, None, zoo.layout, None, zoo.params)
         return cls(task, zoo.model(task).to(device), zoo.layout, task.splits()["val"].to(device), zoo.params)
 
     @torch.no_grad()
@@ -134,6 +138,8 @@ class Judge:
         # their variation around the training snapshots' mean: 0 in normalized space, the normalizer
         # being fitted on the training rows (a held-back stretch is compact around a mean of its own)
         unexplained = unexplained_share(*variation_missed(x, recon_n, torch.zeros(x.shape[1])))
+        if self.task is None:
+            return {"unexplained": unexplained}
         acc = float(self.val_acc(normalizer.inverse(recon_n)).mean())
         reference = self.reference(rows)
         return {"val_acc": acc, "gap": reference - acc, "unexplained": unexplained, "snapshots_val_acc": reference}
@@ -142,9 +148,11 @@ class Judge:
     def generated(self, generator, normalizer) -> dict:
         """Mean validation accuracy and spread (vs the snapshots', normalized space) of a small batch."""
         vectors = generator.sample(BATCH, CHECK_SEED, "ddim", SAMPLE_STEPS)
-        acc = self.val_acc(vectors)
         finite = finite_rows(vectors)
         spread = spread_ratio(rows_where(vectors, finite), self.originals)["median"]  # the same in raw space
+        if self.task is None:
+            return {"spread": spread}
+        acc = self.val_acc(vectors)
         return {
             "val_acc": float(acc.mean()),
             "spread": spread,
@@ -160,7 +168,7 @@ def autoencoder_done(curve: list[dict]) -> bool:
     if not curve:
         return False
     last = curve[-1]
-    if last["gap"] > RECONSTRUCTION_GAP:
+    if last.get("gap", 0.0) > RECONSTRUCTION_GAP:  # no gap: a zoo without a task, the variation alone
         return False
     if last["unexplained"] <= UNEXPLAINED:
         return True
@@ -177,7 +185,10 @@ def _spread_error(point: dict) -> float:
 def _useful_acc(point: dict) -> float:
     """The batch's validation accuracy as far as it still counts: gains past ACCURACY_REACHED points
     below the snapshots' come from a generator narrowing onto their best region, not from learning
-    them (mnist1d-mlp: 75.56 -> 75.89 while its spread fell from 0.91 to 0.72 of the snapshots')."""
+    them (mnist1d-mlp: 75.56 -> 75.89 while its spread fell from 0.91 to 0.72 of the snapshots').
+    Without a task (no accuracy measured) it never improves: the spread alone decides."""
+    if "val_acc" not in point:
+        return 0.0
     return min(point["val_acc"], point.get("snapshots_val_acc", float("inf")) - ACCURACY_REACHED)
 
 
@@ -232,6 +243,10 @@ def summary_lines(training: dict) -> list[str]:
                 f"a generated batch's validation accuracy {last['val_acc']:.2f}%, "
                 f"spread {last['spread']:.2f}x the snapshots'"
             )
+        elif "unexplained" in last:
+            said = f"{100 * last['unexplained']:.1f}% of the snapshots' variation missed; no task, so no accuracy"
+        elif "spread" in last:
+            said = f"a generated batch's spread {last['spread']:.2f}x the snapshots'; no task, so no accuracy"
         else:
             said = "no validation check"
         lines.append(f"{name}: {stats['steps']} steps, chosen by validation ({why}; {said}).")

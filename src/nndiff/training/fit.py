@@ -29,6 +29,11 @@ def conditions(zoo: Zoo, condition: str) -> tuple[torch.Tensor | None, Normalize
     reporting."""
     if condition == "none":
         return None, None
+    if any("val_acc" not in s for s in zoo.snapshots):
+        raise NndiffError(
+            "the zoo was recorded without a task, so its snapshots have no validation accuracy to condition on: "
+            "train with --condition none, or record with a task"
+        )
     values = torch.tensor([[float(s["val_acc"])] for s in zoo.snapshots])
     if len(values) < 2 or float(values.std()) == 0.0:
         raise NndiffError(

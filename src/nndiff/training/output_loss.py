@@ -17,6 +17,7 @@ from torch.func import functional_call
 from nndiff.errors import NndiffError
 from nndiff.params.layout import Layout
 from nndiff.params.normalizer import Normalizer
+from nndiff.tasks import training_split
 from nndiff.tasks.images import StreamedSplit
 
 INPUTS = 256  # training inputs the logits are compared on
@@ -26,7 +27,7 @@ class OutputMatch:
     def __init__(
         self, task, model: nn.Module, layout: Layout, normalizer: Normalizer | None, weight: float, device=None
     ):
-        train = task.splits()["train"]
+        train = training_split(task)
         if isinstance(train, StreamedSplit):
             raise NndiffError("autoencoder.output_weight needs a task whose training split is held in memory")
         self.model, self.layout, self.weight = model.eval(), layout, weight

@@ -36,7 +36,7 @@ from nndiff.params.layout import Layout
 from nndiff.runtime.device import resolve_device
 from nndiff.runtime.distributed import all_gather, broadcast, is_main, rank, world_size
 from nndiff.runtime.stage import Stage
-from nndiff.tasks import ClassificationTask, resolve_task_spec
+from nndiff.tasks import ClassificationTask, resolve_task_spec, training_split
 from nndiff.tasks.images import StreamedSplit
 from nndiff.zoo import lr_probe
 from nndiff.zoo.align import align, chain
@@ -108,7 +108,7 @@ def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, 
         )
     layers = None
     if config.align == "weights":
-        train = task.splits()["train"]
+        train = training_split(task)
         inputs = next(train.random_batches(8, 0, 0))[0] if isinstance(train, StreamedSplit) else train.x[:64]
         layers = chain(first, inputs.to(device))
     models, moved = [], []
@@ -183,6 +183,7 @@ def collect(
     # The zoo records how to rebuild the task: a built-in name or a user task's file:function spec.
     task_ref = resolve_task_spec(task) if isinstance(task, str) else task.name
     task = configured_task(task, config)
+    training_split(task)  # a task without one can only evaluate: said before anything is written
     device = resolve_device(config.device)
     stage = stage or Stage(None)
     settings = collection_settings(task, config, base_state)

@@ -3,14 +3,15 @@ that evaluation and training rely on.
 
 A zoo directory holds
     manifest.json        task, selection, layout, per-snapshot metadata (run, seed, step, accuracies),
-                         the same for the held-out snapshots
+                         the same for the held-out snapshots; a zoo recorded without a task (task null)
+                         has no accuracies until a command is given one (`--task`)
     params.safetensors   {"params": [K, D], "heldout": [H, D]} the flattened selected parameters
     base.safetensors     the full base model state_dict (everything that is not generated)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from nndiff.io.files import load_json, save_json
 from nndiff.io.tensors import load_tensors, map_tensors, save_tensors
 from nndiff.params.layout import Layout
 from nndiff.params.rows import finite_rows
-from nndiff.tasks import ClassificationTask, recorded_task
+from nndiff.tasks import ClassificationTask, get_task, named_task, recorded_task
 
 ZOO_VERSION = 1
 
@@ -31,7 +32,7 @@ FILES = {"params": "params.safetensors", "base": "base.safetensors"}
 
 @dataclass
 class Zoo:
-    task: str
+    task: str | None  # None: recorded without a task (zoo/recorder.py); evaluating needs the user to name one
     layout: Layout
     params: torch.Tensor  # [K, D]; memory-mapped from params.safetensors when loaded
     base_state: dict[str, torch.Tensor]
@@ -46,8 +47,39 @@ class Zoo:
 
     def make_task(self):
         """The task this zoo was collected on (vision tasks: reading the recorded data root). A user's
-        task code runs only if the user named it (tasks.recorded_task): a zoo may come from anyone."""
+        task code runs only if the user named it (tasks.recorded_task): a zoo may come from anyone. A
+        zoo recorded without a task uses the one the user names (`--task`)."""
+        if self.task is None:
+            spec = named_task()
+            if spec is None:
+                raise NndiffError(
+                    "the zoo was recorded without a task, so nndiff cannot evaluate its models: name your "
+                    "evaluation with --task path/to/file.py:make_task (the model and its val and test data)"
+                )
+            return get_task(spec)
         return recorded_task(self.task, self.info.get("data_root"), self.info.get("image_size"))
+
+    def task_if_known(self):
+        """The task, or None for a zoo recorded without one when the user named none."""
+        return None if self.task is None and named_task() is None else self.make_task()
+
+    def with_accuracies(self, task) -> "Zoo":
+        """This zoo with every snapshot's (and the base model's) validation and test accuracy under
+        `task`, measured now when the manifest has none (a zoo recorded without a task); nothing is written."""
+        if all("val_acc" in r for r in self.snapshots + self.heldout_snapshots):
+            return self
+        from nndiff.evaluation.engine import evaluate_params
+
+        model, splits = self.model(task), task.splits()
+        rows = torch.cat([self.params, self.heldout.reshape(-1, self.layout.size)])
+        evals = evaluate_params(task, model, self.layout, rows, {"val": splits["val"], "test": splits["test"]},
+                                progress=False)
+        records = [dict(r, val_acc=va, test_acc=te) for r, va, te in zip(
+            self.snapshots + self.heldout_snapshots, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist())]
+        k = len(self.snapshots)
+        base = {"val_acc": task.evaluate(model, splits["val"]).accuracy,
+                "test_acc": task.evaluate(model, splits["test"]).accuracy}
+        return replace(self, snapshots=records[:k], heldout_snapshots=records[k:], info={**self.info, "base": base})
 
     def model(self, task: ClassificationTask) -> nn.Module:
         """A fresh model of the task holding the base weights, in eval mode."""
@@ -99,8 +131,8 @@ class Zoo:
         files = {**FILES, **m.get("files", {})}
         paths = {key: _inside(d, files[key]) for key in FILES}
         task = m["task"]
-        if not isinstance(task, str):
-            raise TypeError("task must be a string")
+        if task is not None and not isinstance(task, str):
+            raise TypeError("task must be a string or null")
         layout = Layout.from_json(m.get("layout", []))
         for key in ("dim", "count"):
             if key in m and (isinstance(m[key], bool) or not isinstance(m[key], int) or m[key] < 0):
@@ -136,7 +168,7 @@ class Zoo:
             if bad:
                 raise NndiffError(f"{d}: {bad} {name}(s) contain NaN or Inf; re-collect with a smaller learning rate")
         for where, records in (("snapshots", snapshots), ("heldout", heldout_snapshots)):
-            _check_records(d / "manifest.json", where, records)
+            _check_records(d / "manifest.json", where, records, accuracies=task is not None)
         skip = {"format", "version", "task", "files", "count", "dim", "layout", "snapshots", "heldout"}
         info = {k: v for k, v in m.items() if k not in skip}
         base = load_tensors(paths["base"])
@@ -155,12 +187,15 @@ class Zoo:
         )
 
 
-def _check_records(manifest: Path, where: str, records: list) -> None:
-    """Each snapshot's record carries the accuracies that evaluation and conditioning read."""
+def _check_records(manifest: Path, where: str, records: list, accuracies: bool = True) -> None:
+    """Each snapshot's record carries the accuracies that evaluation and conditioning read (a zoo
+    recorded without a task: none, or valid ones)."""
     for i, r in enumerate(records):
         if not isinstance(r, dict):
             raise NndiffError(f"{manifest}: {where}[{i}] must be a mapping, got {type(r).__name__}; re-collect the zoo")
         for key in ("val_acc", "test_acc"):
+            if key not in r and not accuracies:
+                continue
             value = r.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
                 raise NndiffError(

@@ -1,6 +1,6 @@
 """Recording a zoo from your own training loop: two lines in the loop you already have.
 
-    recorder = nndiff.Recorder("runs/mine/zoo", model, ["bn*"], k=200, task="my_task.py:make_task")
+    recorder = nndiff.Recorder("runs/mine/zoo", model, ["bn*"], k=200)   # task="my_task.py:make_task": evaluate now
     for step, (x, y) in enumerate(loader):
         ...                                  # your forward, backward, optimizer.step()
         recorder.record(model, step)         # after the steps you want kept
@@ -10,8 +10,9 @@ ZOO/.recording/, with the recording's state beside it), so the zoo is never held
 loop killed at any point resumes: reopen the recorder on the same directory and replay from your own
 checkpoint; steps already recorded are skipped. A held-out run is a second recording into the same
 directory with `heldout=True` (the recorder is opened with `heldout=H` rows for it). Once every row
-is filled, the snapshots are evaluated with the task (its validation and test splits) and the zoo
-is written in the format `nndiff train` reads.
+is filled, the snapshots are evaluated with the task (its validation and test splits), if one was
+given, and the zoo is written in the format `nndiff train` reads. Without a task, `nndiff train`
+needs only the zoo, and evaluate/report/doctor take the evaluation as `--task file.py:make_task`.
 
 Only the selection may change between snapshots: everything else in the model (other parameters,
 BatchNorm statistics) is the zoo's base and must stay as it was at the first snapshot (freeze it,
@@ -39,10 +40,12 @@ WORK = ".recording"
 
 
 class Recorder:
-    def __init__(self, out: str | Path, model: nn.Module, select: list[str], k: int, task: str, heldout: int = 0):
+    def __init__(self, out: str | Path, model: nn.Module, select: list[str], k: int, task: str | None = None,
+                 heldout: int = 0):
         """Open (or reopen, to resume) the recording of `k` snapshots (and `heldout` held-out ones) of
-        the parameters of `model` that `select` (glob patterns, as --select) matches, for `task`
-        (a built-in task or your file.py:make_task, which evaluates the snapshots once all are taken)."""
+        the parameters of `model` that `select` (glob patterns, as --select) matches. `task` (a
+        built-in task or your file.py:make_task) evaluates the snapshots once all are taken; without
+        one the zoo holds no accuracies, and the commands that evaluate take your task as --task."""
         if isinstance(select, str):
             select = [select]
         for name, value in (("k", k), ("heldout", heldout)):
@@ -138,27 +141,18 @@ class Recorder:
                 )
 
     def _finish(self) -> None:
-        """Every row is taken: evaluate the snapshots with the task and write the zoo."""
-        from nndiff.evaluation.engine import evaluate_params
+        """Every row is taken: evaluate the snapshots with the task (if there is one) and write the zoo."""
         from nndiff.tasks import get_task, resolve_task_spec
-        from nndiff.zoo.format import FILES, Zoo, load_base
+        from nndiff.zoo.format import FILES, Zoo
 
-        task = get_task(self.task)
-        model = load_base(task, self.base)
-        splits = task.splits()
         everything = self.rows.matrix()
-        # rank 0 alone finishes: evaluate_params, not the sharded version, whose collective the others never join
-        evals = evaluate_params(task, model, self.layout, everything, {"val": splits["val"], "test": splits["test"]},
-                                progress=False)
         records = [dict(r, run=0 if block == "params" else 1) for block in ("params", "heldout")
                    for r in self.records[block]]
-        for r, va, te in zip(records, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
-            r["val_acc"], r["test_acc"] = va, te
-        base = {"val_acc": task.evaluate(model, splits["val"]).accuracy,
-                "test_acc": task.evaluate(model, splits["test"]).accuracy}
-        info = {"select": self.identity["select"], "recorded": {"k": self.k, "heldout": self.heldout}, "base": base}
-        zoo = Zoo(resolve_task_spec(self.task), self.layout, everything[: self.k], self.base,
+        info = {"select": self.identity["select"], "recorded": {"k": self.k, "heldout": self.heldout}}
+        zoo = Zoo(resolve_task_spec(self.task) if self.task else None, self.layout, everything[: self.k], self.base,
                   records[: self.k], info, everything[self.k :], records[self.k :])
+        if self.task:  # rank 0 alone finishes: with_accuracies evaluates without collectives
+            zoo = zoo.with_accuracies(get_task(self.task))
         self.rows.close()
         os.replace(self.work / "rows.safetensors", self.out / FILES["params"])
         zoo.save(self.out, params_in_place=True)  # the manifest last: its presence means complete

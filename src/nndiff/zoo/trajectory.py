@@ -16,7 +16,7 @@ from nndiff.params.layout import Layout
 from nndiff.runtime.device import seed_everything
 from nndiff.runtime.distributed import broadcast_buffers, check_ranks_agree, data_parallel, is_main, shard
 from nndiff.runtime.stage import Stage
-from nndiff.tasks import ClassificationTask
+from nndiff.tasks import ClassificationTask, training_split
 from nndiff.tasks.images import StreamedSplit
 
 
@@ -54,7 +54,7 @@ def train_base(
     stage = stage or Stage(None)
     gen = seed_everything(seed)
     model = task.make_model().to(device)
-    train = task.splits()["train"].to(device)
+    train = training_split(task).to(device)
     batch = min(task.batch_size, len(train))
     steps_per_epoch = max(1, len(train) // batch)
     total = task.base_epochs * steps_per_epoch
@@ -127,7 +127,7 @@ class Trajectory:
             if name in selected:
                 params.append(p)
         self.opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
-        self.train = task.splits()["train"].to(device)
+        self.train = training_split(task).to(device)
         self.device = device
         self.seed, self.gen = seed, torch.Generator().manual_seed(seed)
         self.steps = 0
