@@ -127,9 +127,10 @@ def real_run(task: str, out: Path) -> dict:
         "zoo_mib": (run_dir / "zoo" / "params.safetensors").stat().st_size / 2**20,
         "wall_s": wall,
         "seconds": {k: t.get(k) for k in ("collect", "train_autoencoder", "train_diffusion", "evaluate", "report")},
-        "autoencoder_steps": stats["autoencoder"]["steps"],
+        "codec": stats["autoencoder"].get("kind", "conv"),
+        "autoencoder_steps": stats["autoencoder"].get("steps", 0),
         "diffusion_steps": stats["diffusion"]["steps"],
-        "autoencoder_s_per_step": t["train_autoencoder"] / max(stats["autoencoder"]["steps"], 1),
+        "autoencoder_s_per_step": t["train_autoencoder"] / max(stats["autoencoder"].get("steps", 0), 1),
         "diffusion_s_per_step": t["train_diffusion"] / max(stats["diffusion"]["steps"], 1),
         "peak_mib": dict(zip(STAGES, peaks)),
         "originals_mean": metrics["originals"]["test_acc"]["mean"],
@@ -138,23 +139,26 @@ def real_run(task: str, out: Path) -> dict:
         "oracle_within_1pt_of_best_original": metrics["generated"]["oracle_within_1pt_of_best_original"],
         "replica_share": g.get("replica_share"),
         "spread_ratio_median": dist.get("spread_ratio", {}).get("median"),
+        "health": {c["check"]: c["status"] for c in novelty.get("health", [])},
     }
 
 
 def print_real(rows: list[dict]) -> None:
-    print("\n| task | parameters | zoo MiB | wall s | collect s | autoencoder s/step (steps) | diffusion s/step (steps) "
-          "| report s | peak MiB: collect / train / generate / evaluate + report | originals | generated - originals "
-          "| within 1 pt | replicas | spread |")
-    print("| --- " * 14 + "|")
+    print("\n| task | parameters | zoo MiB | codec | wall s | collect s | autoencoder s/step (steps) | "
+          "diffusion s/step (steps) | report s | peak MiB: collect / train / generate / evaluate + report | originals | generated - "
+          "originals | within 1 pt | replicas | spread | health: not passed |")
+    print("| --- " * 16 + "|")
     for r in rows:
         d, s, p = r["generated_minus_originals"], r["seconds"], r["peak_mib"]
         spread = r["spread_ratio_median"]
-        print(f"| {r['task']} | {r['dim']:,} | {r['zoo_mib']:.0f} | {r['wall_s']:.0f} | {s['collect']:.0f} | "
-              f"{r['autoencoder_s_per_step']:.3f} ({r['autoencoder_steps']}) | {r['diffusion_s_per_step']:.3f} "
+        ae = f"{r['autoencoder_s_per_step']:.3f} ({r['autoencoder_steps']})" if r["autoencoder_steps"] else "-"
+        health = ", ".join(f"{k} {v}" for k, v in r.get("health", {}).items() if v != "pass") or "all pass"
+        print(f"| {r['task']} | {r['dim']:,} | {r['zoo_mib']:.0f} | {r.get('codec', 'conv')} | {r['wall_s']:.0f} | "
+              f"{s['collect']:.0f} | {ae} | {r['diffusion_s_per_step']:.3f} "
               f"({r['diffusion_steps']}) | {s['report']:.0f} | {' / '.join(f'{p[k]:.0f}' for k in STAGES)} | "
               f"{r['originals_mean']:.2f} | {d['estimate']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] | "
               f"{100 * r['oracle_within_1pt_of_best_original']:.0f}% | {100 * (r['replica_share'] or 0):.0f}% | "
-              f"{'-' if spread is None else f'{spread:.2f}x'} |")
+              f"{'-' if spread is None else f'{spread:.2f}x'} | {health} |")
 
 
 def slope(xs, ys) -> float:

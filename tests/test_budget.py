@@ -196,7 +196,8 @@ def test_automatic_budgets_end_to_end_record_their_curves_and_plot_them(tiny_run
     choice lands in train_stats.json and the report shows it."""
     run = tmp_path / "auto"
     config = tmp_path / "c.yaml"
-    config.write_text("autoencoder:\n  max_steps: 100\n  check_every: 50\ndiffusion:\n  max_steps: 200\n  check_every: 50\n")
+    config.write_text("autoencoder:\n  kind: conv\n  max_steps: 100\n  check_every: 50\n"
+                      "diffusion:\n  max_steps: 200\n  check_every: 50\n")
     assert main(["--quiet", "train", "--zoo", str(tiny_run / "zoo"), "--out", str(run), "--config", str(config)]) == 0
     stats = json.loads((run / "train_stats.json").read_text())
     for loop, cap in (("autoencoder", 100), ("diffusion", 200)):

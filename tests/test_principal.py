@@ -98,9 +98,89 @@ def test_a_pca_run_without_its_components_is_refused(pca_run, tmp_path):
 def test_pca_settings_are_checked():
     from nndiff.errors import NndiffError
 
-    with pytest.raises(NndiffError, match="unknown autoencoder.kind 'svd'; choose one of conv, pca"):
+    with pytest.raises(NndiffError, match="unknown autoencoder.kind 'svd'; choose one of auto, conv, pca"):
         TrainConfig.from_dict({"autoencoder": {"kind": "svd"}})
     with pytest.raises(NndiffError, match=r"autoencoder.components \(--ae-components\) must be an integer >= 0"):
         TrainConfig.from_dict({"autoencoder": {"components": -1}})
     with pytest.raises(NndiffError, match="trains none"):
         TrainConfig.from_dict({"autoencoder": {"kind": "pca", "output_weight": 10.0}})
+
+
+def test_pca_fitted_on_some_rows_is_the_pca_of_those_rows():
+    x, norm = _zoo()
+    rows = torch.arange(0, 30, 2)
+    sub, _ = PrincipalCodec.fit(x, norm, 0, rows=rows)
+    alone, _ = PrincipalCodec.fit(x[rows], norm)
+    assert torch.allclose(sub.components, alone.components, atol=1e-5) and torch.allclose(sub.mean, alone.mean)
+
+
+def _recorded(tmp_path, fresh: bool):
+    """A zoo recorded without a task: bn2 of a digits CNN, 30 snapshots (3 held back by the budget).
+    `fresh`: every snapshot an independent draw in all 64 values, so the held-back ones point where the
+    training ones never went; else a walk along 4 fixed directions, which the training rows span."""
+    from nndiff import Recorder
+    from nndiff.tasks.digits import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    g = torch.Generator().manual_seed(1)
+    directions = torch.randn(4, 64, generator=g)
+    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=30)
+    for step in range(1, 31):
+        v = torch.randn(64, generator=g) if fresh else torch.randn(4, generator=g) @ directions
+        with torch.no_grad():
+            model.bn2.weight.copy_(1 + 0.1 * v[:32])
+            model.bn2.bias.copy_(0.1 * v[32:])
+        rec.record(model, step)
+    return tmp_path / "zoo"
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_the_automatic_codec_keeps_pca_only_where_it_reconstructs_the_held_back_snapshots(tmp_path, fresh):
+    """kind auto: principal components that reproduce the held-back snapshots are kept and no
+    autoencoder is trained; where they miss most of those snapshots' variation the autoencoder is
+    trained too and the codec that misses less is kept, as train_stats.json records."""
+    from nndiff.pipeline.stages import train_run
+    from nndiff.tasks import forget_named_tasks
+
+    forget_named_tasks()
+    config = TrainConfig()
+    assert config.autoencoder.kind == "auto"
+    config.autoencoder.components = 4  # a latent of 4 values, smaller than the autoencoder's 16
+    config.autoencoder.max_steps, config.diffusion.max_steps = 100, 100
+    config.autoencoder.check_every = config.diffusion.check_every = 50
+    stats = train_run(_recorded(tmp_path, fresh), tmp_path / "run", config, progress=False)
+    codec = stats["autoencoder"]["codec"]
+    principal = codec["principal"]
+    if not fresh:
+        assert principal["passes"] and principal["unexplained"] < 0.01 and codec["kind"] == "pca"
+        assert "autoencoder" not in codec and stats["autoencoder"]["kind"] == "pca"
+    else:
+        assert not principal["passes"] and principal["unexplained"] > 0.25
+        trained = codec["autoencoder"]
+        fails = trained["unexplained"] > 0.25 or trained.get("gap", 0) > 0.5
+        assert codec["kind"] == ("pca" if fails and principal["unexplained"] < trained["unexplained"] else "conv")
+    generator = ParamGenerator.load(tmp_path / "run", read_run_config(tmp_path / "run")[1])
+    assert isinstance(generator.autoencoder, PrincipalCodec) == (codec["kind"] == "pca")
+    assert generator.sample(4, 0, "ddim", 5).shape == (4, 64)
+
+
+def test_where_the_autoencoder_compresses_more_it_is_trained_as_before(tiny_run, tmp_path):
+    """As on the default task (179 principal directions against a 48-value latent): the principal
+    components pass but would give the diffusion model more values to learn than the autoencoder's
+    latent (21 against 12 here), so the autoencoder is trained, and kept while it passes."""
+    from nndiff.training.budget import held_back
+
+    config = tmp_path / "c.yaml"
+    config.write_text("autoencoder:\n  latent_channels: 2\n  max_steps: 100\n  check_every: 50\n"
+                      "diffusion:\n  max_steps: 100\n  check_every: 50\n")
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", "--zoo", str(tiny_run / "zoo"), "--out", str(run), "--config", str(config)]) == 0
+    stats = json.loads((run / "train_stats.json").read_text())
+    codec = stats["autoencoder"]["codec"]
+    assert codec["principal"]["passes"] and "autoencoder" in codec  # the autoencoder was trained
+    trained, principal = codec["autoencoder"], codec["principal"]
+    fails = trained["unexplained"] > 0.25 or trained.get("gap", 0) > 0.5
+    assert codec["kind"] == ("pca" if fails and principal["unexplained"] < trained["unexplained"] else "conv")
+    if codec["kind"] == "conv":
+        assert stats["autoencoder"]["held_back_snapshots"] == len(held_back([0] * 24))

@@ -188,6 +188,7 @@ def test_training_without_a_task_judges_its_budgets_on_the_parameters(tmp_path):
         step(model, s)
         rec.record(model, s)
     config = TrainConfig()
+    config.autoencoder.kind = "conv"  # the autoencoder's own budget (the automatic codec choice: test_principal.py)
     config.autoencoder.max_steps, config.diffusion.max_steps = 200, 200
     config.autoencoder.check_every = config.diffusion.check_every = 100
     stats = train_run(tmp_path / "zoo", tmp_path / "run", config, progress=False)

@@ -24,19 +24,21 @@ class PrincipalCodec(nn.Module):
         super().__init__()
         self.dim, self.sizes = dim, [dim]
         self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("components", torch.zeros(count, dim))
+        self.register_buffer("components", torch.empty(count, dim))  # filled by fit or load_state_dict
 
     @classmethod
-    def fit(cls, x: torch.Tensor, normalizer: Normalizer, count: int = 0) -> tuple["PrincipalCodec", float]:
+    def fit(cls, x: torch.Tensor, normalizer: Normalizer, count: int = 0,
+            rows: torch.Tensor | None = None) -> tuple["PrincipalCodec", float]:
         """The codec of the rows of `x` (raw parameters, normalized by `normalizer` a block of columns
-        at a time) keeping `count` directions (0: all the rows span), and the share of their variance
-        it keeps."""
-        span = max(1, min(len(x) - 1, x.shape[1]))  # K rows span K - 1 directions, D values at most D
+        at a time; `rows`: only these) keeping `count` directions (0: all the rows span), and the share
+        of their variance it keeps."""
+        n = len(x) if rows is None else len(rows)
+        span = max(1, min(n - 1, x.shape[1]))  # K rows span K - 1 directions, D values at most D
         count = span if count == 0 else min(count, span)
         codec = cls(x.shape[1], count)
-        mean, components, explained = principal_components(x, normalizer, count)
-        codec.mean.copy_(mean)
-        codec.components.copy_(components)
+        mean, components, explained = principal_components(x, normalizer, count, rows)
+        codec.mean = mean  # the buffers themselves, not copies (components are as large as K rows)
+        codec.components = components
         return codec, float(explained.sum())
 
     @property
@@ -57,17 +59,18 @@ class PrincipalCodec(nn.Module):
 
 
 def principal_components(
-    reference: torch.Tensor, normalizer: Normalizer, count: int
+    reference: torch.Tensor, normalizer: Normalizer, count: int, which: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The normalized-space mean [D] of `reference`'s rows, its first `count` principal directions
-    [count, D] (unit length; zero rows where fewer rows leave one undefined) and each direction's share
-    of the variance [count]."""
-    rows, dim = reference.shape
+    """The normalized-space mean [D] of `reference`'s rows (`which`: only these, read a block of
+    columns at a time), its first `count` principal directions [count, D] (unit length; zero rows
+    where fewer rows leave one undefined) and each direction's share of the variance [count]."""
+    which = torch.arange(len(reference)) if which is None else which
+    rows, dim = len(which), reference.shape[1]
     mean = torch.zeros(dim)
     blocks = column_blocks(rows, dim)
     gram = torch.zeros(rows, rows, dtype=torch.float64)
     for b in blocks:
-        part = normalizer.columns(b)(reference[:, b].float())
+        part = normalizer.columns(b)(reference[which, b].float())
         mean[b] = part.mean(0)
         part = (part - mean[b]).double()
         gram += part @ part.T
@@ -83,6 +86,6 @@ def principal_components(
     scale[:, :n] = vectors[:, :n] / top[:n].sqrt()
     components = torch.zeros(count, dim)
     for b in blocks:
-        part = (normalizer.columns(b)(reference[:, b].float()) - mean[b]).double()
+        part = (normalizer.columns(b)(reference[which, b].float()) - mean[b]).double()
         components[:, b] = (scale.T @ part).float()
     return mean, components, explained.float()

@@ -25,7 +25,7 @@ from nndiff.generator.denoiser import Denoiser
 from nndiff.generator.diffusion import make_scheduler, sample
 from nndiff.generator.generated import check_generate_args
 from nndiff.generator.principal import PrincipalCodec
-from nndiff.io.tensors import load_metadata, load_tensors, save_tensors
+from nndiff.io.tensors import load_metadata, load_tensors, map_tensors, save_tensors
 from nndiff.params.layout import Layout
 from nndiff.params.normalizer import Normalizer
 
@@ -137,7 +137,10 @@ class ParamGenerator:
         den = Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0)
         for module, name in ((ae, "autoencoder"), (den, "denoiser")):
             try:
-                module.load_state_dict(load_tensors(d / f"{name}.safetensors"))
+                if isinstance(module, PrincipalCodec):  # its components (as large as the zoo's rows) read as
+                    module.load_state_dict(map_tensors(d / f"{name}.safetensors"), assign=True)  # mapped, not copied
+                else:
+                    module.load_state_dict(load_tensors(d / f"{name}.safetensors"))
             except RuntimeError as e:
                 raise NndiffError(
                     f"{d / (name + '.safetensors')} does not match config.yaml ({str(e).splitlines()[0]}); retrain "
@@ -160,9 +163,10 @@ class ParamGenerator:
 
 def _autoencoder(path: Path, layout: Layout, config: TrainConfig) -> Autoencoder | PrincipalCodec:
     """The run's autoencoder as config.yaml describes it (its weights are loaded after): a PCA codec
-    keeps as many directions as its saved components have rows."""
-    if config.autoencoder.kind == "pca":
-        shape = load_metadata(path).get("components_shape")
+    (asked for, or chosen under kind auto: its file says so) keeps as many directions as its saved
+    components have rows."""
+    shape = load_metadata(path).get("components_shape")
+    if config.autoencoder.kind == "pca" or (config.autoencoder.kind == "auto" and shape is not None):
         if not (isinstance(shape, list) and len(shape) == 2 and shape[1] == layout.size and shape[0] >= 1):
             raise NndiffError(f"{path} does not hold the principal components config.yaml asks for; retrain the run")
         return PrincipalCodec(layout.size, shape[0])

@@ -13,6 +13,7 @@ from nndiff.generator.sampler import ParamGenerator
 from nndiff.pipeline.records import TRAIN_STATS, read_record
 from nndiff.pipeline.rundir import _locked_run, generated_info, load_run_zoo, read_run_config, sampled_earlier
 from nndiff.runtime.device import resolve_device
+from nndiff.runtime.memory import release_freed_memory
 from nndiff.zoo.format import Zoo
 
 
@@ -56,6 +57,9 @@ def _doctor_run(path: Path, device: str, zoo: Zoo | None, generated: torch.Tenso
         return steps if isinstance(steps, int) and steps > 0 else fallback
 
     checks.append(autoencoder_check(zoo, task, model, generator, val, snapshots, trained("autoencoder")))
+    normalizer = generator.normalizer
+    del generator  # its codec (principal components: as large as the zoo's rows) is not needed from here
+    release_freed_memory()
     fix = f"nndiff generate --run {path}"
     if generated is None and (path / GENERATED).is_dir():
         if sampled_earlier(path, generated_info(path)):
@@ -64,7 +68,7 @@ def _doctor_run(path: Path, device: str, zoo: Zoo | None, generated: torch.Tenso
         generated = read_generated(path, zoo.layout)
     if generated is not None:
         checks += generator_checks(
-            zoo, task, model, generated, generator.normalizer, val, snapshots, trained("diffusion")
+            zoo, task, model, generated, normalizer, val, snapshots, trained("diffusion")
         )
     else:
         checks.append(Check("generator", "skip", "no generated models yet", fix))

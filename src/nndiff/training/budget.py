@@ -33,6 +33,7 @@ from nndiff.analysis.doctor import RECONSTRUCTION_GAP as HEALTH_GAP
 from nndiff.analysis.doctor import UNEXPLAINED as HEALTH_UNEXPLAINED
 from nndiff.evaluation.engine import evaluate_params
 from nndiff.params.rows import finite_rows, rows_where
+from nndiff.training.codec import choice_line
 
 HELD_BACK = 10  # one snapshot in this many is held back from the autoencoder to judge it (zoos of 10 or more)
 
@@ -209,6 +210,9 @@ def summary_lines(training: dict) -> list[str]:
     lines = []
     for name in ("autoencoder", "diffusion"):
         stats = training.get(name) or {}
+        chosen = choice_line(stats) if name == "autoencoder" else None
+        if chosen:
+            lines.append(chosen)
         if stats.get("kind") == "pca":
             lines.append(
                 f"autoencoder: none, {stats['components']} principal components instead "

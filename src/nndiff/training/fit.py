@@ -14,10 +14,11 @@ from nndiff.generator.sampler import ParamGenerator
 from nndiff.params.normalizer import Normalizer
 from nndiff.params.rows import fingerprint
 from nndiff.runtime.device import resolve_device, seed_everything
-from nndiff.runtime.distributed import check_ranks_agree, is_main, rank, world_size
+from nndiff.runtime.distributed import broadcast, check_ranks_agree, is_main, rank, world_size
 from nndiff.runtime.stage import Stage
 from nndiff.training.budget import Judge, held_back
-from nndiff.training.loops import encode_all, train_autoencoder, train_diffusion
+from nndiff.training.codec import autoencoder_latent, choose, codec_kind, principal_first, principal_on_held_back
+from nndiff.training.loops import encode_all, reconstruction_mse, train_autoencoder, train_diffusion
 from nndiff.training.output_loss import OutputMatch
 from nndiff.zoo.format import Zoo
 
@@ -61,8 +62,9 @@ def fit(
     )
     # Rank r draws its own batches and noise; rank 0 draws what a single process would.
     gen = seed_everything(config.seed + 7919 * rank())
+    kind = codec_kind(config)  # "auto": the principal components or the autoencoder, by codec.py's rule
     # the autoencoder's check rows (automatic budget): the normalizer must not have seen them either
-    checking = config.autoencoder.steps == "auto" and config.autoencoder.kind != "pca"
+    checking = config.autoencoder.steps == "auto" and kind != "pca"
     held = held_back([s["run"] for s in zoo.snapshots]) if checking else torch.zeros(0, dtype=torch.long)
     keep = torch.ones(len(zoo), dtype=torch.bool)
     keep[held] = False
@@ -72,12 +74,13 @@ def fit(
     judge = Judge.of_zoo(zoo, device) if auto and is_main() else None  # budgets chosen on validation (budget.py)
 
     t0 = time.perf_counter()
-    if config.autoencoder.kind == "pca":  # nothing to train: principal.py
-        ae, explained = PrincipalCodec.fit(zoo.params, normalizer, config.autoencoder.components)
-        ae = ae.to(device)
-        ae_stats = {"kind": "pca", "components": ae.latent_shape[1], "explained": explained}
-    else:
-        sizes = [e.numel for e in zoo.layout.entries]
+    fitted, principal = None, None
+    if kind == "auto":
+        fitted, principal = principal_on_held_back(zoo, normalizer, judge, held, config.autoencoder.components, device)
+    trained, sizes = None, [e.numel for e in zoo.layout.entries]
+    first = kind == "auto" and principal_first(principal, fitted[0].latent_shape[1] if fitted else 0,
+                                               autoencoder_latent(zoo.layout.size, config, sizes))
+    if kind == "conv" or (kind == "auto" and not first):
         weight, output_loss = config.autoencoder.output_weight, None
         if weight > 0:
             task = zoo.make_task()
@@ -85,6 +88,18 @@ def fit(
         ae, ae_stats = train_autoencoder(
             zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss, held
         )
+        trained = broadcast((ae_stats.get("curve") or [None])[-1])
+    chosen = choose(principal, trained, first) if kind == "auto" else kind
+    if chosen == "pca":  # nothing to train: principal.py (the codec judged, when there is one)
+        ae, explained = fitted or PrincipalCodec.fit(zoo.params, normalizer, config.autoencoder.components)
+        del fitted
+        ae = ae.to(device)
+        ae_stats = {"kind": "pca", "components": ae.latent_shape[1], "explained": explained,
+                    "reconstruction_mse": reconstruction_mse(ae, zoo.params, normalizer, device)}
+    if kind == "auto":
+        measures = ("unexplained", "gap", "passes")
+        ae_stats["codec"] = {"kind": chosen, **{name: {k: v for k, v in point.items() if k in measures}
+                             for name, point in (("principal", principal), ("autoencoder", trained)) if point}}
     t1 = time.perf_counter()
     z = encode_all(ae, zoo.params, normalizer, device)
     latent_normalizer = Normalizer.fit(z.flatten(1), None, "element")
