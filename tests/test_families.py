@@ -53,9 +53,9 @@ def test_every_method_is_judged_on_every_held_out_task(family_run):
     assert (out / "report" / "report.md").is_file() and (out / "report" / "unseen.png").stat().st_size > 0
 
 
-def test_a_generator_that_ignores_its_descriptor_falls_to_chance(family_run):
-    """The same regression, trained with the descriptors shuffled between tasks, must lose what the
-    descriptor carries: held-out accuracy near chance, where the real one is far above it."""
+def _family_zoo(family_run):
+    """The tiny family run's family, codes, training and held-out tasks, the training tasks' heads
+    [T * K, D], K, and the features and labels of every split."""
     out, _ = family_run
     config = tiny_family()
     family = get_family(config.family)
@@ -66,6 +66,13 @@ def test_a_generator_that_ignores_its_descriptor_falls_to_chance(family_run):
     train, held = (torch.tensor(manifest["tasks"][k]) for k in ("train", "heldout"))
     x = rows.view(-1, per, rows.shape[1])[train].reshape(-1, rows.shape[1])
     _, feats, labels = load_data(family, config, out, family.codes, False)
+    return family, codes, train, held, x, per, feats, labels
+
+
+def test_a_generator_that_ignores_its_descriptor_falls_to_chance(family_run):
+    """The same regression, trained with the descriptors shuffled between tasks, must lose what the
+    descriptor carries: held-out accuracy near chance, where the real one is far above it."""
+    family, codes, train, held, x, per, feats, labels = _family_zoo(family_run)
     lab = family.relabel(codes[held], labels["test"])
 
     def held_out_accuracy(task_codes):
@@ -81,16 +88,7 @@ def test_tuning_learns_each_task_from_its_own_labels(family_run):
     """Tuning the regression with the training tasks' loss keeps it at least as good on held-out
     tasks; tuned with labels shuffled between tasks (each code scored on another task's answers), it
     must fall towards chance, so tuning reads each task's own labels."""
-    out, _ = family_run
-    config = tiny_family()
-    family = get_family(config.family)
-    manifest = json.loads((out / "family" / "manifest.json").read_text())
-    codes = torch.tensor([[int(c) for c in text] for text in manifest["codes"]])
-    rows = load_tensors(out / "family" / "heads.safetensors")["params"]
-    per = len(manifest["snapshot_steps"])
-    train, held = (torch.tensor(manifest["tasks"][k]) for k in ("train", "heldout"))
-    _, feats, labels = load_data(family, config, out, family.codes, False)
-    x = rows.view(-1, per, rows.shape[1])[train].reshape(-1, rows.shape[1])
+    family, codes, train, held, x, per, feats, labels = _family_zoo(family_run)
     fitted = RegressionGenerator.fit(x, codes[train].repeat_interleave(per, 0), 300, seed=0, width=256)
     lab_train, lab_test = family.relabel(codes[train], labels["train"]), family.relabel(codes[held], labels["test"])
 
