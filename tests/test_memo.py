@@ -57,6 +57,24 @@ def test_a_vector_is_evaluated_once_per_split(setup):
     assert task.calls == 6  # only the new one
 
 
+def test_the_rows_not_known_are_evaluated_a_block_at_a_time_in_their_places(setup, monkeypatch):
+    """Some rows known, the others evaluated in blocks (of 2 rows here; a few at 1M parameters,
+    so that they are never copied at once): every prediction lands in its own row."""
+    import nndiff.params.rows
+
+    task, model, layout, split = setup
+    params = torch.randn(9, layout.size)
+    alone = [evaluate_params(task, model, layout, p[None], {"val": split}, progress=False)["val"] for p in params]
+    MEMO.clear()
+    evaluate_params(task, model, layout, params[[0, 4, 5]], {"val": split}, progress=False)
+    monkeypatch.setattr(nndiff.params.rows, "BLOCK_VALUES", 2 * layout.size)
+    task.calls = 0
+    together = evaluate_params(task, model, layout, params, {"val": split}, progress=False)["val"]
+    assert task.calls == 6  # the six not known, in three blocks
+    assert torch.equal(together.predictions, torch.cat([a.predictions for a in alone]))
+    assert torch.equal(together.accuracy, torch.cat([a.accuracy for a in alone]))
+
+
 def test_what_the_predictions_depend_on_is_part_of_the_key(setup):
     task, model, layout, split = setup
     params = torch.randn(4, layout.size)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from nndiff.evaluation.batched import predict_batched, trunk_and_head
 from nndiff.evaluation.memo import MEMO, context_key, row_digests, split_key
 from nndiff.params.layout import Layout
+from nndiff.params.rows import row_blocks
 from nndiff.runtime.distributed import all_gather, shard
 
 
@@ -66,16 +67,21 @@ def evaluate_params(
     todo = [i for i, r in enumerate(rows) if any((context, keys[n], r) not in MEMO.entries for n in splits)]
     skip = set(todo)
     cached = {n: {i: MEMO.get((context, keys[n], r)) for i, r in enumerate(rows) if i not in skip} for n in splits}
-    missing = params if len(todo) == len(params) else params[todo]  # a copy only of what is not known
-    fresh = _evaluate(task, model, layout, missing, splits, progress, batched) if todo else {}
+    # the rows not known: all of them as they are, or copied a block at a time (at 1M parameters a
+    # copy of most of a zoo's rows is most of a gigabyte)
+    every = len(todo) == len(params)
+    parts = [todo] if every else [todo[b] for b in row_blocks(len(todo), params.shape[1])]
+    fresh = [
+        _evaluate(task, model, layout, params if every else params[part], splits, progress, batched) for part in parts
+    ]
     out = {}
     for name, split in splits.items():
         preds = torch.empty(len(params), len(split), dtype=torch.long)
         for i, p in cached[name].items():
             preds[i] = p
-        if todo:
-            preds[todo] = fresh[name].predictions.cpu()
-            for i, p in zip(todo, fresh[name].predictions):
+        for part, evaluated in zip(parts, fresh):
+            preds[part] = evaluated[name].predictions.cpu()
+            for i, p in zip(part, evaluated[name].predictions):
                 MEMO.put((context, keys[name], rows[i]), p)
         out[name] = GroupEvaluation(_accuracy(preds, split.y.cpu()), preds)
     return out

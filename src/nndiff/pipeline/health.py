@@ -17,19 +17,18 @@ from nndiff.runtime.memory import release_freed_memory
 from nndiff.zoo.format import Zoo
 
 
-def doctor_run(
-    path: str | Path, device: str = "auto", zoo: Zoo | None = None, generated: torch.Tensor | None = None
-) -> list[Check]:
+def doctor_run(path: str | Path, device: str = "auto", zoo: Zoo | None = None) -> list[Check]:
     """The health checks of a run directory, or of a zoo directory alone (its two zoo checks).
-    `zoo`, `generated`: the run's zoo and generated set as read_generated gives it, when the caller
-    has them already (not read a second time: at a million parameters each is hundreds of MB)."""
+    `zoo`: the run's zoo, when the caller has it already (memory-mapped: not mapped a second time).
+    The generated set is read after the codec's check has let the codec go: at a million parameters
+    each is hundreds of MB."""
     path = Path(path)
     if (path / "manifest.json").is_file():
         zoo = Zoo.load(path)
         task = zoo.make_task()
         zoo = zoo.with_accuracies(task)
         return _zoo_part(zoo, task, resolve_device(device))[0]
-    return _doctor_run(path, device, zoo, generated)
+    return _doctor_run(path, device, zoo)
 
 
 def _zoo_part(zoo: Zoo, task, dev) -> tuple[list[Check], torch.nn.Module, object, torch.Tensor]:
@@ -40,13 +39,14 @@ def _zoo_part(zoo: Zoo, task, dev) -> tuple[list[Check], torch.nn.Module, object
 
 
 @_locked_run
-def _doctor_run(path: Path, device: str, zoo: Zoo | None, generated: torch.Tensor | None) -> list[Check]:
+def _doctor_run(path: Path, device: str, zoo: Zoo | None) -> list[Check]:
     path, dev = Path(path), resolve_device(device)
     zoo_dir, config = read_run_config(path)
     zoo = zoo if zoo is not None else load_run_zoo(path, zoo_dir)
     task = zoo.make_task()
     zoo = zoo.with_accuracies(task)
     checks, model, val, snapshots = _zoo_part(zoo, task, dev)
+    release_freed_memory()  # before the codec is read (principal components: as large as the zoo's rows)
     generator = ParamGenerator.load(path, config, dev)
     stats = read_record(path / "train_stats.json", TRAIN_STATS, "retrain the run with --fresh")
 
@@ -61,7 +61,8 @@ def _doctor_run(path: Path, device: str, zoo: Zoo | None, generated: torch.Tenso
     del generator  # its codec (principal components: as large as the zoo's rows) is not needed from here
     release_freed_memory()
     fix = f"nndiff generate --run {path}"
-    if generated is None and (path / GENERATED).is_dir():
+    generated = None
+    if (path / GENERATED).is_dir():
         if sampled_earlier(path, generated_info(path)):
             checks.append(Check("generator", "skip", "generated/ was sampled from an earlier generator", fix))
             return checks

@@ -225,8 +225,11 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         calibration = calibrate(generator, task, model, zoo, seed=seed)
     novelty, per_model = analyze(task, model, zoo, normalizer, generated, seed=seed, extra=extra, nonfinite=nonfinite)
     novelty["fingerprint"] = metrics["generated"]["fingerprint"]
-    release_freed_memory()  # the analysis's buffers, before the health checks make their own
-    novelty["health"] = to_json(doctor_run(run_dir, device, zoo, everything))
+    # The health checks read the generated set again after the codec's check, not beside the codec
+    # (at 1M parameters each is hundreds of MB); the analysis's buffers are let go first.
+    del everything, generated
+    release_freed_memory()
+    novelty["health"] = to_json(doctor_run(run_dir, device, zoo))
     if calibration is not None:
         novelty["calibration"], novelty["aimed_at_val_acc"] = calibration, aim_targets(zoo)
     training = read_record(run_dir / "train_stats.json", TRAIN_STATS, "retrain the run with --fresh")

@@ -33,6 +33,7 @@ from nndiff.analysis.doctor import RECONSTRUCTION_GAP as HEALTH_GAP
 from nndiff.analysis.doctor import UNEXPLAINED as HEALTH_UNEXPLAINED
 from nndiff.evaluation.engine import evaluate_params
 from nndiff.params.rows import finite_rows, rows_where
+from nndiff.runtime.memory import release_freed_memory
 from nndiff.training.codec import choice_line
 
 HELD_BACK = 10  # one snapshot in this many is held back from the autoencoder to judge it (zoos of 10 or more)
@@ -143,6 +144,8 @@ class Judge:
             return {"unexplained": unexplained}
         acc = float(self.val_acc(normalizer.inverse(recon_n)).mean())
         reference = self.reference(rows)
+        del x, recon_n
+        release_freed_memory()  # a check's buffers are not held through the training steps until the next
         return {"val_acc": acc, "gap": reference - acc, "unexplained": unexplained, "snapshots_val_acc": reference}
 
     @torch.no_grad()
@@ -154,11 +157,10 @@ class Judge:
         if self.task is None:
             return {"spread": spread}
         acc = self.val_acc(vectors)
-        return {
-            "val_acc": float(acc.mean()),
-            "spread": spread,
-            "snapshots_val_acc": self.reference(torch.arange(len(self.originals))),
-        }
+        reference = self.reference(torch.arange(len(self.originals)))
+        del vectors
+        release_freed_memory()  # as in `reconstruction`
+        return {"val_acc": float(acc.mean()), "spread": spread, "snapshots_val_acc": reference}
 
 
 def autoencoder_done(curve: list[dict]) -> bool:

@@ -15,6 +15,7 @@ from nndiff.params.normalizer import Normalizer
 from nndiff.params.rows import fingerprint
 from nndiff.runtime.device import resolve_device, seed_everything
 from nndiff.runtime.distributed import broadcast, check_ranks_agree, is_main, rank, world_size
+from nndiff.runtime.memory import release_freed_memory
 from nndiff.runtime.stage import Stage
 from nndiff.training.budget import Judge, held_back
 from nndiff.training.codec import autoencoder_latent, choose, codec_kind, principal_first, principal_on_held_back
@@ -105,6 +106,7 @@ def fit(
     latent_normalizer = Normalizer.fit(z.flatten(1), None, "element")
     z = latent_normalizer(z.flatten(1)).view(z.shape).to(device)
     cond, cond_normalizer = conditions(zoo, config.diffusion.condition)
+    release_freed_memory()  # the codec's fitting and checks kept their freed blocks for reuse: not needed now
 
     def check_batch(ema: Denoiser) -> dict:
         candidate = ParamGenerator(zoo.layout, config, normalizer, latent_normalizer, ae, ema, cond_normalizer)
