@@ -97,3 +97,12 @@ def test_options_after_config_override_it_and_known_flags_stay(tmp_path):
     )
     assert collect.select == ["bn1.*", "bn2.*"] and collect.amp and collect.burn_in == 3 and collect.base_epochs == 2
     assert collect.lr == "auto" and collect.seed == train.seed == 4 and train.diffusion.condition == "val_acc"
+
+
+def test_doctor_help_states_the_lines_the_checks_use():
+    from nndiff.analysis.doctor import UNEXPLAINED
+
+    text = " ".join(_help("doctor").split())
+    warn, fail = (f"{100 * v:g}%" for v in UNEXPLAINED)
+    assert f"miss over {fail} of the snapshots' variation (warns over {warn})" in text
+    assert "weight average" in text and "SGD noise" in text

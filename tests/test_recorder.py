@@ -195,3 +195,7 @@ def test_training_without_a_task_judges_its_budgets_on_the_parameters(tmp_path):
     ae, diff = stats["autoencoder"]["curve"], stats["diffusion"]["curve"]
     assert ae and diff and all(set(p) & {"val_acc", "gap"} == set() for p in ae + diff)
     assert all("unexplained" in p for p in ae) and all("spread" in p for p in diff)
+    from nndiff.training.budget import summary_lines
+
+    said = summary_lines(stats)
+    assert all("chosen by the parameters' checks" in line and "validation" not in line for line in said), said

@@ -233,8 +233,13 @@ def build_parser():
         "written by `nndiff train`, or a zoo directory written by `nndiff collect`",
         seed=False,
         description="Check a zoo (diversity, accuracy against the base model) or a run (also: the autoencoder's "
-        "reconstructions, the generated models' spread, replicas, NaN share and accuracy), on validation data "
-        "and in parameter space, never the test set. Exit code 1 when a check fails.",
+        "reconstructions, the generated models' spread, replicas, NaN share and accuracy, and the weight average "
+        "of the snapshots), on validation data and in parameter space, never the test set. Exit code 1 when a "
+        "check fails. The autoencoder fails when its reconstructions miss over 25% of the snapshots' variation "
+        "(warns over 5%) even if they keep the accuracy: measured on a whole network, what such a codec misses "
+        "changes predictions no more than SGD noise, yet what it keeps is the snapshots' mean, so every generated "
+        "model lands near the weight average. The weight average check warns when the generated models' whole "
+        "interval lies below that free average.",
     )
 
     p = _command(

@@ -255,5 +255,6 @@ def summary_lines(training: dict) -> list[str]:
             said = f"a generated batch's spread {last['spread']:.2f}x the snapshots'; no task, so no accuracy"
         else:
             said = "no validation check"
-        lines.append(f"{name}: {stats['steps']} steps, chosen by validation ({why}; {said}).")
+        how = "validation" if "val_acc" in last else "the parameters' checks"  # a zoo without a task: no accuracy
+        lines.append(f"{name}: {stats['steps']} steps, chosen by {how} ({why}; {said}).")
     return lines
