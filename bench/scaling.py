@@ -9,7 +9,9 @@ trained with the autoencoder as the product configures it (automatic token size:
 tokens) and its own training step (autoencoder_step: the batch gathered, normalized and sent through
 in micro-batches), and the latent denoiser, batch 64. Each size runs in a fresh process, which reports
 the seconds per training step of each model and its peak resident memory against the zoo's own size
-(64 x D float32); the growth exponents are slopes of log(cost) over log(D) from 100k up.
+(64 x D float32). A second fresh process does the same for the principal-component codec (the
+default where it passes the health check's lines): its fit, the diffusion step on its latent and
+the decoding of 64 latents. The growth exponents are slopes of log(cost) over log(D) from 100k up.
 
 Real: `nndiff run --task T` with no other settings, in a child process whose peak resident memory is
 read per stage (Linux: /proc/PID/status VmHWM, reset at each stage's first line through clear_refs),
@@ -64,6 +66,51 @@ for name, step in (("autoencoder", ae_step), ("diffusion", diff_step)):
         step(); n += 1
     out[name + "_s_per_step"] = (time.perf_counter() - t0) / n
 out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+# The default codec where it passes the health check's lines (whole networks): the zoo's principal
+# components. Its one pass over the zoo (the fit), the diffusion step on its [1, K - 1] latent (the
+# zoo encoded a block of rows at a time, as training does) and the peak of that training; then
+# decoding a batch of 64 latents into parameters (what sampling 64 models adds), in a process of its own.
+PRINCIPAL_CHILD = r"""
+import json, resource, sys, time
+import torch
+from nndiff.generator.denoiser import Denoiser, DenoiserConfig
+from nndiff.generator.diffusion import DiffusionConfig, make_scheduler, training_loss
+from nndiff.generator.principal import PrincipalCodec
+from nndiff.params.normalizer import Normalizer
+from nndiff.runtime.memory import reuse_freed_memory
+from nndiff.training.loops import encode_all
+reuse_freed_memory()
+
+dim = int(sys.argv[1])
+torch.manual_seed(0)
+x = torch.randn(64, dim)
+normalizer = Normalizer(torch.zeros(dim), torch.ones(dim))
+t0 = time.perf_counter()
+codec, _ = PrincipalCodec.fit(x, normalizer)
+fit_s = time.perf_counter() - t0
+with torch.no_grad():
+    z = encode_all(codec, x, normalizer, "cpu")
+den = Denoiser(tuple(z.shape[1:]), DenoiserConfig())
+dopt = torch.optim.AdamW(den.parameters(), 1e-3)
+sched = make_scheduler(DiffusionConfig())
+def diff_step():
+    idx = torch.randint(64, (64,))
+    loss = training_loss(den, z[idx], sched); dopt.zero_grad(); loss.backward(); dopt.step()
+def decode():
+    with torch.no_grad():
+        codec.decode(z)
+out = {"dim": dim, "latent": list(z.shape[1:]), "pca_fit_s": fit_s}
+for name, step in (("pca_diffusion", diff_step), ("pca_decode", decode)):
+    for _ in range(2):
+        step()  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while n < 5 or time.perf_counter() - t0 < 3:
+        step(); n += 1
+    out[name + "_s"] = (time.perf_counter() - t0) / n
+    if name == "pca_diffusion":
+        out["pca_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
 """
 STAGES = ("collect", "train", "generate", "evaluate + report")
@@ -161,6 +208,12 @@ def print_real(rows: list[dict]) -> None:
               f"{'-' if spread is None else f'{spread:.2f}x'} | {health} |")
 
 
+def _child(code: str, dim: int) -> dict:
+    """The JSON line a measuring child prints, for a zoo of `dim` values."""
+    result = subprocess.run([sys.executable, "-c", code, str(dim)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def slope(xs, ys) -> float:
     lx, ly = [math.log(v) for v in xs], [math.log(v) for v in ys]
     mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
@@ -188,24 +241,34 @@ def main() -> None:
     sizes = args.sizes
     rows = []
     for dim in sizes:
-        result = subprocess.run([sys.executable, "-c", CHILD, str(dim)], capture_output=True, text=True, check=True)
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-        r = rows[-1]
+        conv, pca = _child(CHILD, dim), _child(PRINCIPAL_CHILD, dim)
+        r = {**conv, **{k: v for k, v in pca.items() if k.startswith("pca_")}, "pca_latent": pca["latent"]}
+        rows.append(r)
         print(f"D={dim:>10,}: token {r['token']}, latent {r['latent']}, autoencoder {r['autoencoder_s_per_step']:.3f} "
               f"s/step, diffusion {r['diffusion_s_per_step']:.3f} s/step, peak RSS {r['peak_rss_mib']:.0f} MiB "
-              f"(zoo {r['zoo_mib']:.0f} MiB)", flush=True)
+              f"(zoo {r['zoo_mib']:.0f} MiB); principal components: fit {r['pca_fit_s']:.2f} s, diffusion "
+              f"{r['pca_diffusion_s']:.3f} s/step, decode 64 {r['pca_decode_s']:.3f} s, peak RSS "
+              f"{r['pca_peak_rss_mib']:.0f} MiB", flush=True)
     print("\n| parameters | token | latent (channels x length) | autoencoder s/step | diffusion s/step | peak RSS MiB | zoo MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['dim']:,} | {r['token']} | {r['latent'][0]} x {r['latent'][1]} | {r['autoencoder_s_per_step']:.3f} | "
               f"{r['diffusion_s_per_step']:.3f} | {r['peak_rss_mib']:.0f} | {r['zoo_mib']:.0f} |")
+    print("\n| parameters | principal components: latent | fit s (one pass) | diffusion s/step | decode 64 s | "
+          "peak RSS MiB (fit + training) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['dim']:,} | {r['pca_latent'][0]} x {r['pca_latent'][1]} | {r['pca_fit_s']:.2f} | "
+              f"{r['pca_diffusion_s']:.3f} | {r['pca_decode_s']:.3f} | {r['pca_peak_rss_mib']:.0f} |")
     big = [r for r in rows if r["dim"] >= 100_000]
     if len(big) >= 2:
         dims = [r["dim"] for r in big]
+        grow = lambda key: slope(dims, [r[key] for r in big])  # noqa: E731
         print(f"\ngrowth exponents from {dims[0]:,} to {dims[-1]:,} (slope of log cost over log D): autoencoder step "
-              f"{slope(dims, [r['autoencoder_s_per_step'] for r in big]):.2f}, diffusion step "
-              f"{slope(dims, [r['diffusion_s_per_step'] for r in big]):.2f}, peak memory "
-              f"{slope(dims, [r['peak_rss_mib'] for r in big]):.2f}")
+              f"{grow('autoencoder_s_per_step'):.2f}, diffusion step {grow('diffusion_s_per_step'):.2f}, peak memory "
+              f"{grow('peak_rss_mib'):.2f}; principal components: fit {grow('pca_fit_s'):.2f}, diffusion step "
+              f"{grow('pca_diffusion_s'):.2f}, decode {grow('pca_decode_s'):.2f}, peak memory "
+              f"{grow('pca_peak_rss_mib'):.2f}")
 
 
 if __name__ == "__main__":
