@@ -30,14 +30,14 @@ import time
 from pathlib import Path
 
 SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
-CHILD = r"""
+# What both measuring children share: a zoo of 64 random rows of D values, the latent denoiser's
+# training step on a latent, and the timing of a step (2 warm-up calls, then at least 5 and 3 s).
+SETUP = r"""
 import json, resource, sys, time
 import torch
-from nndiff.generator.autoencoder import Autoencoder, AutoencoderConfig
 from nndiff.generator.denoiser import Denoiser, DenoiserConfig
 from nndiff.generator.diffusion import DiffusionConfig, make_scheduler, training_loss
 from nndiff.params.normalizer import Normalizer
-from nndiff.training.loops import autoencoder_step
 from nndiff.runtime.memory import reuse_freed_memory
 reuse_freed_memory()
 
@@ -45,72 +45,57 @@ dim = int(sys.argv[1])
 torch.manual_seed(0)
 x = torch.randn(64, dim)
 normalizer = Normalizer(torch.zeros(dim), torch.ones(dim))
+
+def denoiser_step(z):
+    den = Denoiser(tuple(z.shape[1:]), DenoiserConfig())
+    opt = torch.optim.AdamW(den.parameters(), 1e-3)
+    sched = make_scheduler(DiffusionConfig())
+    def step():
+        loss = training_loss(den, z[torch.randint(64, (64,))], sched); opt.zero_grad(); loss.backward(); opt.step()
+    return step
+
+def seconds_per_call(step):
+    for _ in range(2):
+        step()  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while n < 5 or time.perf_counter() - t0 < 3:
+        step(); n += 1
+    return (time.perf_counter() - t0) / n
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+CHILD = SETUP + r"""
+from nndiff.generator.autoencoder import Autoencoder, AutoencoderConfig
+from nndiff.training.loops import autoencoder_step
 ae = Autoencoder(dim, AutoencoderConfig())
 opt = torch.optim.AdamW(ae.parameters(), 1e-3)
 def ae_step():
     autoencoder_step(ae, ae, opt, x, torch.randint(64, (64,)), normalizer)
 with torch.no_grad():
     z = ae.encode(x)
-den = Denoiser(tuple(z.shape[1:]), DenoiserConfig())
-dopt = torch.optim.AdamW(den.parameters(), 1e-3)
-sched = make_scheduler(DiffusionConfig())
-def diff_step():
-    idx = torch.randint(64, (64,))
-    loss = training_loss(den, z[idx], sched); dopt.zero_grad(); loss.backward(); dopt.step()
 out = {"dim": dim, "token": ae.token, "latent": list(z.shape[1:]), "zoo_mib": x.numel() * 4 / 2**20}
-for name, step in (("autoencoder", ae_step), ("diffusion", diff_step)):
-    for _ in range(2):
-        step()  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while n < 5 or time.perf_counter() - t0 < 3:
-        step(); n += 1
-    out[name + "_s_per_step"] = (time.perf_counter() - t0) / n
-out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["autoencoder_s_per_step"] = seconds_per_call(ae_step)
+out["diffusion_s_per_step"] = seconds_per_call(denoiser_step(z))
+out["peak_rss_mib"] = peak_mib()
 print(json.dumps(out))
 """
 # The default codec where it passes the health check's lines (whole networks): the zoo's principal
 # components. Its one pass over the zoo (the fit), the diffusion step on its [1, K - 1] latent (the
 # zoo encoded a block of rows at a time, as training does) and the peak of that training; then
 # decoding a batch of 64 latents into parameters (what sampling 64 models adds), in a process of its own.
-PRINCIPAL_CHILD = r"""
-import json, resource, sys, time
-import torch
-from nndiff.generator.denoiser import Denoiser, DenoiserConfig
-from nndiff.generator.diffusion import DiffusionConfig, make_scheduler, training_loss
+PRINCIPAL_CHILD = SETUP + r"""
 from nndiff.generator.principal import PrincipalCodec
-from nndiff.params.normalizer import Normalizer
-from nndiff.runtime.memory import reuse_freed_memory
 from nndiff.training.loops import encode_all
-reuse_freed_memory()
-
-dim = int(sys.argv[1])
-torch.manual_seed(0)
-x = torch.randn(64, dim)
-normalizer = Normalizer(torch.zeros(dim), torch.ones(dim))
 t0 = time.perf_counter()
 codec, _ = PrincipalCodec.fit(x, normalizer)
-fit_s = time.perf_counter() - t0
+out = {"dim": dim, "pca_fit_s": time.perf_counter() - t0}
 with torch.no_grad():
     z = encode_all(codec, x, normalizer, "cpu")
-den = Denoiser(tuple(z.shape[1:]), DenoiserConfig())
-dopt = torch.optim.AdamW(den.parameters(), 1e-3)
-sched = make_scheduler(DiffusionConfig())
-def diff_step():
-    idx = torch.randint(64, (64,))
-    loss = training_loss(den, z[idx], sched); dopt.zero_grad(); loss.backward(); dopt.step()
-def decode():
-    with torch.no_grad():
-        codec.decode(z)
-out = {"dim": dim, "latent": list(z.shape[1:]), "pca_fit_s": fit_s}
-for name, step in (("pca_diffusion", diff_step), ("pca_decode", decode)):
-    for _ in range(2):
-        step()  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while n < 5 or time.perf_counter() - t0 < 3:
-        step(); n += 1
-    out[name + "_s"] = (time.perf_counter() - t0) / n
-    if name == "pca_diffusion":
-        out["pca_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["latent"] = list(z.shape[1:])
+out["pca_diffusion_s"] = seconds_per_call(denoiser_step(z))
+out["pca_peak_rss_mib"] = peak_mib()
+out["pca_decode_s"] = seconds_per_call(torch.no_grad()(lambda: codec.decode(z)))
 print(json.dumps(out))
 """
 STAGES = ("collect", "train", "generate", "evaluate + report")
