@@ -17,9 +17,9 @@ to learn where the autoencoder's latent has 48: the autoencoder is trained there
 
 from __future__ import annotations
 
-import torch
-
 import math
+
+import torch
 
 from nndiff.analysis.doctor import RECONSTRUCTION_GAP, UNEXPLAINED
 from nndiff.generator.principal import PrincipalCodec
