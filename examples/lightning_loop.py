@@ -7,8 +7,8 @@
 The LightningModule holds the built-in digits-cnn network as `self.net`, so the zoo's task is the
 built-in `digits-cnn` (no task file to name). A first fit trains the whole network; a second fits
 only its last BatchNorm layer (the rest frozen, BatchNorm in eval mode) with the `RecordZoo`
-callback taking a snapshot after every step and the logged validation accuracy as its score; a
-third, from the same start with another seed, records the held-out trajectory.
+callback taking a snapshot after every step (the validation every 10 steps scores the snapshot of
+that step); a third, from the same start with another seed, records the held-out trajectory.
 """
 
 import sys

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from nndiff.errors import NndiffError
-from nndiff.io.files import load_json, save_json
+from nndiff.io.files import DirectoryLock, load_json, save_json
 from nndiff.io.rowfile import RowFile
 from nndiff.io.tensors import load_tensors, save_tensors
 from nndiff.params.layout import Layout
@@ -59,25 +59,40 @@ class Recorder:
         except NndiffError as e:
             raise NndiffError(f"Recorder: {str(e).replace('--select ', 'select ')}") from None
         self.task, self.k, self.heldout = task, k, heldout
-        self.identity = {"layout": self.layout.to_json(), "select": list(select), "k": k, "heldout": heldout,
-                         "task": task}
+        # what a reopened recording must match (the task may change: one that failed at the end can be fixed)
+        self.identity = {"layout": self.layout.to_json(), "select": list(select), "k": k, "heldout": heldout}
         self.records: dict[str, list] = {"params": [], "heldout": []}
+        self.lock = None
         if not self.active:
             return
         if (self.out / "manifest.json").is_file():
             raise NndiffError(f"{self.out} holds a complete zoo already; record into another directory")
+        self.lock = DirectoryLock(self.out)  # held for the whole recording: a second process is refused
+        self.lock.__enter__()
+        try:
+            self._open(model)
+        except BaseException:
+            self._release()
+            raise
+        if self.recorded == self.k + self.heldout:  # a finish interrupted earlier: complete it now
+            self._finish()
+
+    def _open(self, model: nn.Module) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         state = load_json(self.work / "state.json") if (self.work / "state.json").is_file() else None
         moved = self.out / "params.safetensors"
         if state is not None and moved.is_file() and not (self.work / "rows.safetensors").exists():
             os.replace(moved, self.work / "rows.safetensors")  # a finish interrupted before the manifest
-        if state is not None and state.get("identity") != self.identity:
-            differs = sorted(key for key in self.identity if state.get("identity", {}).get(key) != self.identity[key])
+        saved = state.get("identity") if isinstance(state, dict) and isinstance(state.get("identity"), dict) else {}
+        saved = {key: value for key, value in saved.items() if key != "task"}  # recordings that recorded it
+        if state is not None and saved != self.identity:
+            differs = sorted(key for key in self.identity if saved.get(key) != self.identity[key])
             raise NndiffError(
                 f"{self.out} holds a recording of another model or selection ({', '.join(differs)} differ); "
                 "record into another directory"
             )
-        self.rows = RowFile(self.work / "rows.safetensors", {"params": k, "heldout": heldout}, self.layout.size)
+        self.rows = RowFile(self.work / "rows.safetensors", {"params": self.k, "heldout": self.heldout},
+                            self.layout.size)
         kept = state is not None and self.rows.kept and state.get("rows") == self.rows.id
         self.records = state["records"] if kept else {"params": [], "heldout": []}
         self.base = self._base_state() if kept else None
@@ -96,6 +111,10 @@ class Recorder:
         taken); the last one finishes the zoo."""
         if not self.active:  # under torchrun every rank holds the same model: rank 0 writes
             return False
+        if heldout and not self.heldout:
+            raise NndiffError("record: heldout=True needs a recorder opened with heldout=H rows for the held-out run")
+        if self.lock is None:
+            raise NndiffError(f"record: the recording of {self.out} is finished; open a new Recorder to record again")
         block = "heldout" if heldout else "params"
         records, size = self.records[block], self.heldout if heldout else self.k
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -157,3 +176,9 @@ class Recorder:
         os.replace(self.work / "rows.safetensors", self.out / FILES["params"])
         zoo.save(self.out, params_in_place=True)  # the manifest last: its presence means complete
         shutil.rmtree(self.work)
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.__exit__(None, None, None)
+            self.lock = None
