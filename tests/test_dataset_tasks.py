@@ -89,6 +89,17 @@ def test_a_dataset_without_integer_labels_is_one_line():
         DatasetSplit(Words(3), name="train")
 
 
+@pytest.mark.parametrize("labels", [[0.0, 1.7, 2.0], [True, False, True]])
+def test_float_or_boolean_labels_are_refused_not_truncated(labels):
+    class Floats(Synthetic):
+        def __getitem__(self, i):
+            return torch.zeros(20), labels[i]
+
+    with pytest.raises(NndiffError, match="labels must be 3 integers"):
+        DatasetSplit(Floats(3), name="train")
+    assert DatasetSplit(Floats(3), labels=torch.tensor([0.0, 1.0, 2.0]), name="train").y.tolist() == [0, 1, 2]
+
+
 def test_a_dataset_task_trains_and_collects_a_zoo_streamed():
     from nndiff import CollectConfig, collect
 

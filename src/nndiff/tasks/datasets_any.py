@@ -43,10 +43,14 @@ class DatasetSplit(StreamedSplit):
         self.samples = _Items(dataset)
         if labels is None:
             labels = [dataset[i][1] for i in range(count)]
+        wrong = NndiffError(f"the {name} dataset's labels must be {count} integers, one per item")
         try:
-            self.y = torch.as_tensor(labels).long().reshape(count)
+            given = torch.as_tensor(labels)
+            if given.dtype == torch.bool or given.is_floating_point() and not bool((given == given.round()).all()):
+                raise wrong  # 1.7 is no class: truncating it would train and judge on labels nobody gave
+            self.y = given.long().reshape(count)
         except (TypeError, ValueError, RuntimeError):
-            raise NndiffError(f"the {name} dataset's labels must be {count} integers, one per item") from None
+            raise wrong from None
         self.workers, self.device = workers, torch.device("cpu")
 
 
