@@ -15,7 +15,8 @@ import torch
 
 from nndiff.families.builtin import FAMILIES
 from nndiff.families.report import label, methods
-from nndiff.families.run import FamilyConfig, run_family
+from nndiff.families.config import FamilyConfig
+from nndiff.families.run import run_family
 
 
 def main() -> None:

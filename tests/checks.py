@@ -40,7 +40,7 @@ def plain_accuracies(run, split):
 
 def tiny_family(family: str = "digits-binary", tasks: int = 60):
     """A family run's settings small enough for the suite (a digits-binary run takes about 20 s)."""
-    from nndiff.families.run import FamilyConfig
+    from nndiff.families.config import FamilyConfig
 
     config = FamilyConfig(family=family, tasks=tasks, steps=200, every=20, regression_steps=150,
                            tune_steps=50, base_epochs=3)

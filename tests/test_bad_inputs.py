@@ -382,6 +382,11 @@ CASES = [
     ("disk full while reporting", REPORT, DISK_FULL, "No space left on device"),
     ("disk full while training over a run", [*TRAIN[:4], "{run}", *TRAIN[5:], "--fresh"], DISK_FULL,
      "No space left on device"),
+    # an explicit --task that is not the zoo's would be ignored
+    ("evaluate with another task than the zoo's", [*EVALUATE, "--task", "mnist1d-cnn"], None,
+     "records the task digits-cnn; --task mnist1d-cnn names another"),
+    ("train with another task than the zoo's", ["train", "--zoo", "{run}/zoo", "--out", "{tmp}/t", "--task",
+                                                "mnist1d-cnn"], None, "--task mnist1d-cnn names another"),
     # degenerate requests
     ("sweep over more layers than the model has", ["sweep", "--task", "digits-cnn", "--ablation", "layers", "--values", "9",
                                                   "--out", "{tmp}/s"], None, "the last 9 normalization layers, but task"),

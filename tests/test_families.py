@@ -151,7 +151,7 @@ def test_a_code_that_is_no_task_is_one_line_and_changes_nothing(family_run, tmp_
 
 def test_a_code_for_a_run_that_is_no_family_run(tiny_run, capsys):
     assert main(["--quiet", "generate", "--run", str(tiny_run), "--code", "0110100101"]) == 2
-    assert "is not a finished family run" in capsys.readouterr().err
+    assert "not a family run" in capsys.readouterr().err
 
 
 def test_sgd_steps_worth_interpolates_between_measured_counts():
@@ -160,3 +160,27 @@ def test_sgd_steps_worth_interpolates_between_measured_counts():
     assert steps_worth(sgd, 90.0) == pytest.approx(10.0)
     assert steps_worth(sgd, 92.5) == pytest.approx(math.sqrt(10 * 100))
     assert math.isinf(steps_worth(sgd, 97.0))
+
+
+def test_no_choice_of_a_family_run_depends_on_the_test_labels(family_run, tmp_path, monkeypatch):
+    """The same run with the base task's test labels permuted: every choice (the generator, each
+    candidate's validation accuracy, the regressions' widths) is unchanged; only test numbers move."""
+    import nndiff.families.data as data
+    from nndiff.families.run import run_family
+    from nndiff.tasks import get_task
+    from tests.checks import tiny_family
+
+    def permuted(spec):
+        task = get_task(spec)
+        splits = task.splits()
+        y = splits["test"].y
+        splits["test"].y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]
+        task.splits = lambda: splits
+        return task
+
+    monkeypatch.setattr(data, "get_task", permuted)
+    m = run_family(tiny_family(), tmp_path / "permuted", progress=False, log=lambda *_: None)
+    _, whole = family_run
+    assert m["chosen_on_validation_tasks"] == whole["chosen_on_validation_tasks"]
+    assert m["examples_generator"] == whole["examples_generator"]
+    assert m["trained"]["test_acc_mean"] < whole["trained"]["test_acc_mean"] - 20  # the test labels did change

@@ -56,7 +56,9 @@ def test_a_binary_task_from_ten_examples_per_class(family_run, tmp_path):
     shown = str(tmp_path / "ex.safetensors")
     assert main(["--quiet", "generate", "--run", str(run), "--examples", shown, "-n", "2"]) == 0
     info = json.loads((run / "generated" / "info.json").read_text())
-    assert info["examples_per_class"] == [10, 10] and info["count"] == 2
+    # the examples' generator is a regression: one model per task, not two copies of it
+    assert info["examples_per_class"] == [10, 10] and info["count"] == 1
+    assert sorted(p.name for p in (run / "generated").iterdir()) == ["000000.safetensors", "info.json"]
     model = DigitsCNN(classes=2)
     base = {k: v for k, v in load_file(run / "family" / "base.safetensors").items() if not k.startswith("head.")}
     model.load_state_dict({**model.state_dict(), **base})
@@ -148,18 +150,18 @@ USER_FAMILY = (EXAMPLES / "tabular_family.py").read_text()
 
 def test_a_family_from_a_users_file_runs_only_when_named(tmp_path, capsys, monkeypatch):
     path = tmp_path / "fam.py"
-    path.write_text(USER_FAMILY)
+    path.write_text(USER_FAMILY + "\nopen(" + repr(str(tmp_path / "ran")) + ", 'w').close()\n")  # a marker
     shutil.copy(EXAMPLES / "tabular_mlp.py", tmp_path)
     spec = f"{path}:make_family"
     config = tiny_family(spec, 100)
     out = tmp_path / "run"
     m = run_family(config, out, progress=False, log=lambda *_: None)
+    (tmp_path / "ran").unlink()
     assert m["family"] == spec and m["tasks"]["heldout"] == 20 and m["asked_by"] == "examples"
     chosen = m["chosen_on_validation_tasks"]["generator"]
     assert m["zoo_mean"][f"minus_{chosen}"]["ci95"][1] < 0  # the generator beats the zoo's mean, interval and all
     monkeypatch.delenv("NNDIFF_TRUST_TASK_CODE", raising=False)
     forget_named_tasks()
-    path.write_text(USER_FAMILY + "\nopen(" + repr(str(tmp_path / "ran")) + ", 'w').close()\n")
     import sys
 
     for name in [k for k in sys.modules if k.startswith("nndiff_user_code_")]:
@@ -172,6 +174,13 @@ def test_a_family_from_a_users_file_runs_only_when_named(tmp_path, capsys, monke
     assert f"--family {spec}" in capsys.readouterr().err and not (tmp_path / "ran").exists()
     assert main([*asked, "--family", spec]) == 0
     assert (tmp_path / "ran").exists() and (out / "generated" / "000000.safetensors").is_file()
+    # the family's file edited since the run (another head): refused, nothing written
+    shutil.rmtree(out / "generated")
+    path.write_text(path.read_text().replace('head="out"', 'head="fc2"'))
+    for name in [k for k in sys.modules if k.startswith("nndiff_user_code_")]:
+        del sys.modules[name]
+    assert main([*asked, "--family", spec]) == 2
+    assert "changed since" in capsys.readouterr().err and not (out / "generated").exists()
 
 
 @pytest.mark.parametrize("body,needle", [

@@ -3,7 +3,7 @@
 import json
 
 from nndiff.cli.main import main
-from nndiff.zoo.lr_probe import choose, tolerance
+from nndiff.zoo.lr_probe import choose_rate, tolerance
 
 
 def row(lr, acc, iou, move=1e-2, diverged=False):
@@ -12,16 +12,16 @@ def row(lr, acc, iou, move=1e-2, diverged=False):
 
 def test_the_rung_whose_snapshots_lie_furthest_apart_while_keeping_accuracy_is_chosen():
     rows = [row(0.01, 98.0, 0.99, 1e-3), row(0.1, 97.9, 0.90, 3e-3), row(1.0, 90.0, 0.50, 9e-3), row(10.0, 0, 0, diverged=True)]
-    assert choose(rows, 98.0, 1.0)["lr"] == 0.1  # lr 1 moves further but lost 8 points
+    assert choose_rate(rows, 98.0, 1.0)["lr"] == 0.1  # lr 1 moves further but lost 8 points
     # past the point where SGD bounces in a valley the spacing falls again: the larger rate loses
-    assert choose([row(2.0, 97.7, 0.96, 7e-3), row(6.3, 97.7, 1.0, 6e-3)], 98.0, 1.0)["lr"] == 2.0
+    assert choose_rate([row(2.0, 97.7, 0.96, 7e-3), row(6.3, 97.7, 1.0, 6e-3)], 98.0, 1.0)["lr"] == 2.0
     # snapshots that make the same mistakes are copies: another rung is preferred, even one that moves less
-    assert choose([row(0.5, 98.0, 1.0, 5e-3), row(1.0, 98.0, 0.93, 4e-3)], 98.0, 1.0)["lr"] == 1.0
-    assert choose([row(0.5, 98.0, 1.0, 5e-3)], 98.0, 1.0)["lr"] == 0.5  # ... but copies are better than nothing
-    assert choose([row(0.1, 98.0, 0.5, move=0.0)], 98.0, 1.0) is None  # snapshots that do not move are copies
-    assert choose([row(0.1, 90.0, 0.5)], 98.0, 1.0) is None
+    assert choose_rate([row(0.5, 98.0, 1.0, 5e-3), row(1.0, 98.0, 0.93, 4e-3)], 98.0, 1.0)["lr"] == 1.0
+    assert choose_rate([row(0.5, 98.0, 1.0, 5e-3)], 98.0, 1.0)["lr"] == 0.5  # ... but copies are better than nothing
+    assert choose_rate([row(0.1, 98.0, 0.5, move=0.0)], 98.0, 1.0) is None  # snapshots that do not move are copies
+    assert choose_rate([row(0.1, 90.0, 0.5)], 98.0, 1.0) is None
     # parameters that run away (a linear head whose logits just grow) keep accuracy but are no zoo
-    assert choose([row(1.5, 83.0, 0.59, 0.56), row(5000.0, 79.4, 0.40, 2.3e3)], 79.0, 0.33)["lr"] == 1.5
+    assert choose_rate([row(1.5, 83.0, 0.59, 0.56), row(5000.0, 79.4, 0.40, 2.3e3)], 79.0, 0.33)["lr"] == 1.5
 
 
 def test_tolerance_is_a_quarter_point_or_one_validation_sample():
@@ -78,4 +78,4 @@ def test_a_probe_that_finds_no_rate_falls_back_to_the_tasks_hint_with_a_warning(
     with pytest.warns(UserWarning, match="give a rate with --lr"):
         found = lr_probe.probe(Task(), None, None, [0] * 400, 0.3, 1, 0.9, 0, "cpu")
     assert found["lr"] == 0.3 and found["fallback"]
-    assert "fell back" in lr_probe.summary_lines(found)[0]
+    assert "fell back" in lr_probe.probe_lines(found)[0]

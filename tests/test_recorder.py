@@ -77,6 +77,8 @@ BAD = [
      "head.bias changed since the first snapshot"),
     ("NaN in the selection", lambda t: (lambda m, r: (m.bn2.bias.data.fill_(float("nan")), r.record(m, 2)))(
         *_recording(t)), "holds NaN or Inf at step 2"),
+    ("a held-out snapshot without held-out rows", lambda t: (lambda m, r: r.record(m, 2, heldout=True))(*_recording(t)),
+     "heldout=True needs a recorder opened with heldout=H"),
 ]
 
 
@@ -199,3 +201,112 @@ def test_training_without_a_task_judges_its_budgets_on_the_parameters(tmp_path):
 
     said = summary_lines(stats)
     assert all("chosen by the parameters' checks" in line and "validation" not in line for line in said), said
+
+
+HOLDER = """
+import sys, torch
+from nndiff import Recorder
+from nndiff.tasks.digits import DigitsCNN
+torch.manual_seed(0)
+model = DigitsCNN().eval()
+rec = Recorder(sys.argv[1], model, ["bn2.*"], k=3)
+for s in range(1, 4):
+    with torch.no_grad():
+        model.bn2.weight.add_(0.1 * s)
+    rec.record(model, s)
+    if s == 1:
+        print("recording", flush=True)
+        sys.stdin.readline()
+"""
+
+
+def test_a_second_process_recording_the_same_zoo_is_refused(tmp_path):
+    """While one process records a zoo, another opening it is refused in one line and writes nothing;
+    the zoo is then the first process's alone."""
+    zoo = tmp_path / "zoo"
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, str(zoo)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert first.stdout.readline().strip() == "recording"
+        before = files(zoo)
+        model = DigitsCNN().eval()
+        with pytest.raises(NndiffError, match="in use by another nndiff process") as e:
+            Recorder(zoo, model, ["bn2.*"], k=3).record(model, 2)
+        assert "\n" not in str(e.value) and files(zoo) == before
+    finally:
+        first.communicate("go\n", timeout=120)
+    assert first.returncode == 0
+    rows = load_file(zoo / "params.safetensors")["params"]
+    weights = DigitsCNN().bn2.weight.detach()  # every DigitsCNN starts with the same BatchNorm weights
+    expected = torch.stack([weights + 0.1 * sum(range(1, s + 1)) for s in range(1, 4)])
+    assert torch.allclose(rows[:, : len(weights)], expected)
+
+
+def test_a_finish_interrupted_completes_on_the_next_open(tmp_path, monkeypatch):
+    """Killed while the last record() writes the zoo (here: the task's evaluation fails at the end),
+    the recording is finished by the next Recorder opened on it, with the task it is given then."""
+    from nndiff.zoo.format import Zoo
+
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=3, task="digits-cnn")
+    for s in range(1, 3):
+        step(model, s)
+        rec.record(model, s)
+    step(model, 3)
+    with monkeypatch.context() as patched:
+        patched.setattr(Zoo, "with_accuracies", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            rec.record(model, 3)
+    assert not (tmp_path / "zoo" / "manifest.json").exists()
+    rec._release()  # what the end of the killed process does
+    Recorder(tmp_path / "zoo", model, ["bn2.*"], k=3, task="digits-cnn")  # reopening finishes it
+    manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())
+    assert manifest["count"] == 3 and all(0 <= s["test_acc"] <= 100 for s in manifest["snapshots"])
+    rows = load_file(tmp_path / "zoo" / "params.safetensors")["params"]
+    assert torch.equal(rows[2], torch.cat([model.bn2.weight.detach(), model.bn2.bias.detach()]))
+
+
+def test_a_task_that_fails_at_the_end_can_be_corrected_on_reopening(tmp_path):
+    """Every snapshot is kept when the task fails at the end; reopened with a working task, the zoo
+    is written with it."""
+    broken = tmp_path / "broken.py"
+    broken.write_text("def make_task():\n    raise RuntimeError('no data here')\n")
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=2, task=f"{broken}:make_task")
+    step(model, 1)
+    rec.record(model, 1)
+    step(model, 2)
+    with pytest.raises(NndiffError, match="no data here"):
+        rec.record(model, 2)
+    rec._release()
+    Recorder(tmp_path / "zoo", model, ["bn2.*"], k=2, task="digits-cnn")
+    manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())
+    assert manifest["task"] == "digits-cnn" and manifest["count"] == 2
+
+
+def test_a_report_asked_with_another_task_measures_with_that_task(tmp_path, capsys):
+    """A zoo recorded without a task, evaluated with task A, then reported with task B (A with half
+    its test split): the report evaluates again with B, and metrics.json names the task it measured with."""
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=12)
+    for s in range(1, 13):
+        step(model, s)
+        rec.record(model, s)
+    body = "from nndiff.tasks.digits import digits_cnn\n\ndef make_task():\n    t = digits_cnn()\n{}    return t\n"
+    (tmp_path / "a.py").write_text(body.format(""))
+    (tmp_path / "b.py").write_text(body.format("    s = t.splits()\n    s['test'].x, s['test'].y = s['test'].x[:200], "
+                                               "s['test'].y[:200]\n"))
+    run = str(tmp_path / "run")
+    assert main(["--quiet", "train", "--zoo", str(tmp_path / "zoo"), "--out", run, "--ae-steps", "30",
+                 "--diffusion-steps", "30"]) == 0
+    assert main(["--quiet", "generate", "--run", run, "-n", "4"]) == 0
+    assert main(["--quiet", "evaluate", "--run", run, "--task", f"{tmp_path / 'a.py'}:make_task"]) == 0
+    measured = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert measured["task"].endswith("a.py:make_task") and len(measured["task_fingerprint"]) == 16
+    assert main(["--quiet", "report", "--run", run, "--task", f"{tmp_path / 'b.py'}:make_task"]) == 0
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert again["task"].endswith("b.py:make_task") and again["task_fingerprint"] != measured["task_fingerprint"]
+    assert "b.py:make_task" in (tmp_path / "run" / "report" / "report.md").read_text()

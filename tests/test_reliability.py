@@ -371,3 +371,20 @@ def test_a_rerun_reuses_finished_stages_and_refuses_other_settings(tiny_run, tmp
         assert {f: (run / f).stat().st_mtime_ns for f in files} == stamps
     assert main(["--quiet", "train", "--zoo", str(_reordered_zoo(tiny_run, tmp_path / "zoo_b")), "--out", str(run)]) == 2
     assert "trained on another zoo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask,mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """A zoo shared on a multi-user machine: files get what open() would give them, not mkstemp's 0600."""
+    import os
+
+    from nndiff.io.files import save_json
+    from nndiff.io.tensors import save_tensors
+
+    old = os.umask(umask)
+    try:
+        save_json(tmp_path / "a.json", {})
+        save_tensors(tmp_path / "b.safetensors", {"x": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {oct(mode)}

@@ -13,7 +13,8 @@ metrics = nndiff.run_family(nndiff.FamilyConfig(family="mnist1d-binary"), "runs/
 
 from nndiff.errors import NndiffError
 from nndiff.evaluation.metrics import compute_metrics
-from nndiff.families.run import FamilyConfig, run_family
+from nndiff.families.config import FamilyConfig
+from nndiff.families.run import run_family
 from nndiff.generator.config import TrainConfig
 from nndiff.generator.sampler import ParamGenerator
 from nndiff.params.layout import Layout

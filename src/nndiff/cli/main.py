@@ -38,6 +38,7 @@ def dispatch(command: str, args, quiet: bool) -> int:
 
     forget_named_tasks()  # only what this command names may run
     if command not in ("run", "collect", "sweep", "inspect") and args.get("task"):
+        _same_task_as_the_zoo(command, args)
         name_task(args["task"])  # a recorded task the user allows to run
     if command == "generate" and args.get("family") and ":" in args["family"]:
         name_task(args["family"])  # a recorded family the user allows to run
@@ -61,11 +62,11 @@ def dispatch(command: str, args, quiet: bool) -> int:
             f"  e.g. cifar100-resnet18 generates layer4.1.bn1 + layer4.1.bn2 as in the paper"
         )
     elif command == "collect":
-        from nndiff.zoo.lr_probe import summary_lines
+        from nndiff.zoo.lr_probe import probe_lines
 
         zoo = collect_zoo(args.task, args.out, _configs(args)[0], progress, args.base, args.fresh)
         accs = [s["test_acc"] for s in zoo.snapshots]
-        for line in summary_lines(zoo.info.get("lr_probe")):
+        for line in probe_lines(zoo.info.get("lr_probe")):
             print(line)
         print(
             f"wrote {len(zoo)} snapshots of {zoo.layout.size} parameters to {args.out} "
@@ -93,18 +94,23 @@ def dispatch(command: str, args, quiet: bool) -> int:
         if args.code is not None and args.examples is not None:
             raise NndiffError("give the task by --code or by --examples, not both")
         if args.code is not None:
-            out, seen = generate_for_code(args.run, args.code, args.n, args.seed)
-            print(f"wrote {args.n} models for task {args.code} ({seen}) to {out}")
+            out, seen, count = generate_for_code(args.run, args.code, args.n, args.seed)
+            what = f"task {args.code}"
         else:
-            out, seen = generate_for_examples(args.run, args.examples, args.n, args.seed)
-            print(f"wrote {args.n} models for the task {args.examples} shows ({seen}) to {out}")
+            out, seen, count = generate_for_examples(args.run, args.examples, args.n, args.seed)
+            what = f"the task {args.examples} shows"
+        one = " (the chosen generator gives one model per task)" if count < args.n else ""
+        print(f"wrote {count} model{'s' if count > 1 else ''} for {what} ({seen}) to {out}{one}")
     elif command == "run" and args.family is not None:
-        from nndiff.families.report import summary_lines
-        from nndiff.families.run import FamilyConfig, run_family
+        from nndiff.config.options import build
+        from nndiff.families.config import FamilyConfig
+        from nndiff.families.report import family_summary_lines
+        from nndiff.families.run import run_family
 
         out = args.out or Path("runs") / Path(args.family.split(":")[0]).stem
-        metrics = run_family(FamilyConfig(family=args.family, seed=args.seed), out, progress)
-        print("\n" + "\n".join(summary_lines(metrics)))
+        config = build(FamilyConfig, {**args.as_dict()["family_settings"], "family": args.family, "seed": args.seed})
+        metrics = run_family(config, out, progress, fresh=args.fresh)
+        print("\n" + "\n".join(family_summary_lines(metrics)))
         print(f"wrote {out / 'report' / 'report.md'}\nwrote {out / 'metrics.json'}")
     elif command == "generate":
         sample = _configs(args)[2]
@@ -174,6 +180,35 @@ def dispatch(command: str, args, quiet: bool) -> int:
     return 0
 
 
+def _same_task_as_the_zoo(command: str, args) -> None:
+    """--task on a zoo or run whose zoo records another task is refused (it would be ignored)."""
+    from nndiff.pipeline.rundir import is_family_run, read_run_config, refuse_another_task
+
+    if command == "train":
+        refuse_another_task(args.zoo, args.task)
+    elif args.get("run") is not None and Path(args.run).is_dir() and not is_family_run(Path(args.run)):
+        try:
+            zoo_dir, _ = read_run_config(args.run)
+        except NndiffError:
+            return  # the command itself says what is wrong with the run
+        refuse_another_task(zoo_dir, args.task)
+
+
+def _code_named_on_the_command_line(args, words: list[str]) -> None:
+    """A task or family that is code (file.py:function) runs only when named on the command line: one
+    named only inside a --config file is data, refused before anything is imported."""
+    from nndiff.tasks import USER_SPEC
+
+    for option in ("task", "family"):
+        value = args.get(option)
+        given = any(w == f"--{option}" or w.startswith(f"--{option}=") for w in words)
+        if isinstance(value, str) and USER_SPEC.match(value) and not given:
+            raise NndiffError(
+                f"a --config file names the {option} {value}, which is code: nndiff runs code only when you name "
+                f"it on the command line (--{option} {value}); nothing was run"
+            )
+
+
 def one_line(text: str) -> str:
     """A message as one printable line: newlines become spaces, terminal control codes (colours
     included, which some libraries put in their messages) are dropped."""
@@ -217,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = namespace.debug or args.get("debug", False)
     quiet = namespace.quiet or args.get("quiet", False)
     try:
+        _code_named_on_the_command_line(args, sys.argv[1:] if argv is None else list(argv))
         from nndiff.runtime.distributed import init_distributed, is_main
         from nndiff.runtime.memory import reuse_freed_memory
 

@@ -170,8 +170,12 @@ def build_parser():
         help="instead of one task, a family of related tasks (mnist1d-binary, digits-binary, mnist1d-domains, "
         "or your own as path/to/file.py:make_family): collect over its "
         "tasks, train generators from a task's descriptor to its model, and judge them on held-out tasks against "
-        "training, retrieval and a regression (docs/unseen.md); --seed applies, the other options do not",
+        "training, retrieval and a regression (docs/unseen.md); --seed, --fresh and the --family_settings.* "
+        "options apply, the other options do not",
     )
+    from nndiff.families.config import FamilyConfig
+
+    add_settings(p, FamilyConfig, prefix="family_settings.", skip=("family", "seed", "diffusion"))
     _resume_option(p)
     _collect_options(p, train=True)
     _generate_options(p)

@@ -18,7 +18,7 @@ import torch
 from nndiff.evaluation.engine import evaluate_params, evaluate_params_sharded
 from nndiff.evaluation.uncertainty import REPLICATES, Bootstrap, estimate, mean_accuracy
 from nndiff.params.rows import finite_rows, rows_where
-from nndiff.tasks import named_task
+from nndiff.tasks import named_task, task_fingerprint
 
 COPIES_IOU = 0.995  # models whose wrong validation predictions agree this much (mean pairwise IoU) are copies
 
@@ -115,8 +115,10 @@ def compute_metrics(
         ),
     }
     orig_sel = select_by_val(orig_val, orig_test)
+    spec = zoo.task if zoo.task is not None else named_task()  # recorded without one: the one named
     metrics = {
-        "task": zoo.task if zoo.task is not None else named_task(),  # recorded without one: the one named
+        "task": spec,
+        "task_fingerprint": task_fingerprint(spec) if spec else None,  # the task's code, as it was measured with
         "base": zoo.info.get("base"),
         "originals": {
             "count": len(orig_test),

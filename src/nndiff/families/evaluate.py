@@ -29,7 +29,7 @@ def per_sample(heads: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, class
     return right.view(t, m, -1).float().mean(1)
 
 
-def summarize(shares: dict[str, torch.Tensor], reference: str, replicates: int = 1000, seed: int = 0) -> dict:
+def compare_methods(shares: dict[str, torch.Tensor], reference: str, replicates: int = 1000, seed: int = 0) -> dict:
     """Mean test accuracy of each method over tasks and samples with its 95% interval, and each
     method minus `reference` (paired)."""
     names = list(shares)

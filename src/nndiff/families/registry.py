@@ -7,13 +7,17 @@ family runs only when the user names it in this process (`--family`) or sets NND
 
 from __future__ import annotations
 
-import os
+import hashlib
+import inspect
+import json
+import sys
+from pathlib import Path
 
 from nndiff.errors import NndiffError
 from nndiff.families.builtin import FAMILIES
 from nndiff.families.family import Family, check_family
-from nndiff.tasks import TRUST_ENV, USER_SPEC, get_task, name_task, resolve_task_spec, user_function
-from nndiff.tasks import _NAMED as NAMED
+from nndiff.tasks import get_task
+from nndiff.tasks.usercode import TRUST_ENV, USER_SPEC, name_task, resolve_task_spec, trusted, user_function
 
 
 def get_family(spec: str) -> Family:
@@ -27,6 +31,8 @@ def get_family(spec: str) -> Family:
             family = check_family(factory(), f"{spec.rsplit(':', 1)[1]}() in {spec.rsplit(':', 1)[0]}")
         except NndiffError:
             raise
+        except SystemExit as e:
+            raise NndiffError(f"{spec} called exit ({e.code!r}) instead of returning a family") from None
         except Exception as e:
             raise NndiffError(f"{spec} raised {type(e).__name__}: {e}") from e
         family.name = resolve_task_spec(spec)  # the run records where the family came from
@@ -47,9 +53,42 @@ def recorded_family(spec, where: str) -> Family:
         return get_family(spec)
     if not isinstance(spec, str) or not USER_SPEC.match(spec):
         raise NndiffError(f"{where} records family {spec!r}, which is no family nndiff knows; nothing was run")
-    if resolve_task_spec(spec) not in NAMED and os.environ.get(TRUST_ENV) != "1":
+    if not trusted(spec):
         raise NndiffError(
             f"{where} records the family {spec}, whose code nndiff runs only when you name it: add "
             f"--family {spec} if you trust it (or set {TRUST_ENV}=1)"
         )
     return get_family(spec)
+
+
+def fingerprint(family: Family) -> str:
+    """What identifies a family's code and data: its fields, its codes, and the source files that
+    define it (its factory's, its relabel's and transform's, its base task's when that is a file), so
+    a family edited in place is a new family whose trunk and heads are not reused."""
+    digest = hashlib.sha256()
+    fields = [family.name, family.base_task, family.head, family.classes, family.asked_by, family.samples,
+              list(family.codes.shape), str(family.codes.dtype)]
+    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    digest.update(family.codes.contiguous().numpy().tobytes())
+    sources = {_source(fn) for fn in (family.relabel, family.transform) if fn is not None}
+    for spec in (family.name, family.base_task):
+        target = spec.rsplit(":", 1)[0] if isinstance(spec, str) and ":" in spec else None
+        if target is not None and target.endswith(".py"):
+            sources.add(str(Path(target).resolve()))
+        elif target is not None and target in sys.modules:
+            sources.add(_source(sys.modules[target]))
+    if family.name in FAMILIES:
+        sources.add(_source(FAMILIES[family.name]))
+    for path in sorted(s for s in sources if s):
+        try:
+            digest.update(path.encode() + b"\0" + Path(path).read_bytes())
+        except OSError:
+            digest.update(path.encode())
+    return digest.hexdigest()[:16]
+
+
+def _source(obj) -> str | None:
+    try:
+        return inspect.getsourcefile(obj)
+    except TypeError:
+        return None

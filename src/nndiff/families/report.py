@@ -37,7 +37,7 @@ def methods(metrics: dict) -> list[str]:
     return [k for k, v in metrics.items() if isinstance(v, dict) and "per_task" in v]
 
 
-def markdown(metrics: dict) -> str:
+def family_markdown(metrics: dict) -> str:
     chosen = metrics["chosen_on_validation_tasks"]["generator"]
     ref = f"minus_{chosen}"
     lines = [
@@ -121,12 +121,12 @@ def figure(metrics: dict, path: Path) -> None:
 def write_family_report(out: Path, metrics: dict) -> Path:
     def fill(d: Path) -> None:
         figure(metrics, d / "unseen.png")
-        write_bytes_atomic(d / "report.md", markdown(metrics).encode())
+        write_bytes_atomic(d / "report.md", family_markdown(metrics).encode())
 
     return write_directory(out, fill) / "report.md"
 
 
-def summary_lines(metrics: dict) -> list[str]:
+def family_summary_lines(metrics: dict) -> list[str]:
     """What `nndiff run --family` prints: each method's mean test accuracy on the held-out tasks."""
     chosen = metrics["chosen_on_validation_tasks"]["generator"]
     width = max(len(label(k)) for k in methods(metrics))

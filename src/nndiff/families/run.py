@@ -1,78 +1,112 @@
 """`nndiff run --family NAME`: a family's zoo over its tasks, generators from descriptor to head,
 and every method judged on held-out tasks.
 
+    OUT/family.json                  the run's family, its fingerprint and settings (marks a family run)
     OUT/family/...                   the trunk, the zoo of heads and its manifest (data.py)
-    OUT/family/examples.safetensors  the training tasks' mean example-set embeddings and their spread
     OUT/regression.safetensors, OUT/regression_tuned.safetensors, OUT/diffusion.safetensors
                                      the generators the validation tasks choose between
     OUT/regression_examples.safetensors   (families asked for by code) the generator for `--examples`
-    OUT/metrics.json, OUT/report/    every method on the held-out tasks (report.py)
+    OUT/examples.safetensors         the training tasks' mean example-set embeddings and their spread
+    OUT/metrics.json, OUT/report/    every method on the held-out tasks (report.py); metrics.json
+                                     records the digest of every file above that `generate` reads
+
+The run is a stage like a single task's training (runtime/stage.py): it holds OUT's lock, resumes
+only with the settings it started with (else refuses, naming --fresh), keeps the trunk's progress
+in OUT/.progress, and moves its generators, index and metrics in together under a commit record
+(io/staging.py), so a run killed at any point leaves the previous results or the new ones, whole.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import shutil
 import time
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 
 import torch
 
-from nndiff.families.data import collect, family_codes, load_data, task_rows
+from nndiff.errors import NndiffError
+from nndiff.families.config import FamilyConfig
+from nndiff.families.data import check_contract, collect_heads, family_codes, load_data, task_rows
 from nndiff.families.descriptors import Descriptors, of_tasks, pairs
-from nndiff.families.evaluate import SGD_STEPS, per_sample, steps_worth, summarize
+from nndiff.families.evaluate import SGD_STEPS, compare_methods, per_sample, steps_worth
 from nndiff.families.generators import GENERATORS, DiffusionGenerator, RegressionGenerator
 from nndiff.families.methods import heldout_methods, novelty
 from nndiff.families.tuning import tune
-from nndiff.families.registry import get_family
-from nndiff.generator.config import TrainConfig
-from nndiff.io.files import save_json
+from nndiff.families.registry import fingerprint, get_family
+from nndiff.io.files import file_digest, load_json, save_json
+from nndiff.io.staging import Staging, recover_staged
 from nndiff.io.tensors import save_tensors
+from nndiff.pipeline.rundir import FAMILY_RUN, refuse_other_kind
+from nndiff.runtime.stage import Stage
 
 
 REGRESSION_WIDTHS = (256, 1024)  # the validation tasks choose (wide fitted mnist1d-binary best, narrow digits-binary)
+# the files a run commits together
+RESULTS = (*(f"{g}.safetensors" for g in (*GENERATORS, "regression_examples")), "examples.safetensors", "metrics.json")
 
 
-def _diffusion_defaults() -> TrainConfig:
-    config = TrainConfig()
-    config.autoencoder.steps, config.diffusion.steps = 1000, 1500
-    return config
-
-
-@dataclass
-class FamilyConfig:
-    family: str = "mnist1d-binary"
-    seed: int = 0
-    steps: int = 1000  # SGD steps per task from the common initialization
-    lr: float = 0.5
-    snapshots: int = 5  # per task, the last ones `every` steps apart
-    every: int = 100
-    n: int = 10  # models generated per held-out task
-    regression_steps: int = 4000
-    tune_steps: int = 3000  # the regression tuned with the tasks' loss (tuning.py)
-    shots: int = 10  # labelled examples per class that describe a task
-    draws: int = 8  # example sets per training task
-    tasks: int = 0  # 0: every task of the family; else this many, drawn by the seed (quick checks)
-    base_epochs: int = 0  # 0: the base task's own
-    diffusion: TrainConfig = field(default_factory=_diffusion_defaults)
-
-    def settings(self) -> dict:
-        """What the zoo of heads depends on (a rerun with the same settings reuses it)."""
-        skip = ("n", "diffusion", "regression_steps", "tune_steps", "shots", "draws")
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
-
-
-def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log=print) -> dict:
+def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log=print, fresh: bool = False) -> dict:
     """Collect over the family's tasks, train the generators on the training tasks, choose the
-    default on the validation tasks, and judge every method on the held-out tasks (metrics.json)."""
+    default on the validation tasks, and judge every method on the held-out tasks (metrics.json).
+    `fresh`: start over, removing what an earlier run left in `out`."""
+    out = Path(out)
+    config.validate()
+    refuse_other_kind(out, "family")
+    family = get_family(config.family)
+    check_contract(family, family_codes(family, config))
+    record = {"format": "nndiff-family-run", "family": family.name, "fingerprint": fingerprint(family),
+              "settings": config.settings()}
+    with Stage.open(out, fresh) as stage:
+        for sentence in recover_staged(out):
+            warnings.warn(sentence)
+        if fresh:
+            _remove_results(out)
+        _claim(out, record)
+        stage.claim(record, "a family run")
+        save_json(out / FAMILY_RUN, record)
+        metrics = _run(family, config, out, progress, log, stage)
+        stage.finish()
+    return metrics
+
+
+def _claim(out: Path, record: dict) -> None:
+    """Refuse, naming --fresh, a directory that holds a family run of another family or other settings."""
+    path = out / FAMILY_RUN
+    if not path.is_file():
+        if (out / "family" / "manifest.json").is_file() or (out / "metrics.json").is_file():
+            raise NndiffError(f"{out} holds a family run that records no settings; pass --fresh to start over")
+        return
+    saved = load_json(path)
+    if saved == record:
+        return
+    saved = saved if isinstance(saved, dict) else {}
+    if saved.get("family") != record["family"]:
+        what = f"family {saved.get('family')!r}"
+    elif saved.get("fingerprint") != record["fingerprint"]:
+        what = "its family's code or data as they were before an edit"
+    else:
+        old, new = saved.get("settings") or {}, record["settings"]
+        what = "other settings (" + ", ".join(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)) + ")"
+    raise NndiffError(f"{out} holds a family run of {what}; pass --fresh to start over, or choose another --out")
+
+
+def _remove_results(out: Path) -> None:
+    """--fresh: what an earlier family run wrote goes (the lock file stays)."""
+    for name in (*RESULTS, FAMILY_RUN):
+        (out / name).unlink(missing_ok=True)
+    for name in ("family", "report", "generated"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _run(family, config: FamilyConfig, out: Path, progress: bool, log, stage: Stage) -> dict:
     from nndiff.families.report import write_family_report
 
-    out, t_start = Path(out), time.perf_counter()
-    family = get_family(config.family)
+    t_start = time.perf_counter()
     codes = family_codes(family, config)
     log(f"[1/4] the {family.base_task} trunk and the heads of {len(codes)} tasks ({config.steps} SGD steps each)")
-    _, feats, labels = load_data(family, config, out, codes, progress)
-    rows, init, manifest = collect(family, config, feats, labels, out, codes)
+    _, feats, labels = load_data(family, config, out, codes, progress, stage)
+    rows, init, manifest = collect_heads(family, config, feats, labels, out, codes)
     tasks = {k: torch.tensor(v, dtype=torch.long) for k, v in manifest["tasks"].items()}
     per_task = len(manifest["snapshot_steps"])
     desc = Descriptors.make(family, config, feats, labels, codes, tasks)
@@ -93,15 +127,12 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
                                              x_train, lab_train)
     del x_train, lab_train
     timings["collect"] = manifest["seconds"]
-    for name, gen in generators.items():
-        gen.save(out / f"{name}.safetensors")
     examples_generator = "regression_examples" if family.asked_by == "code" else None
-    _save_examples_index(out, desc, generators["regression_examples" if examples_generator else "regression"])
 
     val_shares = {name: on_validation(generators[name], inputs["val"]) for name in GENERATORS}
     choice = {name: float(share.mean() * 100) for name, share in val_shares.items()}
     chosen = max(choice, key=choice.get)
-    versus = summarize(val_shares, chosen, seed=config.seed)
+    versus = compare_methods(val_shares, chosen, seed=config.seed)
     margins = {f"{k}_minus_{chosen}": versus[k][f"minus_{chosen}"] for k in GENERATORS if k != chosen}
     log(f"[3/4] validation tasks choose the {chosen} generator ("
         + ", ".join(f"{k} {v:.2f}%" for k, v in choice.items()) + "; "
@@ -115,7 +146,7 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
     lab_test = family.labels(codes[held], labels["test"])
     x_test = of_tasks(feats["test"], held)
     shares = {name: per_sample(h, x_test, lab_test, family.classes) for name, h in methods.items()}
-    metrics = summarize(shares, chosen, seed=config.seed)
+    metrics = compare_methods(shares, chosen, seed=config.seed)
     sgd = {s: metrics[f"sgd_{s}"]["test_acc_mean"] for s in SGD_STEPS}
     metrics.update({
         "family": family.name,
@@ -131,10 +162,19 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
         "sampling_s": seconds,
         "novelty": novelty(methods[chosen], methods["trained"], generators["regression"].normalizer),
         "timings_s": {**timings, "total": round(time.perf_counter() - t_start, 3)},
+        "heads_key": manifest["key"],
     })
-    save_json(out / "metrics.json", metrics)
+    with Staging(out, "family") as staging:
+        for name, gen in generators.items():
+            gen.save(staging.dir / f"{name}.safetensors")
+        _save_examples_index(staging.dir, desc, generators[examples_generator or "regression"])
+        files = [staging.dir / f"{name}.safetensors" for name in generators] + [staging.dir / "examples.safetensors"]
+        metrics["files"] = {p.name: file_digest(p) for p in [*files, out / "family" / "base.safetensors"]}
+        save_json(staging.dir / "metrics.json", metrics)
+        staging.commit()
     write_family_report(out / "report", metrics)
     return metrics
+
 
 
 def _train(family, config, rows, tasks, per_task, desc, progress, validate, x_train, lab_train):
@@ -184,7 +224,7 @@ def _train(family, config, rows, tasks, per_task, desc, progress, validate, x_tr
 def _versus_regression(shares: dict, seed: int) -> dict:
     """Latent diffusion minus the plain (MSE) regression on the held-out tasks, paired."""
     pair = {k: shares[k] for k in ("regression", "diffusion")}
-    return summarize(pair, "regression", seed=seed)["diffusion"]["minus_regression"]
+    return compare_methods(pair, "regression", seed=seed)["diffusion"]["minus_regression"]
 
 
 def _val_inputs(name: str, inputs: dict, desc: Descriptors) -> torch.Tensor:
@@ -202,10 +242,10 @@ def _sample(gen, descriptors: torch.Tensor, config: FamilyConfig) -> torch.Tenso
     return gen.sample(descriptors, 1 if gen.kind == "regression" else config.n, config.seed)
 
 
-def _save_examples_index(out: Path, desc: Descriptors, gen) -> None:
+def _save_examples_index(directory: Path, desc: Descriptors, gen) -> None:
     """What `generate --examples` compares a user's set with: each training task's mean embedding and
     how far a task's own example sets typically lie from it (the median), in the generator's input units."""
     means = desc.task_means()
     spread = (gen.inputs(desc.train_sets) - gen.inputs(means)[:, None]).norm(dim=2)
     radius = spread.flatten().median()
-    save_tensors(out / "family" / "examples.safetensors", {"task_means": means, "radius": radius.reshape(1)})
+    save_tensors(directory / "examples.safetensors", {"task_means": means, "radius": radius.reshape(1)})

@@ -6,6 +6,7 @@ target, so a crash never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,6 +31,7 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it (mkstemp's 0600 would keep the file private)
     except OSError as e:
         raise NndiffError(f"cannot write {path} ({e.strerror or e}); nothing was changed") from None
     try:
@@ -44,6 +46,21 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def file_digest(path: str | Path) -> str:
+    """A file's SHA-256 (hex), read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _finite(obj: Any) -> Any:

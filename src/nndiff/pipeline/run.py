@@ -10,12 +10,13 @@ from nndiff.generator.config import TrainConfig
 from nndiff.generator.generated import SampleConfig
 from nndiff.io.files import save_json
 from nndiff.pipeline.generate import generate_run, reusable_set
+from nndiff.pipeline.rundir import refuse_other_kind
 from nndiff.pipeline.stages import collect_zoo, evaluate_run, report_run, train_run
 from nndiff.runtime.distributed import barrier, is_main
 from nndiff.runtime.memory import release_freed_memory
 from nndiff.training.budget import summary_lines as budget_lines
 from nndiff.zoo.config import CollectConfig
-from nndiff.zoo.lr_probe import summary_lines
+from nndiff.zoo.lr_probe import probe_lines
 
 
 def run_all(
@@ -33,6 +34,7 @@ def run_all(
     """Collect -> train -> generate -> evaluate (-> report) into `out` (the zoo goes to out/zoo);
     sampling and the report's baselines use the training seed."""
     out, sample, seed = Path(out), sample or SampleConfig(), train_config.seed
+    refuse_other_kind(out, "task")
     # every option is checked before anything is collected or trained
     collect_config.validate(), train_config.validate(), sample.validate()
     if sample.target_acc is not None and train_config.diffusion.condition == "none":
@@ -44,7 +46,7 @@ def run_all(
         f"      base model test accuracy {zoo.info['base']['test_acc']:.2f}%, {zoo.layout.size} parameters selected "
         f"({', '.join(zoo.layout.names)})"
     )
-    for line in summary_lines(zoo.info.get("lr_probe")):
+    for line in probe_lines(zoo.info.get("lr_probe")):
         log(line)
     del zoo  # the later stages read the zoo from disk, memory-mapped: its collected copy is let go
     release_freed_memory()

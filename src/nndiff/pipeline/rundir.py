@@ -25,10 +25,47 @@ from nndiff.runtime.distributed import is_main, main_lock
 from nndiff.zoo.format import FILES, Zoo
 
 TRAINED_ON = "trained_on.json"
+FAMILY_RUN = "family.json"  # a family run's record (families/run.py); its presence marks the directory as one
 GENERATOR_FILES = ("autoencoder.safetensors", "denoiser.safetensors", "normalizer.safetensors")
 
 
+def is_family_run(directory: Path) -> bool:
+    """Whether `directory` holds a family run (older ones are known by their family/manifest.json)."""
+    return (directory / FAMILY_RUN).is_file() or (directory / "family" / "manifest.json").is_file()
+
+
+def refuse_other_kind(directory: str | Path, kind: str) -> None:
+    """A command for one kind of run directory ("task": a single task's; "family") refuses the other
+    kind in one line, before it reads or changes anything there."""
+    directory = Path(directory)
+    if kind == "task" and is_family_run(directory):
+        raise NndiffError(
+            f"{directory} is a family run (`nndiff run --family`); this command works on a single task's run "
+            f"or zoo: choose another directory (a family run's models: `nndiff generate --run {directory} --code ...`)"
+        )
+    if kind == "family" and any((directory / name).is_file() for name in ("config.yaml", TRAINED_ON, "manifest.json")):
+        raise NndiffError(
+            f"{directory} is a single task's run or zoo, not a family run (`nndiff run --family NAME --out DIR` "
+            "makes one, in a directory of its own)"
+        )
+
+
+def refuse_another_task(zoo_dir: Path, spec: str) -> None:
+    """An explicit --task that differs from the task the zoo records is refused, not ignored."""
+    from nndiff.io.files import load_json
+    from nndiff.tasks import resolve_task_spec
+
+    path = Path(zoo_dir) / "manifest.json"
+    recorded = load_json(path).get("task") if path.is_file() else None
+    if isinstance(recorded, str) and recorded != resolve_task_spec(spec):
+        raise NndiffError(
+            f"{zoo_dir} records the task {recorded}; --task {spec} names another (--task names the evaluation of "
+            "a zoo recorded without a task, or allows a recorded task's code): drop it, or give the recorded one"
+        )
+
+
 def _check_run_dir(run_dir: Path) -> None:
+    refuse_other_kind(run_dir, "task")
     if not run_dir.is_dir():
         raise NndiffError(
             f"run directory {run_dir} does not exist; create it with `nndiff train --zoo ZOO --out {run_dir}`"
@@ -146,6 +183,7 @@ def _locked_run(fn):
     def wrapper(run_dir, *args, **kwargs):
         if not Path(run_dir).is_dir():
             _check_run_dir(Path(run_dir))  # says it does not exist (the lock would create it)
+        refuse_other_kind(run_dir, "task")  # before the lock or the recovery of staged files touch it
         with main_lock(run_dir):
             open_run(Path(run_dir))
             return fn(run_dir, *args, **kwargs)

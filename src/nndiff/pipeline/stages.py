@@ -44,6 +44,7 @@ from nndiff.pipeline.rundir import (
     generated_info,
     load_run_zoo,
     read_run_config,
+    refuse_other_kind,
     settings_digest,
     trained_on,
 )
@@ -52,7 +53,7 @@ from nndiff.runtime.device import resolve_device
 from nndiff.runtime.distributed import is_main, world_size
 from nndiff.runtime.memory import release_freed_memory
 from nndiff.runtime.stage import Stage
-from nndiff.tasks import resolve_task_spec
+from nndiff.tasks import named_task, resolve_task_spec, task_fingerprint
 from nndiff.training.fit import fit
 from nndiff.zoo.collect import collect
 from nndiff.zoo.config import ZOO_ROWS, CollectConfig, collection_settings, configured_task
@@ -73,6 +74,7 @@ def collect_zoo(
     called again with the same settings (or starts over with fresh=True).
     """
     out = Path(out)
+    refuse_other_kind(out, "task")
     with Stage.open(out, fresh) as stage:
         base_state = load_state_dict(base) if base else None
         if not fresh and (out / "manifest.json").is_file() and not stage.started:
@@ -108,6 +110,7 @@ def train_run(
     if task is not None:
         zoo.model(task)  # fail now, not at evaluation, if the task is unknown or the zoo does not fit its model
     zoo_fp = fingerprint(zoo.params)
+    refuse_other_kind(run_dir, "task")
     # Under torchrun every rank trains (data-parallel); rank 0 alone holds the lock and writes.
     with Stage.open(run_dir, fresh) as stage:
         if is_main():
@@ -207,7 +210,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         read_normalizers(run_dir)[1], "params.", zoo.layout.size, str(run_dir / "normalizer.safetensors")
     )
     generated = read_generated(run_dir, zoo.layout)
-    metrics = _current_metrics(run_dir, generated)
+    metrics = _current_metrics(run_dir, generated, zoo)
     if metrics is None:  # missing, or about another set of models than generated/ holds now: evaluate these
         metrics = evaluate_run(run_dir, device, progress)
     everything, finite = generated, finite_rows(generated)
@@ -241,8 +244,9 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
     return write_directory(run_dir / "report", fill) / "report.md"
 
 
-def _current_metrics(run_dir: Path, generated: torch.Tensor) -> dict | None:
-    """metrics.json when it describes the generated set as it is now (None: evaluate again)."""
+def _current_metrics(run_dir: Path, generated: torch.Tensor, zoo: Zoo) -> dict | None:
+    """metrics.json when it describes the generated set as it is now, measured with the task used now
+    (None: evaluate again)."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
@@ -251,4 +255,7 @@ def _current_metrics(run_dir: Path, generated: torch.Tensor) -> dict | None:
     except NndiffError as e:
         warnings.warn(f"{str(e).rstrip('; ')}: evaluating again")
         return None
+    spec = zoo.task if zoo.task is not None else named_task()
+    if (metrics.get("task"), metrics.get("task_fingerprint")) != (spec, task_fingerprint(spec) if spec else None):
+        return None  # measured with another task (or with its code as it was before an edit)
     return metrics if metrics["generated"]["fingerprint"] == fingerprint(generated) else None

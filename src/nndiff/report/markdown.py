@@ -69,6 +69,9 @@ def markdown(metrics: dict, novelty: dict, training: dict | None = None) -> str:
     o, g, e = metrics["originals"], metrics["generated"], metrics["weight_average"]
     means = (metrics.get("comparisons") or {}).get("test_acc_mean", {})
     lines = [f"# nndiff report: {metrics['task']}", ""]
+    if metrics.get("task_fingerprint"):
+        lines += [f"Every accuracy below was measured with the task `{metrics['task']}` "
+                  f"(fingerprint {metrics['task_fingerprint']}).", ""]
     if novelty.get("health"):
         lines += [
             "## Health check",

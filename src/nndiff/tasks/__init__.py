@@ -12,19 +12,23 @@ the user named it in this process (`--task`, or `get_task` called with it) or se
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.util
-import io
-import os
-import re
-import sys
+import hashlib
 from pathlib import Path
 from typing import Callable
 
 from nndiff.errors import NndiffError
 from nndiff.tasks.base import ClassificationTask, Evaluation, Split
 from nndiff.tasks.contract import check_task, check_task_data, training_split, user_error
+from nndiff.tasks.usercode import (
+    TRUST_ENV,
+    USER_SPEC,
+    forget_named_tasks,
+    name_task,
+    named_task,
+    resolve_task_spec,
+    trusted,
+    user_function,
+)
 from nndiff.tasks.digits import digits_cnn
 from nndiff.tasks.mnist1d import mnist1d_cnn, mnist1d_convnet, mnist1d_mlp, mnist1d_mlp1m, mnist1d_mlp100k
 from nndiff.tasks.vision import ARCHITECTURES, DATASETS, VISION_TASKS, make_vision_task, parse_vision_name
@@ -40,27 +44,6 @@ TASKS: dict[str, Callable[[], ClassificationTask]] = {
 DEFAULT_TASK = "mnist1d-cnn"
 
 
-TRUST_ENV = "NNDIFF_TRUST_TASK_CODE"  # "1": run the code a zoo or run records as its task
-USER_SPEC = re.compile(r"^(?:[^:]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_]\w*$")
-_NAMED: set[str] = set()  # user task specs named in this process, as recorded (resolve_task_spec)
-
-
-def name_task(spec: str) -> None:
-    """The user names this task: a zoo recording it may run its code in this process."""
-    _NAMED.add(resolve_task_spec(spec))
-
-
-def named_task() -> str | None:
-    """The task the user named in this process (`--task`), if exactly one: the evaluation of a zoo
-    recorded without a task."""
-    return next(iter(_NAMED)) if len(_NAMED) == 1 else None
-
-
-def forget_named_tasks() -> None:
-    """Each command starts with no task named (the CLI calls this; one process may run several)."""
-    _NAMED.clear()
-
-
 def recorded_task(spec, data_root: str | None = None, image_size: int | None = None, where: str = "the zoo"):
     """The task a zoo or run records. A built-in resolves from the registry; a user's code runs only
     when the user named it or trusts recorded code (TRUST_ENV); anything else is refused before
@@ -72,7 +55,7 @@ def recorded_task(spec, data_root: str | None = None, image_size: int | None = N
             f"{where} records task {spec!r}, which is neither a built-in task nor file.py:function or "
             "package.module:function; nothing was run"
         )
-    if spec not in _NAMED and os.environ.get(TRUST_ENV) != "1":
+    if not trusted(spec):
         raise NndiffError(
             f"{where} records the task {spec}, whose code nndiff runs only when you name it: add "
             f"--task {spec} if you trust it (or set {TRUST_ENV}=1)"
@@ -80,14 +63,15 @@ def recorded_task(spec, data_root: str | None = None, image_size: int | None = N
     return get_task(spec, data_root, image_size)
 
 
-def resolve_task_spec(spec: str) -> str:
-    """The spec as it should be recorded: built-in names as they are, file paths made absolute."""
-    if spec in TASKS or ":" not in spec:
-        return spec  # built-in (vision tasks record their data root in the zoo separately)
-    target, func = spec.rsplit(":", 1)
-    if target.endswith(".py"):
-        return f"{Path(target).resolve()}:{func}"
-    return spec
+def task_fingerprint(spec: str) -> str:
+    """What identifies a task: its spec as recorded and, for a task in a file, the file's bytes (a
+    task edited in place measures something else)."""
+    spec = resolve_task_spec(spec)
+    digest = hashlib.sha256(spec.encode())
+    target = spec.rsplit(":", 1)[0]
+    if ":" in spec and target.endswith(".py") and Path(target).is_file():
+        digest.update(Path(target).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def get_task(spec: str, data_root: str | None = None, image_size: int | None = None, check_data: bool = True):
@@ -126,70 +110,20 @@ def get_task(spec: str, data_root: str | None = None, image_size: int | None = N
     return task
 
 
-def user_function(spec: str, option: str) -> Callable:
-    """The function a user's spec names (path/to/file.py:function or package.module:function),
-    importing its file or module once; `option` (--task, --family) names where it came from."""
-    target, func = spec.rsplit(":", 1)
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise NndiffError(f"file {path} not found (from {option} {spec})")
-        module_name = f"nndiff_user_code_{abs(hash(str(path.resolve())))}"
-        module = sys.modules.get(module_name)
-        if module is None:
-            module_spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            try:
-                with _held_stderr():
-                    module_spec.loader.exec_module(module)
-            except SystemExit as e:
-                raise NndiffError(f"file {path} (from {option} {spec}) {_exited(e)}") from None
-            except Exception as e:  # the user's code: its error, named with the file (--debug shows the traceback)
-                raise NndiffError(f"file {path} (from {option} {spec}) failed to load: {user_error(e)}") from e
-            sys.modules[module_name] = module
-    else:
-        try:
-            with _held_stderr():
-                module = importlib.import_module(target)
-        except ImportError as e:
-            raise NndiffError(f"cannot import module {target!r} for {option} {spec}: {e}") from None
-        except SystemExit as e:
-            raise NndiffError(f"module {target!r} (from {option} {spec}) {_exited(e)}") from None
-        except Exception as e:
-            raise NndiffError(f"module {target!r} (from {option} {spec}) failed to load: {user_error(e)}") from e
-    factory = getattr(module, func, None)
-    if not callable(factory):
-        raise NndiffError(f"{target} has no function {func!r} (from {option} {spec})")
-    return factory
-
-
-@contextlib.contextmanager
-def _held_stderr():
-    """What a user's module writes to stderr while it is imported, passed on unless it exits (an
-    argument parser's usage text would otherwise precede the one-line error)."""
-    held = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(held):
-            yield
-    except SystemExit:
-        raise
-    except BaseException:
-        sys.stderr.write(held.getvalue())
-        raise
-    sys.stderr.write(held.getvalue())
-
-
-def _exited(e: SystemExit) -> str:
-    return (f"exited while being imported (exit code {e.code!r}): code that parses command-line arguments or "
-            "exits belongs under `if __name__ == '__main__':`")
-
-
 __all__ = [
     "TASKS",
+    "TRUST_ENV",
+    "USER_SPEC",
+    "forget_named_tasks",
+    "name_task",
+    "named_task",
+    "resolve_task_spec",
+    "task_fingerprint",
+    "trusted",
+    "user_function",
     "VISION_TASKS",
     "DEFAULT_TASK",
     "get_task",
-    "resolve_task_spec",
     "ClassificationTask",
     "Evaluation",
     "Split",

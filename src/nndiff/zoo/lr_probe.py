@@ -101,7 +101,7 @@ def measure_rung(
     }
 
 
-def choose(rows: list[dict], base_acc: float, tol: float) -> dict | None:
+def choose_rate(rows: list[dict], base_acc: float, tol: float) -> dict | None:
     """Among rungs that keep accuracy and move, those that are not copies by their predictions
     first, the one whose snapshots lie furthest apart."""
     ok = [r for r in rows if not r["diverged"] and r["val_acc"] >= base_acc - tol and MIN_MOVE <= r["move"] <= MAX_MOVE]
@@ -140,7 +140,7 @@ def probe(
     for j in range(-RUNGS, RUNGS + 1):
         at(hint * STEP**j)
     for _ in range(EXTEND):
-        chosen, top = choose(list(rows.values()), base_acc, tol), rows[max(rows)]
+        chosen, top = choose_rate(list(rows.values()), base_acc, tol), rows[max(rows)]
         if chosen is None and keeps(top) or chosen is not None and chosen["lr"] == top["lr"]:
             at(top["lr"] * STEP)  # even the largest rate keeps accuracy: go higher
         elif chosen is None:
@@ -149,7 +149,7 @@ def probe(
             break
     for _ in range(REFINE):
         # copies below, a loss of accuracy one rung above: try between them (geometric midpoint)
-        chosen = choose(list(rows.values()), base_acc, tol)
+        chosen = choose_rate(list(rows.values()), base_acc, tol)
         if chosen is None or chosen["iou"] < COPIES_IOU:
             break
         lo = max(lr for lr, r in rows.items() if keeps(r))
@@ -158,7 +158,7 @@ def probe(
             break
         at(math.sqrt(lo * min(above)))
     table = [rows[lr] for lr in sorted(rows)]
-    chosen = choose(table, base_acc, tol)
+    chosen = choose_rate(table, base_acc, tol)
     if chosen is None:
         # The default must not stop a run: collect at the task's hint and say so (the doctor then grades the zoo).
         warnings.warn(
@@ -177,7 +177,7 @@ def probe(
     }
 
 
-def summary_lines(found: dict | None) -> list[str]:
+def probe_lines(found: dict | None) -> list[str]:
     """The probe's table as `collect` and `run` print it (nothing without a probe)."""
     if not found:
         return []
