@@ -1,9 +1,18 @@
 """Checks several tests make of a finished run."""
 
+import hashlib
+from pathlib import Path
+
 import torch
 from safetensors.torch import load_file
 
 from nndiff.zoo.format import Zoo
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """Every file below `root` (the directory lock aside, which any command may open) by its SHA-256."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink() and p.name != ".nndiff.lock"}
 
 
 def check_generated(run, count):

@@ -6,17 +6,16 @@ needs one. The run's directory lock (.nndiff.lock, which filelock opens on every
 the one file a refused command may touch.
 """
 
-import hashlib
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from nndiff.cli.main import main
+from tests.checks import checksums
 
 TASK_FILE = "from nndiff.tasks.digits import digits_cnn\n\ndef make_task():\n    t = digits_cnn()\n{}\n    return t\n"
 
@@ -319,6 +318,7 @@ CASES = [
     ("zoo changed under the run, evaluate", EVALUATE, ZOO_CHANGED, "no longer holds the snapshots"),
     ("zoo changed under the run, report", REPORT, ZOO_CHANGED, "no longer holds the snapshots"),
     ("zoo changed under the run, doctor", ["doctor", "--run", "{run}"], ZOO_CHANGED, "no longer holds the snapshots"),
+    ("zoo changed under the run, generate", GENERATE, ZOO_CHANGED, "no longer holds the snapshots"),
     # every file's contract
     ("layout names a tensor twice", EVALUATE, manifest(_duplicate_layout_entry), "'bn1.weight' appears twice in the layout"),
     ("manifest dim wrong", EVALUATE, manifest(lambda m: m.update(dim=5)), "dim 5, but the layout's shapes add up to 96"),
@@ -393,11 +393,6 @@ CASES = [
 ]
 
 
-def _checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink() and p.name != ".nndiff.lock"}
-
-
 def test_the_table_is_large_and_unique():
     assert len(CASES) >= 120
     assert len({c[0] for c in CASES}) == len(CASES)
@@ -410,7 +405,7 @@ def test_bad_input(name, args, setup, needle, tiny_run, tmp_path, capsys, monkey
     if setup:
         setup(run, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)  # a pickle that ran would leave ./pwned here
-    before = _checksums(tmp_path)
+    before = checksums(tmp_path)
     code = main(["--quiet", *(a.format(run=run, tmp=tmp_path) for a in args)])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -418,7 +413,7 @@ def test_bad_input(name, args, setup, needle, tiny_run, tmp_path, capsys, monkey
     assert needle in err, err
     for never in ("Traceback", "weights_only", "\x1b"):
         assert never not in err, err
-    assert _checksums(tmp_path) == before  # nothing lost, nothing half-written
+    assert checksums(tmp_path) == before  # nothing lost, nothing half-written
 
 
 def test_yaml_numbers_in_any_notation_are_read(tmp_path):

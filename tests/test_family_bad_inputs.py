@@ -5,7 +5,6 @@ Each row runs on its own copies of the tiny family run ({fam}) and the tiny sing
 after a setup that plants the bad file where the row needs one.
 """
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nndiff.cli.main import main
+from tests.checks import checksums
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 USER_FAMILY = (EXAMPLES / "tabular_family.py").read_text()
@@ -177,11 +177,6 @@ CASES = [
 ]
 
 
-def _checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink() and p.name != ".nndiff.lock"}
-
-
 def test_the_table_is_large_and_unique():
     assert len(CASES) >= 40
     assert len({c[0] for c in CASES}) == len(CASES)
@@ -197,7 +192,7 @@ def test_bad_family_input(name, args, setup, needle, family_run, tiny_run, tmp_p
         if setup:
             setup(fam, tmp_path, monkeypatch)
         monkeypatch.chdir(tmp_path)
-        before = _checksums(tmp_path)
+        before = checksums(tmp_path)
         code = main(["--quiet", *(a.format(fam=fam, run=run, tmp=tmp_path) for a in args)])
     finally:
         for proc in HELD:
@@ -209,5 +204,5 @@ def test_bad_family_input(name, args, setup, needle, family_run, tiny_run, tmp_p
     assert err.startswith("nndiff: error: ") and err.count("\n") == 1, err
     assert needle in err, err
     assert "Traceback" not in err, err
-    assert _checksums(tmp_path) == before  # nothing lost, nothing half-written
+    assert checksums(tmp_path) == before  # nothing lost, nothing half-written
     assert not (tmp_path / "o").exists()  # a refused run creates nothing

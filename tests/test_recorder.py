@@ -28,6 +28,16 @@ def step(model: DigitsCNN, seed: int) -> None:
         model.bn2.weight.add_(torch.randn(model.bn2.weight.shape, generator=torch.Generator().manual_seed(seed)))
 
 
+def taskless_zoo(out: Path, k: int) -> None:
+    """k snapshots of a digits CNN's bn2 recorded without a task, each one step() further."""
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    rec = Recorder(out, model, ["bn2.*"], k=k)
+    for s in range(1, k + 1):
+        step(model, s)
+        rec.record(model, s)
+
+
 def test_a_recording_becomes_a_zoo_that_train_reads(tmp_path):
     torch.manual_seed(0)
     model = DigitsCNN().eval()
@@ -183,12 +193,7 @@ def test_training_without_a_task_judges_its_budgets_on_the_parameters(tmp_path):
     from nndiff.tasks import forget_named_tasks
 
     forget_named_tasks()  # no task named in this process (an earlier command's --task would be used)
-    torch.manual_seed(0)
-    model = DigitsCNN().eval()
-    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=20)
-    for s in range(1, 21):
-        step(model, s)
-        rec.record(model, s)
+    taskless_zoo(tmp_path / "zoo", 20)
     config = TrainConfig()
     config.autoencoder.kind = "conv"  # the autoencoder's own budget (the automatic codec choice: test_principal.py)
     config.autoencoder.max_steps, config.diffusion.max_steps = 200, 200
@@ -289,12 +294,7 @@ def test_a_task_that_fails_at_the_end_can_be_corrected_on_reopening(tmp_path):
 def test_a_report_asked_with_another_task_measures_with_that_task(tmp_path, capsys):
     """A zoo recorded without a task, evaluated with task A, then reported with task B (A with half
     its test split): the report evaluates again with B, and metrics.json names the task it measured with."""
-    torch.manual_seed(0)
-    model = DigitsCNN().eval()
-    rec = Recorder(tmp_path / "zoo", model, ["bn2.*"], k=12)
-    for s in range(1, 13):
-        step(model, s)
-        rec.record(model, s)
+    taskless_zoo(tmp_path / "zoo", 12)
     body = "from nndiff.tasks.digits import digits_cnn\n\ndef make_task():\n    t = digits_cnn()\n{}    return t\n"
     (tmp_path / "a.py").write_text(body.format(""))
     (tmp_path / "b.py").write_text(body.format("    s = t.splits()\n    s['test'].x, s['test'].y = s['test'].x[:200], "

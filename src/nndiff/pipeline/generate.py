@@ -11,7 +11,7 @@ from nndiff.errors import NndiffError
 from nndiff.generator.generated import GENERATED, SampleConfig, check_generate_args, write_generated
 from nndiff.generator.sampler import ParamGenerator
 from nndiff.params.rows import fingerprint, finite_rows
-from nndiff.pipeline.rundir import _locked_run, generated_info, read_run_config, training_id
+from nndiff.pipeline.rundir import _locked_run, generated_info, load_run_zoo, read_run_config, training_id
 from nndiff.runtime.device import resolve_device
 
 
@@ -31,7 +31,9 @@ def generate_run(
     s = sample or SampleConfig()
     check_generate_args(s.n, seed, s.sampler, s.steps, s.target_acc, s.guidance)
     run_dir = Path(run_dir)
-    _, config = read_run_config(run_dir)
+    zoo_dir, config = read_run_config(run_dir)
+    if (zoo_dir / "manifest.json").is_file():  # a run moved without its zoo still samples
+        load_run_zoo(run_dir, zoo_dir)  # refused when the zoo changed since training (metrics.json stays)
     generator = ParamGenerator.load(run_dir, config, resolve_device(device))
     t0 = time.perf_counter()
     vectors = generator.sample(s.n, seed, s.sampler, s.steps, s.target_acc, s.guidance)
