@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from nndiff.errors import NndiffError
 from nndiff.generator.autoencoder import Autoencoder, AutoencoderConfig
 
 
@@ -127,8 +128,8 @@ def test_tokens_follow_the_layers():
 
 
 def test_a_saved_generator_keeps_its_layer_tokens(tmp_path):
-    """The layer sizes travel with autoencoder.safetensors; a file without them (saved when tokens cut
-    across layers) is rebuilt with one span, as it was trained."""
+    """The codec's class and constructor arguments (layer sizes among them) travel with
+    autoencoder.safetensors; a file without them is refused, not rebuilt from config.yaml."""
     from nndiff.generator.config import TrainConfig
     from nndiff.generator.denoiser import Denoiser
     from nndiff.generator.sampler import ParamGenerator
@@ -149,5 +150,8 @@ def test_a_saved_generator_keeps_its_layer_tokens(tmp_path):
     assert loaded.autoencoder.sizes == [5, 7]
     torch.testing.assert_close(loaded.autoencoder.decode(z), ae.decode(z))
     path = tmp_path / "autoencoder.safetensors"
-    save_tensors(path, load_tensors(path), {"dim": 12})
-    assert ParamGenerator.load(tmp_path, config).autoencoder.sizes == [12]
+    config.autoencoder.token_size = 1  # config.yaml does not describe the saved codec: the file does
+    assert ParamGenerator.load(tmp_path, config).autoencoder.token == 4
+    save_tensors(path, load_tensors(path), {"dim": 12, "layer_sizes": [5, 7]})
+    with pytest.raises(NndiffError, match="does not record which codec it holds"):
+        ParamGenerator.load(tmp_path, config)

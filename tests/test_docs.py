@@ -86,7 +86,11 @@ def test_the_checks_catch_a_broken_link_and_a_broken_command(tmp_path):
 def test_the_cheap_commands_of_the_readme_run(tmp_path, tiny_run, capsys):
     """The README's reading commands, on a real (tiny) run: each exits 0 and prints what it promises."""
     assert main(["tasks"]) == 0
-    assert "mnist1d-cnn" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "mnist1d-cnn" in listed
+    for name in ("mnist1d-binary", "digits-binary", "mnist1d-domains"):  # the families too, and how to ask
+        assert f"\n{name} " in listed, name
+    assert "--code (10 binary digits)" in listed and "--examples FILE" in listed
     assert main(["inspect", "--task", "mnist1d-cnn", "--select", "bn*"]) == 0
     assert "bn3.weight" in capsys.readouterr().out
     assert main(["--quiet", "evaluate", "--run", str(tiny_run)]) == 0

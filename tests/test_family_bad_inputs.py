@@ -85,6 +85,31 @@ def config_file(text: str):
     return setup
 
 
+def generator_file(change, name: str | None = None):
+    """The generator generate uses (`name`: make the run choose that one) rewritten by
+    change(metadata, tensors), its digest recorded again: only the loader stands between it and use."""
+    def setup(fam, tmp, mp):
+        from nndiff.io.files import file_digest
+        from nndiff.io.tensors import load_metadata, load_tensors, save_tensors
+
+        metrics = json.loads((fam / "metrics.json").read_text())
+        chosen = metrics["chosen_on_validation_tasks"]
+        chosen["generator"] = name or chosen["generator"]
+        path = fam / f"{chosen['generator']}.safetensors"
+        meta, tensors = change(load_metadata(path), load_tensors(path))
+        save_tensors(path, tensors, meta)
+        metrics["files"][path.name] = file_digest(path)
+        (fam / "metrics.json").write_text(json.dumps(metrics))
+    return setup
+
+
+def manifest(change):
+    def setup(fam, tmp, mp):
+        path = fam / "family" / "manifest.json"
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    return setup
+
+
 def lock_held(fam, tmp, mp):
     holder = ("import sys, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
               "sys.stdin.read()")
@@ -127,6 +152,34 @@ CASES = [
      lambda fam, tmp, mp: (fam / "family" / "manifest.json").write_text(
          json.dumps({**json.loads((fam / "family" / "manifest.json").read_text()), "key": "0" * 16})),
      "holds the heads of another run"),
+    # generator files that pass the digest check but not the loader
+    ("family generator of an unregistered kind", CODE, generator_file(lambda m, t: ({**m, "class": "my-gan"}, t)),
+     "holds no generator of the kinds descriptor-regression, descriptor-diffusion (it says 'my-gan')"),
+    ("family generator without its record", CODE,
+     generator_file(lambda m, t: ({k: v for k, v in m.items() if k not in ("class", "args")}, t)),
+     "holds no generator of the kinds"),
+    ("family generator with malformed arguments", CODE,
+     generator_file(lambda m, t: ({**m, "args": {**m["args"], "width": "wide"}}, t)),
+     "width must be a whole number of at least 1, not 'wide'"),
+    ("family generator recording a huge network", CODE,
+     generator_file(lambda m, t: ({**m, "args": {**m["args"], "width": 10**9}}, t)),
+     "tensor 0.weight is torch.float32"),
+    ("family generator with a tensor cut short", CODE,
+     generator_file(lambda m, t: (m, {k: v[:1] if k == "net.2.weight" else v for k, v in t.items()})),
+     "tensor 2.weight is torch.float32 [1,"),
+    ("family generator with an unknown codec", CODE,
+     generator_file(lambda m, t: ({**m, "args": {**m["args"], "codec": {**m["args"]["codec"], "class": "vae"}}}, t),
+                    "diffusion"), "a codec of kind 'vae', which is not registered here"),
+    ("family generator with a codec of another size", CODE,
+     generator_file(lambda m, t: ({**m, "args": {**m["args"], "codec": {"class": "conv", "args": {"dim": 3}}}}, t),
+                    "diffusion"), "holds a codec of 3 values where"),
+    # malformed family manifests
+    ("family manifest not JSON", CODE, lambda fam, tmp, mp: (fam / "family" / "manifest.json").write_text("{"),
+     "manifest.json"),
+    ("family manifest tasks not a mapping", CODE, manifest(lambda m: {**m, "tasks": 5}),
+     "malformed or older family run records"),
+    ("family manifest codes not a list", CODE, manifest(lambda m: {**m, "codes": {"a": 1}}),
+     "malformed or older family run records"),
     # single-task commands on a family run, and the other way round
     ("evaluate on a family run", ["evaluate", "--run", "{fam}"], None, "is a family run"),
     ("report on a family run", ["report", "--run", "{fam}"], None, "is a family run"),
@@ -173,6 +226,8 @@ CASES = [
     ("config names a family file", ["run", "--config", "{tmp}/c.yaml", "--out", "{tmp}/o"],
      config_file("family: {tmp}/fam.py:make_family\n"), "a --config file names the family"),
     ("config names a task file", ["run", "--config", "{tmp}/c.yaml", "--out", "{tmp}/o"],
+     config_file("task: {tmp}/tabular_mlp.py:make_task\n"), "a --config file names the task"),
+    ("config naming a task file printed", ["run", "--config", "{tmp}/c.yaml", "--print_config"],
      config_file("task: {tmp}/tabular_mlp.py:make_task\n"), "a --config file names the task"),
 ]
 

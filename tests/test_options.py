@@ -34,8 +34,7 @@ def test_a_new_training_setting_is_one_field(monkeypatch, capsys, tmp_path):
     shown = capsys.readouterr().out
     assert "--warmup" in shown and "warmup steps of both training loops" in shown
 
-    with pytest.raises(SystemExit):
-        main(["train", "--zoo", "z", "--out", "o", "--warmup", "7", "--print_config"])
+    assert main(["train", "--zoo", "z", "--out", "o", "--warmup", "7", "--print_config"]) == 0
     written = yaml.safe_load(capsys.readouterr().out)
     assert written["warmup"] == 7
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"warmup": 9, "autoencoder": {"steps": 5}}))
@@ -106,3 +105,19 @@ def test_doctor_help_states_the_lines_the_checks_use():
     warn, fail = (f"{100 * v:g}%" for v in UNEXPLAINED)
     assert f"miss over {fail} of the snapshots' variation (warns over {warn})" in text
     assert "weight average" in text and "SGD noise" in text
+
+
+def test_a_printed_config_leaves_out_code_and_says_so(tmp_path, capsys):
+    """A --config file that names code is refused when read, so --print_config does not write one:
+    the task or family named on the command line is left out, with a warning that names it."""
+    task = f"{tmp_path}/my_task.py:make_task"
+    assert main(["run", "--task", task, "--ae-steps", "7", "--print_config"]) == 0
+    captured = capsys.readouterr()
+    written = yaml.safe_load(captured.out)
+    assert written["task"] is None and written["autoencoder"]["steps"] == 7
+    assert f"leave out --task {task}" in captured.err
+    (tmp_path / "c.yaml").write_text(captured.out)  # what was printed reads back, and refuses nothing
+    args = build_parser().parse_args(["run", "--config", str(tmp_path / "c.yaml")])["run"]
+    assert _configs(args)[1].autoencoder.steps == 7
+    assert main(["run", "--task", "digits-cnn", "--print_config"]) == 0  # a built-in task is no code: kept
+    assert yaml.safe_load(capsys.readouterr().out)["task"] == "digits-cnn"

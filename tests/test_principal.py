@@ -80,7 +80,7 @@ def test_a_pca_run_trains_no_autoencoder_and_loads_its_components(pca_run):
     assert check.status == "pass" and check.measured.startswith("0.0% of the snapshots' variation")
 
 
-def test_a_pca_run_without_its_components_is_refused(pca_run, tmp_path):
+def test_a_pca_run_whose_codec_record_is_lost_or_wrong_is_refused(pca_run, tmp_path):
     import shutil
 
     from nndiff.errors import NndiffError
@@ -89,9 +89,22 @@ def test_a_pca_run_without_its_components_is_refused(pca_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(pca_run, run)
     path = run / "autoencoder.safetensors"
-    save_tensors(path, load_tensors(path), {"dim": 1, "stage": load_metadata(path)["stage"]})  # components lost
+    meta, tensors = load_metadata(path), load_tensors(path)
     _, config = read_run_config(run)
-    with pytest.raises(NndiffError, match="principal components"):
+    for record, message in [
+        (None, "does not record which codec it holds"),
+        ({"class": "svd", "args": meta["codec"]["args"]}, "kind 'svd', which is not registered here"),
+        ({"class": "pca", "args": {**meta["codec"]["args"], "dim": 10**12}}, "where 96 are generated"),
+        ({"class": "pca", "args": {**meta["codec"]["args"], "count": 5}},
+         r"tensor components is torch.float32 \[23, 96\] where the module has"),
+        ({"class": "pca", "args": {**meta["codec"]["args"], "count": "all"}}, "cannot be rebuilt"),
+    ]:
+        save_tensors(path, tensors, {"stage": meta["stage"], **({"codec": record} if record else {})})
+        with pytest.raises(NndiffError, match=message):
+            ParamGenerator.load(run, config)
+    config.autoencoder.kind = "conv"
+    save_tensors(path, tensors, meta)
+    with pytest.raises(NndiffError, match="holds a pca codec where config.yaml asks for conv"):
         ParamGenerator.load(run, config)
 
 

@@ -10,8 +10,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from safetensors.torch import load_file, save_file
 
 from nndiff.cli.main import main
 from nndiff.io.tensors import load_metadata

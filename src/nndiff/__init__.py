@@ -16,6 +16,7 @@ from nndiff.evaluation.metrics import compute_metrics
 from nndiff.families.config import FamilyConfig
 from nndiff.families.run import run_family
 from nndiff.generator.config import TrainConfig
+from nndiff.generator.registry import register_codec, register_generator
 from nndiff.generator.sampler import ParamGenerator
 from nndiff.params.layout import Layout
 from nndiff.params.normalizer import Normalizer
@@ -52,4 +53,6 @@ __all__ = [
     "NndiffError",
     "run_family",
     "FamilyConfig",
+    "register_codec",
+    "register_generator",
 ]

@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from nndiff.cli import print_config
 from nndiff.cli.parser import DISTRIBUTED, build_parser
 from nndiff.errors import NndiffError
 
@@ -51,16 +52,9 @@ def dispatch(command: str, args, quiet: bool) -> int:
         task = get_task(args.task, args.data_root, args.image_size, check_data=False)  # the model alone
         print(describe(task.make_model(), args.select or task.default_select))
     elif command == "tasks":
-        from nndiff.tasks import TASKS
-        from nndiff.tasks.vision import ARCHITECTURES, DATASETS
+        from nndiff.cli.listing import listing
 
-        for name, make in TASKS.items():
-            print(f"{name:24s} {make().description}")
-        print(
-            f"\nvision tasks, DATASET-ARCH with --data-root (pip install 'nndiff[vision]'):\n"
-            f"  datasets: {', '.join(DATASETS)}\n  architectures: {', '.join(ARCHITECTURES)}\n"
-            f"  e.g. cifar100-resnet18 generates layer4.1.bn1 + layer4.1.bn2 as in the paper"
-        )
+        print(listing())
     elif command == "collect":
         from nndiff.zoo.lr_probe import probe_lines
 
@@ -235,10 +229,10 @@ def _drop_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     from nndiff.config.options import one_line_error
 
+    words = sys.argv[1:] if argv is None else list(argv)
     try:
-        namespace = build_parser().parse_args(argv)
+        namespace = build_parser().parse_args(print_config.without_it(words))
     except argparse.ArgumentError as e:  # an option's value refused: one line, as every other error
-        words = sys.argv[1:] if argv is None else list(argv)
         command = next((a for a in words if not a.startswith("-")), None)
         message = one_line(one_line_error(str(e)))
         files = [words[i + 1] for i, a in enumerate(words[:-1]) if a == "--config"]
@@ -252,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = namespace.debug or args.get("debug", False)
     quiet = namespace.quiet or args.get("quiet", False)
     try:
-        _code_named_on_the_command_line(args, sys.argv[1:] if argv is None else list(argv))
+        _code_named_on_the_command_line(args, words)
         from nndiff.runtime.distributed import init_distributed, is_main
         from nndiff.runtime.memory import reuse_freed_memory
 
@@ -267,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         with quiet_rank, warnings.catch_warnings():  # rank 0 alone prints results
             if not debug:
                 warnings.showwarning = _show_warning
+            if print_config.asked(words):
+                print(print_config.printed_config(words), end="")
+                return 0
             code = dispatch(command, args, quiet)
             if sys.stdout is not None:
                 sys.stdout.flush()  # a closed or full standard output fails here, not at exit

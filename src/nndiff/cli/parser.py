@@ -279,5 +279,5 @@ def build_parser():
     )
     p.add_argument("--image-size", dest="image_size", type=int, help="vision tasks: the image side in pixels")
 
-    _command(sub, "tasks", "list the built-in tasks")
+    _command(sub, "tasks", "list the built-in tasks and task families")
     return parser

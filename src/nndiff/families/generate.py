@@ -17,9 +17,10 @@ from nndiff.config.settings import number, seed as check_seed
 from nndiff.errors import NndiffError
 from nndiff.families.examples import embed, load_examples
 from nndiff.families.family import parse_code
-from nndiff.families.generators import GENERATORS, load_generator
+from nndiff.families.generators import GENERATORS, DiffusionGenerator, RegressionGenerator
 from nndiff.families.heads import features
 from nndiff.families.registry import fingerprint, recorded_family
+from nndiff.generator.registry import load_generator
 from nndiff.io.files import file_digest, load_json, save_json, write_directory
 from nndiff.io.staging import recover_staged
 from nndiff.io.tensors import load_tensors, save_tensors
@@ -41,7 +42,8 @@ def _open(run: Path):
         raise NndiffError(f"{run} is not a finished family run; make one with `nndiff run --family NAME --out {run}`")
     record, manifest, metrics = (load_json(p) for p in paths)
     fix = f"rerun the family run with `nndiff run --family NAME --out {run} --fresh`"
-    if not all(isinstance(d, dict) for d in (record, manifest, metrics)) or "files" not in metrics:
+    if not all(isinstance(d, dict) for d in (record, manifest, metrics)) or "files" not in metrics \
+            or not _task_lists(manifest):
         raise NndiffError(f"{run} holds malformed or older family run records; {fix}")
     family = recorded_family(record.get("family"), f"run {run}")
     if fingerprint(family) != record.get("fingerprint"):
@@ -49,6 +51,14 @@ def _open(run: Path):
     if manifest.get("key") is None or manifest.get("key") != metrics.get("heads_key"):
         raise NndiffError(f"{run / 'family'} holds the heads of another run than {run / 'metrics.json'}; {fix}")
     return manifest, metrics, family
+
+
+def _task_lists(manifest: dict) -> bool:
+    """Whether the manifest lists the tasks' codes and the training tasks among them."""
+    codes, tasks = manifest.get("codes"), manifest.get("tasks")
+    train = tasks.get("train") if isinstance(tasks, dict) else None
+    return isinstance(codes, list) and isinstance(train, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(codes) for i in train)
 
 
 def _checked(run: Path, metrics: dict, name: str) -> Path:
@@ -66,14 +76,15 @@ def _generator(run: Path, metrics: dict, key: str):
     name = metrics.get(key) if key == "examples_generator" else metrics.get(key, {}).get("generator")
     if name not in (*GENERATORS, "regression_examples"):
         raise NndiffError(f"{run / 'metrics.json'} does not say which generator to use; rerun the family run")
-    return name, load_generator(_checked(run, metrics, f"{name}.safetensors"))
+    kinds = (RegressionGenerator.tag, DiffusionGenerator.tag)
+    return name, load_generator(_checked(run, metrics, f"{name}.safetensors"), kinds)
 
 
 def _count(n: int, seed: int, generator) -> int:
     """How many models to write: n, checked; one for a generator that gives one model per task."""
     number(n, "-n", low=1, high=MAX_MODELS, integer=True)
     check_seed(seed)
-    return n if generator.kind == "diffusion" else 1
+    return 1 if generator.one_per_task else n
 
 
 def generate_for_code(run: str | Path, text: str, n: int, seed: int = 0) -> tuple[Path, str, int]:
@@ -88,7 +99,7 @@ def generate_for_code(run: str | Path, text: str, n: int, seed: int = 0) -> tupl
         name, generator = _generator(run, metrics, "chosen_on_validation_tasks")
         count = _count(n, seed, generator)
         heads = generator.sample(code[None].float(), count, seed)
-        codes = manifest.get("codes", [])
+        codes = manifest["codes"]
         seen = "seen: a training task" if text in [codes[i] for i in manifest["tasks"]["train"]] else "unseen"
         info = {"code": text, "generator": name, "seed": seed, "seen": seen}
         return _write(run, family, heads, info), seen, count

@@ -7,39 +7,37 @@
   run (training/loops.py), its denoiser conditioned on the descriptor with classifier-free guidance.
 
 A descriptor is any float vector per task (a binary code, an example set's embedding); both
-standardize it with statistics of their training descriptors. Both save to and load from safetensors
-(`save(path)`, `load(path)`), and sample `n` heads per descriptor with `sample(descriptors, n, seed)`:
-[len(descriptors) * n, D], the n of each task together.
+standardize it with statistics of their training descriptors. Both are registered generators
+(generator/registry.py: one safetensors file each, with `save_generator` / `load_generator`), and
+sample `n` heads per descriptor with `sample(descriptors, n, seed)`: [len(descriptors) * n, D], the n
+of each task together (`one_per_task`: a regression's n are one head repeated).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from nndiff.errors import NndiffError
-from nndiff.generator.autoencoder import Autoencoder
 from nndiff.generator.config import TrainConfig
 from nndiff.generator.denoiser import Denoiser
 from nndiff.generator.diffusion import make_scheduler, sample
-from nndiff.io.tensors import load_metadata, load_tensors, save_tensors
+from nndiff.generator.registry import codec_record, load_codec, register_generator, restore_module
 from nndiff.params.normalizer import Normalizer
 from nndiff.training.loops import encode_all, train_autoencoder, train_diffusion
 
 GENERATORS = ("regression", "regression_tuned", "diffusion")  # the run's files, named for their generator
 
 
+@register_generator("descriptor-regression")
 class RegressionGenerator:
-    kind = "regression"
+    one_per_task = True
 
-    def __init__(self, inputs: Normalizer, dim: int, normalizer: Normalizer, width: int = 1024):
+    def __init__(self, inputs: Normalizer, normalizer: Normalizer, *, width: int = 1024, net: nn.Module | None = None):
+        """`net`: the trained map (default: a new one from `width`)."""
         self.inputs, self.normalizer, self.width = inputs, normalizer, width
-        self.net = nn.Sequential(
-            nn.Linear(len(inputs.mean), width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, dim)
-        )
+        self.net = net if net is not None else _regression_net(len(inputs.mean), width, len(normalizer.mean))
 
     @classmethod
     def fit(cls, params: torch.Tensor, descriptors: torch.Tensor, steps: int = 4000, seed: int = 0,
@@ -48,7 +46,7 @@ class RegressionGenerator:
         torch.manual_seed(seed)
         descriptors = descriptors.float()
         inputs = Normalizer.fit(descriptors, None, "element")
-        gen = cls(inputs, params.shape[1], Normalizer.fit(params, None, "element"), width)
+        gen = cls(inputs, Normalizer.fit(params, None, "element"), width=width)
         target, inputs = gen.normalizer(params), inputs(descriptors)
         opt = torch.optim.AdamW(gen.net.parameters(), lr=lr)
         draw = torch.Generator().manual_seed(seed)
@@ -68,27 +66,25 @@ class RegressionGenerator:
         """One head per task (a regression is deterministic), repeated n times."""
         return self.normalizer.inverse(self.net(self.inputs(descriptors.float()))).repeat_interleave(n, 0)
 
-    def save(self, path: Path) -> None:
+    def arguments(self) -> dict:
+        return {"descriptor_dim": len(self.inputs.mean), "dim": len(self.normalizer.mean), "width": self.width}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        state.update(self.normalizer.state_dict("params.") | self.inputs.state_dict("inputs."))
-        save_tensors(path, state, {"kind": self.kind, "width": self.width})
+        return state | self.normalizer.state_dict("params.") | self.inputs.state_dict("inputs.")
 
     @classmethod
-    def load(cls, path: Path) -> "RegressionGenerator":
-        state = load_tensors(path)
-        first, last = state.get("net.0.weight"), state.get("net.4.weight")
-        if first is None or last is None:
-            raise NndiffError(f"{path} is not a regression generator; retrain the run")
-        norm = Normalizer.from_state_dict(state, "params.", last.shape[0], str(path))
-        inputs = Normalizer.from_state_dict(state, "inputs.", first.shape[1], str(path))
-        gen = cls(inputs, last.shape[0], norm, first.shape[0])
-        gen.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-        gen.net.eval()
-        return gen
+    def from_saved(cls, args: dict, state: dict[str, torch.Tensor]) -> "RegressionGenerator":
+        norm = Normalizer.from_state_dict(state, "params.", _count(args, "dim"), "its tensors")
+        inputs = Normalizer.from_state_dict(state, "inputs.", _count(args, "descriptor_dim"), "its tensors")
+        width = _count(args, "width")
+        net = restore_module(lambda: _regression_net(len(inputs.mean), width, len(norm.mean)), _part(state, "net."))
+        return cls(inputs, norm, width=width, net=net)
 
 
+@register_generator("descriptor-diffusion")
 class DiffusionGenerator:
-    kind = "diffusion"
+    one_per_task = False
 
     def __init__(self, config: TrainConfig, inputs, normalizer, latent_normalizer, autoencoder, denoiser):
         self.config, self.inputs, self.normalizer = config, inputs, normalizer
@@ -117,41 +113,43 @@ class DiffusionGenerator:
         z = self.latent_normalizer.inverse(z.flatten(1)).view(len(cond), *shape)
         return self.normalizer.inverse(self.autoencoder.decode(z))
 
-    def save(self, path: Path) -> None:
-        state = {
+    def arguments(self) -> dict:
+        return {"config": self.config.to_dict(), "codec": codec_record(self.autoencoder),
+                "descriptor_dim": self.denoiser.cond_dim}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
             **{f"autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()},
             **{f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()},
             **self.normalizer.state_dict("params."),
             **self.latent_normalizer.state_dict("latent."),
             **self.inputs.state_dict("inputs."),
         }
-        meta = {"kind": self.kind, "config": self.config.to_dict(), "layer_sizes": self.autoencoder.sizes,
-                "code_dim": self.denoiser.cond_dim}
-        save_tensors(path, state, meta)
 
     @classmethod
-    def load(cls, path: Path) -> "DiffusionGenerator":
-        meta, state = load_metadata(path), load_tensors(path)
-        try:
-            config = TrainConfig.from_dict(meta["config"], str(path))
-            dim = sum(meta["layer_sizes"])
-            ae = Autoencoder(dim, config.autoencoder, meta["layer_sizes"])
-            ae.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("autoencoder.")})
-            den = Denoiser(ae.latent_shape, config.denoiser, int(meta["code_dim"]))
-            den.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("denoiser.")})
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            what = type(e).__name__
-            raise NndiffError(f"{path} is not a family run's diffusion generator ({what}); retrain") from None
-        norm = Normalizer.from_state_dict(state, "params.", dim, str(path))
-        latent = Normalizer.from_state_dict(state, "latent.", math.prod(ae.latent_shape), str(path))
-        inputs = Normalizer.from_state_dict(state, "inputs.", int(meta["code_dim"]), str(path))
-        return cls(config, inputs, norm, latent, ae.eval(), den.eval())
+    def from_saved(cls, args: dict, state: dict[str, torch.Tensor]) -> "DiffusionGenerator":
+        config = TrainConfig.from_dict(args["config"], "its config")
+        norm = Normalizer.from_state_dict(state, "params.", len(state.get("params.mean", ())), "its tensors")
+        ae = load_codec(args["codec"], _part(state, "autoencoder."), "its codec", len(norm.mean))
+        code_dim = _count(args, "descriptor_dim")
+        den = restore_module(lambda: Denoiser(ae.latent_shape, config.denoiser, code_dim), _part(state, "denoiser."))
+        latent = Normalizer.from_state_dict(state, "latent.", math.prod(ae.latent_shape), "its tensors")
+        inputs = Normalizer.from_state_dict(state, "inputs.", code_dim, "its tensors")
+        return cls(config, inputs, norm, latent, ae, den)
 
 
-def load_generator(path: Path):
-    kind = load_metadata(path).get("kind")
-    if kind == "regression":
-        return RegressionGenerator.load(path)
-    if kind == "diffusion":
-        return DiffusionGenerator.load(path)
-    raise NndiffError(f"{path} holds no generator of a family run (kind {kind!r}); retrain the run")
+def _regression_net(descriptor_dim: int, width: int, dim: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(descriptor_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, dim)
+    )
+
+
+def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _count(args: dict, key: str) -> int:
+    value = args.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{key} must be a whole number of at least 1, not {value!r}")
+    return value

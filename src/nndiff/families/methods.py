@@ -24,7 +24,7 @@ def heldout_methods(family, config, generators, inputs, rows, init, feats, label
     seconds = {}
     for name, gen in generators.items():
         given = desc.sets["heldout"] if name == "regression_examples" else inputs
-        n = 1 if gen.kind == "regression" else config.n
+        n = 1 if gen.one_per_task else config.n
         t0 = time.perf_counter()
         out[name] = gen.sample(given, n, config.seed).view(len(held), -1, dim)
         seconds[name] = {"per_task": (time.perf_counter() - t0) / len(held)}

@@ -33,6 +33,7 @@ from nndiff.families.evaluate import SGD_STEPS, compare_methods, per_sample, ste
 from nndiff.families.generators import GENERATORS, DiffusionGenerator, RegressionGenerator
 from nndiff.families.methods import heldout_methods, novelty
 from nndiff.families.tuning import tune
+from nndiff.generator.registry import save_generator
 from nndiff.families.registry import fingerprint, get_family
 from nndiff.io.files import file_digest, load_json, save_json
 from nndiff.io.staging import Staging, recover_staged
@@ -166,7 +167,7 @@ def _run(family, config: FamilyConfig, out: Path, progress: bool, log, stage: St
     })
     with Staging(out, "family") as staging:
         for name, gen in generators.items():
-            gen.save(staging.dir / f"{name}.safetensors")
+            save_generator(staging.dir / f"{name}.safetensors", gen)
         _save_examples_index(staging.dir, desc, generators[examples_generator or "regression"])
         files = [staging.dir / f"{name}.safetensors" for name in generators] + [staging.dir / "examples.safetensors"]
         metrics["files"] = {p.name: file_digest(p) for p in [*files, out / "family" / "base.safetensors"]}
@@ -239,7 +240,7 @@ def _inputs(family, desc, tasks) -> dict[str, torch.Tensor]:
 
 
 def _sample(gen, descriptors: torch.Tensor, config: FamilyConfig) -> torch.Tensor:
-    return gen.sample(descriptors, 1 if gen.kind == "regression" else config.n, config.seed)
+    return gen.sample(descriptors, 1 if gen.one_per_task else config.n, config.seed)
 
 
 def _save_examples_index(directory: Path, desc: Descriptors, gen) -> None:

@@ -10,6 +10,7 @@ latent's own scale, and the encoder cannot escape it by growing its output.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nndiff.config.options import read_settings
 from nndiff.config.settings import auto_steps, setting
+from nndiff.generator.registry import register_codec
 from nndiff.generator.tokens import PerPositionIn, PerPositionOut, auto_token_size, layer_spans
 from nndiff.params.rows import row_blocks
 
@@ -78,6 +81,7 @@ class AutoencoderConfig:
     )
 
 
+@register_codec("conv")
 class Autoencoder(nn.Module):
     """`sizes`: the number of values of each layer, in order (default: one layer of `dim`); with
     tokens of more than one value, each layer gets tokens of its own (layer_spans)."""
@@ -116,6 +120,13 @@ class Autoencoder(nn.Module):
             nn.SiLU(),
             PerPositionOut(c, self.padded, token, spans),
         )
+
+    def arguments(self) -> dict:
+        return {"dim": self.dim, "config": dataclasses.asdict(self.config), "sizes": self.sizes}
+
+    @classmethod
+    def from_arguments(cls, args: dict) -> "Autoencoder":
+        return cls(int(args["dim"]), read_settings(AutoencoderConfig, args["config"], "its config"), args["sizes"])
 
     @property
     def latent_shape(self) -> tuple[int, int]:

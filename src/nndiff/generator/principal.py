@@ -15,13 +15,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nndiff.generator.registry import register_codec
 from nndiff.params.normalizer import Normalizer
 from nndiff.params.rows import column_blocks, row_blocks
 
 
+@register_codec("pca")
 class PrincipalCodec(nn.Module):
     def __init__(self, dim: int, count: int):
         super().__init__()
+        if not (isinstance(dim, int) and isinstance(count, int) and dim >= 1 and count >= 1):
+            raise ValueError(f"a principal-component codec keeps 1 or more directions of 1 or more values, "
+                             f"not {count!r} of {dim!r}")
         self.dim, self.sizes = dim, [dim]
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("components", torch.empty(count, dim))  # filled by fit or load_state_dict
@@ -40,6 +45,13 @@ class PrincipalCodec(nn.Module):
         codec.mean = mean  # the buffers themselves, not copies (components are as large as K rows)
         codec.components = components
         return codec, float(explained.sum())
+
+    def arguments(self) -> dict:
+        return {"dim": self.dim, "count": len(self.components)}
+
+    @classmethod
+    def from_arguments(cls, args: dict) -> "PrincipalCodec":
+        return cls(args["dim"], args["count"])
 
     @property
     def latent_shape(self) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from nndiff.generator.denoiser import Denoiser
 from nndiff.generator.diffusion import make_scheduler, sample
 from nndiff.generator.generated import check_generate_args
 from nndiff.generator.principal import PrincipalCodec
+from nndiff.generator.registry import codec_record, load_codec, restore_module
 from nndiff.io.tensors import load_metadata, load_tensors, map_tensors, save_tensors
 from nndiff.params.layout import Layout
 from nndiff.params.normalizer import Normalizer
@@ -36,7 +37,7 @@ class ParamGenerator:
     config: TrainConfig
     normalizer: Normalizer  # parameters
     latent_normalizer: Normalizer  # flattened latents, so diffusion sees zero mean, unit variance
-    autoencoder: Autoencoder | PrincipalCodec
+    autoencoder: Autoencoder | PrincipalCodec  # any registered codec (registry.py)
     denoiser: Denoiser  # EMA weights
     condition_normalizer: Normalizer | None = (
         None  # conditional generators: standardizes the requested validation accuracy
@@ -91,21 +92,8 @@ class ParamGenerator:
         d = Path(run_dir)
         cfg = self.config.to_dict()
         mark = {"stage": stage} if stage else {}
-        save_tensors(
-            d / "autoencoder.safetensors",
-            self.autoencoder.state_dict(),
-            {
-                "dim": self.layout.size,
-                "config": cfg["autoencoder"],
-                "layer_sizes": self.autoencoder.sizes,
-                **(
-                    {"components_shape": list(self.autoencoder.components.shape)}
-                    if isinstance(self.autoencoder, PrincipalCodec)
-                    else {}
-                ),
-                **mark,
-            },
-        )
+        save_tensors(d / "autoencoder.safetensors", self.autoencoder.state_dict(),
+                     {"codec": codec_record(self.autoencoder), **mark})
         save_tensors(
             d / "denoiser.safetensors",
             self.denoiser.state_dict(),
@@ -127,26 +115,21 @@ class ParamGenerator:
     def load(cls, run_dir: str | Path, config: TrainConfig, device: torch.device | str = "cpu") -> "ParamGenerator":
         d = Path(run_dir)
         layout, norms = read_normalizers(d)
-        ae = _autoencoder(d / "autoencoder.safetensors", layout, config)
+        ae = _codec(d / "autoencoder.safetensors", layout, config)
         conditional = config.diffusion.condition != "none"
         if conditional and not {"condition.mean", "condition.range"} <= set(norms):
             raise NndiffError(
                 f"{d / 'normalizer.safetensors'} lacks the condition's statistics that config.yaml asks for; retrain "
                 "the run"
             )
-        den = Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0)
-        for module, name in ((ae, "autoencoder"), (den, "denoiser")):
-            try:
-                if isinstance(module, PrincipalCodec):  # its components (as large as the zoo's rows) read as
-                    module.load_state_dict(map_tensors(d / f"{name}.safetensors"), assign=True)  # mapped, not copied
-                else:
-                    module.load_state_dict(load_tensors(d / f"{name}.safetensors"))
-            except RuntimeError as e:
-                raise NndiffError(
-                    f"{d / (name + '.safetensors')} does not match config.yaml ({str(e).splitlines()[0]}); retrain "
-                    "the run"
-                ) from None
-            module.to(device).eval()
+        path = d / "denoiser.safetensors"
+        try:
+            den = restore_module(lambda: Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0),
+                                 load_tensors(path))
+        except ValueError as e:
+            detail = str(e).splitlines()[0]
+            raise NndiffError(f"{path} does not match config.yaml ({detail}); retrain the run") from None
+        ae, den = ae.to(device), den.to(device)
         source = str(d / "normalizer.safetensors")
         latent = Normalizer.from_state_dict(norms, "latent.", math.prod(ae.latent_shape), source)
         generator = cls(
@@ -161,29 +144,15 @@ class ParamGenerator:
         return generator
 
 
-def _autoencoder(path: Path, layout: Layout, config: TrainConfig) -> Autoencoder | PrincipalCodec:
-    """The run's autoencoder as config.yaml describes it (its weights are loaded after): a PCA codec
-    (asked for, or chosen under kind auto: its file says so) keeps as many directions as its saved
-    components have rows."""
-    shape = load_metadata(path).get("components_shape")
-    if config.autoencoder.kind == "pca" or (config.autoencoder.kind == "auto" and shape is not None):
-        if not (isinstance(shape, list) and len(shape) == 2 and shape[1] == layout.size and shape[0] >= 1):
-            raise NndiffError(f"{path} does not hold the principal components config.yaml asks for; retrain the run")
-        return PrincipalCodec(layout.size, shape[0])
-    return Autoencoder(layout.size, config.autoencoder, _layer_sizes(path, layout))
-
-
-def _layer_sizes(path: Path, layout: Layout) -> list[int] | None:
-    """The layer sizes the autoencoder's tokens follow, as saved (None: a run saved before tokens
-    followed layers, whose tokens cut across them: it is rebuilt that way)."""
-    sizes = load_metadata(path).get("layer_sizes")
-    if sizes is None:
-        return None
-    if not (isinstance(sizes, list) and all(isinstance(n, int) and n > 0 for n in sizes) and sum(sizes) == layout.size):
+def _codec(path: Path, layout: Layout, config: TrainConfig):
+    """The run's codec as its file records it (its tensors mapped, not copied: principal components
+    are as large as the zoo's rows); config.yaml's `autoencoder.kind`, unless auto, names the same kind."""
+    codec = load_codec(load_metadata(path).get("codec"), map_tensors(path), str(path), layout.size)
+    if config.autoencoder.kind not in ("auto", codec.tag):
         raise NndiffError(
-            f"{path}: its layer_sizes do not describe the run's {layout.size} parameters; retrain the run"
+            f"{path} holds a {codec.tag} codec where config.yaml asks for {config.autoencoder.kind}; retrain the run"
         )
-    return sizes
+    return codec
 
 
 def read_normalizers(run_dir: Path) -> tuple[Layout, dict[str, torch.Tensor]]:
