@@ -67,7 +67,7 @@ def bench_samplers(gen: ParamGenerator, task, zoo, model, test, n: int) -> list[
     for sampler, steps in SAMPLERS:
         gen.sample(2, seed=10_000, sampler=sampler, steps=steps)  # warm-up
         params, seconds = timed(lambda: gen.sample(n, seed=0, sampler=sampler, steps=steps), repeat=2)
-        ev = evaluate_params(task, model, zoo.layout, params, {"test": test}, progress=False)["test"]
+        ev = evaluate_params(task, model, zoo.layout, params, splits={"test": test}, progress=False)["test"]
         point, r = mean_accuracy(boot, ev.predictions == labels)
         reps.append(r)
         rows.append({"sampler": sampler, "steps": steps, "seconds": seconds, "test_acc_mean": point,
@@ -78,8 +78,8 @@ def bench_samplers(gen: ParamGenerator, task, zoo, model, test, n: int) -> list[
 
 
 def bench_evaluation(task, zoo, model, params, splits) -> dict:
-    fast, t_fast = timed(lambda: evaluate_params(task, model, zoo.layout, params, splits, progress=False, batched=True), repeat=3)
-    slow, t_slow = timed(lambda: evaluate_params(task, model, zoo.layout, params, splits, progress=False, batched=False), repeat=2)
+    fast, t_fast = timed(lambda: evaluate_params(task, model, zoo.layout, params, splits=splits, progress=False, batched=True), repeat=3)
+    slow, t_slow = timed(lambda: evaluate_params(task, model, zoo.layout, params, splits=splits, progress=False, batched=False), repeat=2)
     same = all(torch.equal(fast[k].predictions, slow[k].predictions) for k in splits)
     return {"models": len(params), "samples": sum(len(s) for s in splits.values()), "batched_s": t_fast, "loop_s": t_slow,
             "speedup": t_slow / t_fast, "identical_predictions": same}
@@ -110,7 +110,7 @@ def bench_vs_sgd(gen: ParamGenerator, task, zoo, model, splits: dict, target_cou
     device = next(model.parameters()).device
 
     def val_acc(params: torch.Tensor) -> torch.Tensor:
-        return evaluate_params(task, model, zoo.layout, params, {"val": splits["val"]}, progress=False)["val"].accuracy
+        return evaluate_params(task, model, zoo.layout, params, splits={"val": splits["val"]}, progress=False)["val"].accuracy
 
     def hold(make_batch) -> tuple[torch.Tensor, int]:
         return hold_qualifying(make_batch, val_acc, threshold, target_count)
@@ -120,14 +120,14 @@ def bench_vs_sgd(gen: ParamGenerator, task, zoo, model, splits: dict, target_cou
         return hold(lambda: gen.sample(100, seed=next(seeds), sampler=sampler, steps=steps))
 
     def by_sgd_trajectory():
-        run = Trajectory(task, model, zoo.layout, 777, cfg["lr"], cfg["momentum"], device)
+        run = Trajectory(task, model, zoo.layout, 777, lr=cfg["lr"], momentum=cfg["momentum"], device=device)
         trajectory = snapshots(run, 10**9, cfg["burn_in"], cfg.get("every", 1))
         return hold(lambda: torch.stack(list(itertools.islice(trajectory, 100))))
 
     def by_sgd_runs():
         seeds = itertools.count(5000)
         def one_run() -> torch.Tensor:
-            run = Trajectory(task, model, zoo.layout, next(seeds), cfg["lr"], cfg["momentum"], device)
+            run = Trajectory(task, model, zoo.layout, next(seeds), lr=cfg["lr"], momentum=cfg["momentum"], device=device)
             return next(snapshots(run, 1, cfg["burn_in"], cfg.get("every", 1)))
 
         return hold(lambda: torch.stack([one_run() for _ in range(25)]))
@@ -141,7 +141,7 @@ def bench_vs_sgd(gen: ParamGenerator, task, zoo, model, splits: dict, target_cou
     reps = {}
     for name, fn in methods.items():
         (held, made), seconds = timed(fn)
-        ev = evaluate_params(task, model, zoo.layout, held, {"test": test}, progress=False)["test"]
+        ev = evaluate_params(task, model, zoo.layout, held, splits={"test": test}, progress=False)["test"]
         point, reps[name] = mean_accuracy(boot, ev.predictions == labels)
         out[name] = {"seconds": seconds, "models_made": made, "models_held": len(held), "test_acc_mean": point,
                      "test_acc_mean_ci95": interval(reps[name]),

@@ -26,7 +26,7 @@ rn = gen.autoencoder.reconstruct(xn)
 missed, spread = variation_missed(xn, rn, xn.mean(0))
 r = gen.normalizer.inverse(rn)
 nxt = zoo.params[rows + 1]
-ev = lambda p: evaluate_params(task, model, zoo.layout, p, {"val": val}, progress=False)["val"]
+ev = lambda p: evaluate_params(task, model, zoo.layout, p, splits={"val": val}, progress=False)["val"]
 ex, er, en = ev(x), ev(r), ev(nxt)
 y = val.y
 def dis(a, b): return float((a.predictions != b.predictions).float().mean() * 100)

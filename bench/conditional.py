@@ -59,7 +59,7 @@ def ensure_run(zoo_dir: Path, run_dir: Path, condition: str) -> ParamGenerator:
 
 def filtered(task, model, zoo, params: torch.Tensor, keep: int) -> torch.Tensor:
     """The `keep` rows with the best validation accuracy (ties: lowest index)."""
-    val = evaluate_params(task, model, zoo.layout, params, {"val": task.splits()["val"]}, progress=False)["val"].accuracy
+    val = evaluate_params(task, model, zoo.layout, params, splits={"val": task.splits()["val"]}, progress=False)["val"].accuracy
     order = sorted(range(len(params)), key=lambda i: (-float(val[i]), i))
     return params[order[:keep]]
 
@@ -109,7 +109,7 @@ def plane(task, model, zoo: Zoo, run_dir: Path, approaches: dict[str, torch.Tens
     names = {f"approach_{i}": name for i, name in enumerate(approaches)}
     sets = {key: approaches[name] for key, name in names.items()}
     first = next(iter(sets))
-    novelty, _ = analyze(task, model, zoo, normalizer, sets[first], n_baseline=N, seed=0,
+    novelty, _ = analyze(task, model, zoo, normalizer, generated=sets[first], n_baseline=N, seed=0,
                          extra={k: v for k, v in sets.items() if k != first})
     groups = dict(novelty["groups"])
     groups[first] = groups.pop("generated")

@@ -30,7 +30,7 @@ def main() -> None:
     task = zoo.make_task()
     model = zoo.model(task).eval()
     test = task.splits()["test"]
-    orig = evaluate_params(task, model, zoo.layout, zoo.params, {"test": test}, progress=False)["test"]
+    orig = evaluate_params(task, model, zoo.layout, zoo.params, splits={"test": test}, progress=False)["test"]
     print(f"originals: mean {orig.accuracy.mean():.3f}, median {orig.accuracy.median():.2f}\n")
     print("| autoencoder steps | diffusion steps | train s | recon. MSE | gen. mean | gen. median | max-similarity |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -40,7 +40,7 @@ def main() -> None:
         t0 = time.perf_counter()
         gen, stats = fit(zoo, config, progress=False)
         seconds = time.perf_counter() - t0
-        ev = evaluate_params(task, model, zoo.layout, gen.sample(100, seed=0), {"test": test}, progress=False)["test"]
+        ev = evaluate_params(task, model, zoo.layout, gen.sample(100, seed=0), splits={"test": test}, progress=False)["test"]
         sim = pairwise_iou(ev.predictions, test.y, orig.predictions).max(1).values.mean()
         print(f"| {ae_steps} | {diff_steps} | {seconds:.0f} | {stats['autoencoder']['reconstruction_mse']:.4f} | "
               f"{ev.accuracy.mean():.3f} | {ev.accuracy.median():.2f} | {sim:.3f} |", flush=True)

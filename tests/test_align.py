@@ -112,7 +112,7 @@ def test_independent_base_models_are_aligned_before_collection():
     val = task.splits()["val"]
     model = aligned.model(task)
     preds = [
-        evaluate_params(task, model, aligned.layout, z, {"val": val}, progress=False)["val"].predictions
+        evaluate_params(task, model, aligned.layout, z, splits={"val": val}, progress=False)["val"].predictions
         for z in (torch.cat([aligned.params, aligned.heldout]), torch.cat([unaligned.params, unaligned.heldout]))
     ]
     assert float((preds[0] == preds[1]).float().mean()) > 0.999

@@ -35,8 +35,8 @@ def test_batched_equals_loop(task_name, shape, select):
     g = torch.Generator().manual_seed(1)
     split = Split(torch.randn(300, *shape, generator=g), torch.randint(0, 10, (300,), generator=g))
     assert trunk_and_head(model, layout) is not None
-    fast = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=True)["s"]
-    slow = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=False)["s"]
+    fast = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False, batched=True)["s"]
+    slow = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False, batched=False)["s"]
     assert torch.equal(fast.predictions, slow.predictions)
     assert torch.equal(fast.accuracy, slow.accuracy)
     assert fast.predictions.shape == (13, 300)
@@ -60,7 +60,7 @@ def test_no_parameter_sets_give_empty_results(batched):
     model = task.make_model().eval()
     layout = Layout.select(model, task.default_select)
     split = Split(torch.randn(7, 1, 8, 8), torch.randint(0, 10, (7,)))
-    out = evaluate_params(task, model, layout, torch.empty(0, layout.size), {"s": split}, progress=False, batched=batched)["s"]
+    out = evaluate_params(task, model, layout, torch.empty(0, layout.size), splits={"s": split}, progress=False, batched=batched)["s"]
     assert out.predictions.shape == (0, 7) and out.accuracy.shape == (0,)
 
 
@@ -71,7 +71,7 @@ def test_untraceable_model_falls_back_to_the_loop():
     task = ClassificationTask("toy", "", Untraceable, lambda: {}, ["fc.bias"])
     split = Split(torch.randn(20, 4), torch.randint(0, 3, (20,)))
     params = torch.randn(5, 3)
-    ev = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
+    ev = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False)["s"]
     assert ev.predictions.shape == (5, 20)
     for i in range(5):
         layout.write(model, params[i])
@@ -113,7 +113,7 @@ def test_training_mode_model_with_functional_dropout_evaluates_like_task_evaluat
     model, layout, params, split = _toy()
     model.train()  # as a user's make_model() hands it over
     task = _toy_task()
-    ev = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
+    ev = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False)["s"]
     reference = DropoutBeforeNorm()
     reference.load_state_dict(model.state_dict())
     for i in range(len(params)):
@@ -134,7 +134,7 @@ def test_an_overridden_predict_is_never_bypassed():
     model, layout, params, split = _toy()
     model.eval()
     task = _toy_task(ShiftedPredictions)
-    ev = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
+    ev = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False)["s"]
     for i in range(len(params)):
         layout.write(model, params[i])
         assert torch.equal(ev.predictions[i], task.evaluate(model, split).predictions)
@@ -145,10 +145,10 @@ def test_a_batched_path_that_disagrees_falls_back_with_a_warning(monkeypatch):
     model, layout, params, split = _toy()
     model.eval()
     task = _toy_task()
-    right = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=False)["s"]
+    right = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False, batched=False)["s"]
     monkeypatch.setattr(evaluate, "predict_batched", lambda *a, **k: torch.zeros(len(params), len(split), dtype=torch.long))
     with pytest.warns(UserWarning, match="batched evaluation disagrees"):
-        ev = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
+        ev = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False)["s"]
     assert torch.equal(ev.predictions, right.predictions)
 
 
@@ -174,8 +174,8 @@ def test_a_parameter_inside_a_module_fx_keeps_whole_is_evaluated_like_the_model(
     params = _spread_params(model, layout, 5, 0.3)
     g = torch.Generator().manual_seed(1)
     split = Split(torch.randn(64, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g))
-    fast = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=True)["s"]
-    slow = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=False)["s"]
+    fast = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False, batched=True)["s"]
+    slow = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False, batched=False)["s"]
     assert torch.equal(fast.predictions, slow.predictions)
 
 
@@ -192,6 +192,6 @@ def test_a_head_vmap_cannot_run_falls_back_to_the_loop(monkeypatch):
     task = ClassificationTask("enc", "", EncoderNet, lambda: {}, ["head.*"])
     params = _spread_params(model, layout, 3, 0.3)
     split = Split(torch.randn(16, 8, 8), torch.randint(0, 10, (16,)))
-    got = evaluate_params(task, model, layout, params, {"s": split}, progress=False)["s"]
-    want = evaluate_params(task, model, layout, params, {"s": split}, progress=False, batched=False)["s"]
+    got = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False)["s"]
+    want = evaluate_params(task, model, layout, params, splits={"s": split}, progress=False, batched=False)["s"]
     assert torch.equal(got.predictions, want.predictions)

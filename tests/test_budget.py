@@ -176,16 +176,16 @@ def test_an_interrupted_diffusion_loop_resumes_to_the_same_stop(tmp_path, monkey
 
     torch.manual_seed(0)
     with pytest.raises(Interrupt):
-        train_diffusion(z, config, torch.Generator().manual_seed(0), False, checkpoints, check_batch=dies_after_two)
+        train_diffusion(z, config, torch.Generator().manual_seed(0), False, stage=checkpoints, check_batch=dies_after_two)
     saved = checkpoints.load("diffusion")
     assert saved is not None and len(saved["curve"]) == 2  # the checkpoint at step 100 holds the two checks
-    resumed, again = train_diffusion(z, config, torch.Generator().manual_seed(99), False, checkpoints, check_batch=answers)
+    resumed, again = train_diffusion(z, config, torch.Generator().manual_seed(99), False, stage=checkpoints, check_batch=answers)
     assert again["steps"] == stats["steps"] and again["resumed_at_step"] == 100
     assert [p["val_acc"] for p in again["curve"]] == [p["val_acc"] for p in stats["curve"]]
     for a, b in zip(through.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     # the loop saved its state where it stopped: a rerun trains and checks nothing more
-    finished, last = train_diffusion(z, config, torch.Generator().manual_seed(5), False, checkpoints, check_batch=None)
+    finished, last = train_diffusion(z, config, torch.Generator().manual_seed(5), False, stage=checkpoints, check_batch=None)
     assert last["steps"] == stats["steps"] and last["resumed_at_step"] == stats["steps"]
     for a, b in zip(through.state_dict().values(), finished.state_dict().values()):
         assert torch.equal(a, b)

@@ -49,7 +49,7 @@ def test_guidance_zero_is_the_unconditional_model_and_one_the_conditional():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     cond = torch.full((3, 1), 0.7)
-    run = lambda c, w: sample(model, (4, 8), make_scheduler(DiffusionConfig(), "ddim"), 5, [1, 2, 3], cond=c, guidance=w)
+    run = lambda c, w: sample(model, (4, 8), make_scheduler(DiffusionConfig(), "ddim"), 5, seeds=[1, 2, 3], cond=c, guidance=w)
     unconditional, conditional = run(None, 1.0), run(cond, 1.0)
     assert not torch.allclose(unconditional, conditional)
     torch.testing.assert_close(run(cond, 0.0), unconditional, rtol=1e-4, atol=1e-5)

@@ -63,7 +63,7 @@ def test_evaluating_100_models_keeps_a_few_batches_resident_whatever_the_length(
     base = layout.flatten(dict(model.named_parameters()))
     params = base + 0.1 * torch.randn(100, layout.size)
     val = task.splits()["val"]
-    out = evaluate_params(task, model, layout, params, {"val": val}, progress=False)
+    out = evaluate_params(task, model, layout, params, splits={"val": val}, progress=False)
     assert out["val"].predictions.shape == (100, n)
     # the same predictions as the model itself, one at a time
     layout.write(model, params[7])

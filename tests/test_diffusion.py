@@ -40,9 +40,9 @@ def test_samples_are_reproducible_per_seed():
     model = Denoiser((2, 4), DenoiserConfig(channels=8))
     torch.nn.init.normal_(model.out[-1].weight, std=0.1)
     for sampler, steps in (("ddpm", 20), ("ddim", 5), ("dpm", 5)):
-        a = sample(model, (2, 4), make_scheduler(DiffusionConfig(), sampler), steps, [10, 11, 12])
-        b = sample(model, (2, 4), make_scheduler(DiffusionConfig(), sampler), steps, [11])
-        again = sample(model, (2, 4), make_scheduler(DiffusionConfig(), sampler), steps, [10, 11, 12])
+        a = sample(model, (2, 4), make_scheduler(DiffusionConfig(), sampler), steps, seeds=[10, 11, 12])
+        b = sample(model, (2, 4), make_scheduler(DiffusionConfig(), sampler), steps, seeds=[11])
+        again = sample(model, (2, 4), make_scheduler(DiffusionConfig(), sampler), steps, seeds=[10, 11, 12])
         assert torch.equal(a, again), sampler  # same seeds, same batch: bit-identical
         # sample i depends on its own seed only (a different batch size changes float rounding only)
         torch.testing.assert_close(a[1], b[0], rtol=1e-4, atol=1e-4)

@@ -155,7 +155,7 @@ def test_zoo_diversity_is_measured_on_validation_not_test(tiny_run):
     zoo = Zoo.load(tiny_run / "zoo")
     task = zoo.make_task()
     splits = task.splits()
-    ev = evaluate_params(task, zoo.model(task), zoo.layout, zoo.params, {"val": splits["val"], "test": splits["test"]}, progress=False)
+    ev = evaluate_params(task, zoo.model(task), zoo.layout, zoo.params, splits={"val": splits["val"], "test": splits["test"]}, progress=False)
     val = mean_offdiagonal(pairwise_iou(ev["val"].predictions, splits["val"].y))
     test = mean_offdiagonal(pairwise_iou(ev["test"].predictions, splits["test"].y))
     assert val != test

@@ -65,7 +65,7 @@ def _family_zoo(family_run):
     per = len(manifest["snapshot_steps"])
     train, held = (torch.tensor(manifest["tasks"][k]) for k in ("train", "heldout"))
     x = rows.view(-1, per, rows.shape[1])[train].reshape(-1, rows.shape[1])
-    _, feats, labels = load_data(family, config, out, family.codes, False)
+    _, feats, labels = load_data(family, config, out, family.codes, progress=False)
     return family, codes, train, held, x, per, feats, labels
 
 
@@ -96,7 +96,7 @@ def test_tuning_learns_each_task_from_its_own_labels(family_run):
         return float(per_sample(gen.sample(codes[held].float())[:, None], feats["test"], lab_test, 2).mean() * 100)
 
     def tuned(task_labels):
-        return tune(fitted, lambda t, _: codes[train][t].float(), feats["train"], task_labels, 2, 300, lr=1e-3)
+        return tune(fitted, lambda t, _: codes[train][t].float(), feats["train"], task_labels, classes=2, steps=300, lr=1e-3)
 
     shuffled = lab_train[torch.randperm(len(train), generator=torch.Generator().manual_seed(1))]
     before = held_out_accuracy(fitted)
@@ -120,7 +120,7 @@ def test_generated_files_are_the_models_they_were_judged_as(family_run, tmp_path
     base = {k: v for k, v in load_file(run / "family" / "base.safetensors").items() if not k.startswith("head.")}
     model.load_state_dict({**base, **head})
     family, config = get_family("digits-binary"), tiny_family()
-    _, feats, labels = load_data(family, config, run, family.codes, False)
+    _, feats, labels = load_data(family, config, run, family.codes, progress=False)
     code = torch.tensor([[0, 1, 1, 0, 1, 0, 0, 1, 0, 1]])
     from nndiff.tasks import get_task
 

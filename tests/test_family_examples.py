@@ -94,7 +94,7 @@ def test_the_domain_family_is_judged_on_each_tasks_own_inputs(domain_run, tmp_pa
     n = family.samples["test"]
     seen_as = transform_signal(code, test.x[:n])
     whole = head_accuracy(run / "generated" / "000000.safetensors", model, seen_as, test.y[:n])
-    _, feats, labels = load_data(family, config, run, code[None], False)
+    _, feats, labels = load_data(family, config, run, code[None], progress=False)
     head = load_file(run / "generated" / "000000.safetensors")
     flat = torch.cat([head["head.weight"].reshape(-1), head["head.bias"]])[None]
     assert whole == pytest.approx(float(correct(flat, feats["test"][0], labels["test"][None], 10).float().mean() * 100),

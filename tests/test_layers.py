@@ -104,6 +104,30 @@ def test_modules_are_short_and_lines_narrow():
         assert all(len(line) <= 120 for line in lines), (path, max(len(line) for line in lines))
 
 
+# Called with positional values by code that is not ours: Python's warnings module, Lightning.
+SIGNATURES_OF_OTHERS = {"_show_warning", "on_train_batch_end"}
+
+
+def positional_beyond_four(source: str) -> list[str]:
+    """Functions (self and cls not counted) taking more than four parameters by position."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in SIGNATURES_OF_OTHERS:
+            names = [a.arg for a in node.args.posonlyargs + node.args.args]
+            if len([n for n in names if n not in ("self", "cls")]) > 4:
+                found.append(f"{node.name} (line {node.lineno})")
+    return found
+
+
+def test_parameters_after_the_fourth_are_keywords():
+    """A call that passes five values by position is easy to get wrong silently (two settings of one
+    type swapped); past the fourth, every parameter is named at the call."""
+    found = [f"{p.relative_to(SRC)}: {f}" for p in SRC.rglob("*.py") for f in positional_beyond_four(p.read_text())]
+    assert not found, found
+    assert positional_beyond_four("def f(a, b, c, d, e): pass") == ["f (line 1)"]
+    assert positional_beyond_four("class A:\n    def f(self, a, b, c, d, *, e): pass") == []
+
+
 def test_the_check_finds_an_upward_import_and_a_cycle(tmp_path):
     """The walk itself: an import inside a function counts, and so does a relative one."""
     fake = tmp_path / "nndiff"

@@ -74,8 +74,8 @@ def test_a_probe_that_finds_no_rate_falls_back_to_the_tasks_hint_with_a_warning(
         def evaluate(self, model, split):
             return type("E", (), {"accuracy": 98.0})()
 
-    monkeypatch.setattr(lr_probe, "measure_rung", lambda task, base, layout, val, lr, *a: row(lr, 50.0, 0.5))
+    monkeypatch.setattr(lr_probe, "measure_rung", lambda task, base, layout, val, lr, *a, **k: row(lr, 50.0, 0.5))
     with pytest.warns(UserWarning, match="give a rate with --lr"):
-        found = lr_probe.probe(Task(), None, None, [0] * 400, 0.3, 1, 0.9, 0, "cpu")
+        found = lr_probe.probe(Task(), None, None, [0] * 400, hint=0.3, every=1, momentum=0.9, seed=0, device="cpu")
     assert found["lr"] == 0.3 and found["fallback"]
     assert "fell back" in lr_probe.probe_lines(found)[0]

@@ -45,15 +45,15 @@ def setup():
 def test_a_vector_is_evaluated_once_per_split(setup):
     task, model, layout, split = setup
     params = torch.randn(5, layout.size)
-    first = evaluate_params(task, model, layout, params, {"val": split}, progress=False)["val"]
+    first = evaluate_params(task, model, layout, params, splits={"val": split}, progress=False)["val"]
     assert task.calls == 5
-    again = evaluate_params(task, model, layout, params[[3, 1]], {"val": split}, progress=False)["val"]
+    again = evaluate_params(task, model, layout, params[[3, 1]], splits={"val": split}, progress=False)["val"]
     assert task.calls == 5  # both known
     assert torch.equal(again.predictions, first.predictions[[3, 1]]) and torch.equal(
         again.accuracy, first.accuracy[[3, 1]]
     )
     mixed = torch.cat([params[:1], torch.randn(1, layout.size)])
-    evaluate_params(task, model, layout, mixed, {"val": split}, progress=False)
+    evaluate_params(task, model, layout, mixed, splits={"val": split}, progress=False)
     assert task.calls == 6  # only the new one
 
 
@@ -64,12 +64,12 @@ def test_the_rows_not_known_are_evaluated_a_block_at_a_time_in_their_places(setu
 
     task, model, layout, split = setup
     params = torch.randn(9, layout.size)
-    alone = [evaluate_params(task, model, layout, p[None], {"val": split}, progress=False)["val"] for p in params]
+    alone = [evaluate_params(task, model, layout, p[None], splits={"val": split}, progress=False)["val"] for p in params]
     MEMO.clear()
-    evaluate_params(task, model, layout, params[[0, 4, 5]], {"val": split}, progress=False)
+    evaluate_params(task, model, layout, params[[0, 4, 5]], splits={"val": split}, progress=False)
     monkeypatch.setattr(nndiff.params.rows, "BLOCK_VALUES", 2 * layout.size)
     task.calls = 0
-    together = evaluate_params(task, model, layout, params, {"val": split}, progress=False)["val"]
+    together = evaluate_params(task, model, layout, params, splits={"val": split}, progress=False)["val"]
     assert task.calls == 6  # the six not known, in three blocks
     assert torch.equal(together.predictions, torch.cat([a.predictions for a in alone]))
     assert torch.equal(together.accuracy, torch.cat([a.accuracy for a in alone]))
@@ -78,20 +78,20 @@ def test_the_rows_not_known_are_evaluated_a_block_at_a_time_in_their_places(setu
 def test_what_the_predictions_depend_on_is_part_of_the_key(setup):
     task, model, layout, split = setup
     params = torch.randn(4, layout.size)
-    evaluate_params(task, model, layout, params, {"val": split}, progress=False)
+    evaluate_params(task, model, layout, params, splits={"val": split}, progress=False)
     with torch.no_grad():
         model.bias.add_(5.0)  # a weight that is not generated
-    shifted = evaluate_params(task, model, layout, params, {"val": split}, progress=False)["val"]
+    shifted = evaluate_params(task, model, layout, params, splits={"val": split}, progress=False)["val"]
     assert task.calls == 8
     MEMO.clear()
     assert torch.equal(
-        evaluate_params(task, model, layout, params, {"val": split}, progress=False)["val"].predictions,
+        evaluate_params(task, model, layout, params, splits={"val": split}, progress=False)["val"].predictions,
         shifted.predictions,
     )
     other = Split(split.x + 1.0, split.y)
-    evaluate_params(task, model, layout, params, {"val": other}, progress=False)
+    evaluate_params(task, model, layout, params, splits={"val": other}, progress=False)
     assert task.calls == 16
-    evaluate_params(task, model, layout, params, {"val": split}, progress=False, batched=False)
+    evaluate_params(task, model, layout, params, splits={"val": split}, progress=False, batched=False)
     assert task.calls == 20  # another evaluation path is another key
 
 
@@ -117,8 +117,8 @@ def _flipping(flip: bool) -> Flipping:
 def test_two_tasks_of_one_name_with_other_settings_do_not_share_predictions(setup):
     _, model, layout, split = setup
     params = torch.randn(3, layout.size)
-    plain = evaluate_params(_flipping(False), model, layout, params, {"val": split}, progress=False)["val"]
-    flipped = evaluate_params(_flipping(True), model, layout, params, {"val": split}, progress=False)["val"]
+    plain = evaluate_params(_flipping(False), model, layout, params, splits={"val": split}, progress=False)["val"]
+    flipped = evaluate_params(_flipping(True), model, layout, params, splits={"val": split}, progress=False)["val"]
     assert torch.equal(flipped.predictions, 1 - plain.predictions)
 
 
@@ -130,10 +130,10 @@ def test_a_split_is_hashed_once_and_again_after_it_changes(setup, monkeypatch):
     real = memo._update
     monkeypatch.setattr(memo, "_update", lambda digest, t: hashed.append(t is split.x) or real(digest, t))
     params = torch.randn(2, layout.size)
-    evaluate_params(task, model, layout, params, {"val": split}, progress=False)
-    evaluate_params(task, model, layout, params, {"val": split}, progress=False)
+    evaluate_params(task, model, layout, params, splits={"val": split}, progress=False)
+    evaluate_params(task, model, layout, params, splits={"val": split}, progress=False)
     assert hashed.count(True) == 1 and task.calls == 2
     with torch.no_grad():
         split.x.add_(1.0)  # changed in place: another split now
-    evaluate_params(task, model, layout, params, {"val": split}, progress=False)
+    evaluate_params(task, model, layout, params, splits={"val": split}, progress=False)
     assert hashed.count(True) == 2 and task.calls == 4

@@ -94,7 +94,7 @@ def test_micro_batches_give_the_whole_batch_gradient(tiny_blocks):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(one.parameters(), 1.0)
     opt_one.step()
-    assert autoencoder_step(parts, parts, opt_parts, raw, rows, norm) == pytest.approx(loss.item(), rel=1e-5)
+    assert autoencoder_step(parts, parts, opt_parts, raw, rows=rows, normalizer=norm) == pytest.approx(loss.item(), rel=1e-5)
     for a, b in zip(one.parameters(), parts.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     parts.eval()

@@ -119,7 +119,7 @@ def test_the_noise_curve_reaches_every_group(tiny_parts):
 
     zoo, task, model, normalizer, generated = tiny_parts
     far = noise_baseline(zoo.params, normalizer, 24.0, len(generated), seed=5)
-    summary, _ = analyze(task, model, zoo, normalizer, generated, extra={"far": far}, replicates=50)
+    summary, _ = analyze(task, model, zoo, normalizer, generated=generated, extra={"far": far}, replicates=50)
     amplitudes = [p["amplitude"] for p in summary["noise_curve"]]
     assert max(amplitudes) > max(NOISE_AMPLITUDES)
     lowest = min(p["max_similarity_mean"] for p in summary["noise_curve"])
@@ -143,7 +143,7 @@ def tiny_parts(tiny_run):
 def test_a_mean_generator_is_flagged(tiny_parts):
     zoo, task, model, normalizer, _ = tiny_parts
     mean = zoo.params.mean(0, keepdim=True).repeat(6, 1)
-    summary, _ = analyze(task, model, zoo, normalizer, mean, replicates=50)
+    summary, _ = analyze(task, model, zoo, normalizer, generated=mean, replicates=50)
     assert "collapsed" in summary["distribution"]["flags"]
     assert summary["distribution"]["training"]["recall"] < 0.1
 
@@ -151,13 +151,13 @@ def test_a_mean_generator_is_flagged(tiny_parts):
 def test_a_copy_generator_is_flagged(tiny_parts):
     zoo, task, model, normalizer, _ = tiny_parts
     copies = zoo.params[[3]].repeat(6, 1)
-    summary, _ = analyze(task, model, zoo, normalizer, copies, replicates=50)
+    summary, _ = analyze(task, model, zoo, normalizer, generated=copies, replicates=50)
     assert "copies" in summary["distribution"]["flags"]
     assert summary["groups"]["generated"]["replica_share"] == 1.0
     assert any("replicas of training snapshots" in s for s in summary["verdict"])
     # a memorizer that returns many different snapshots is a copier too, though not collapsed
     many = zoo.params[:12]
-    summary, _ = analyze(task, model, zoo, normalizer, many, replicates=50)
+    summary, _ = analyze(task, model, zoo, normalizer, generated=many, replicates=50)
     assert summary["distribution"]["flags"] == ["copies"]
 
 
@@ -180,12 +180,12 @@ def test_a_zoo_of_duplicate_snapshots_still_flags_copies(tiny_parts):
     zoo, task, model, normalizer, _ = tiny_parts
     duplicated = dataclasses.replace(zoo, params=zoo.params[:4].repeat_interleave(6, 0))
     copies = duplicated.params[[0, 7, 13, 20, 2, 9]]
-    summary, _ = analyze(task, model, duplicated, normalizer, copies, replicates=50)
+    summary, _ = analyze(task, model, duplicated, normalizer, generated=copies, replicates=50)
     assert summary["originals_nearest_spacing"] > 0
     assert summary["groups"]["generated"]["replica_share"] == 1.0
     assert "copies" in summary["distribution"]["flags"]
     val = task.splits()["val"]
-    checks = generator_checks(duplicated, task, model, copies, normalizer, val, torch.zeros(24, len(val)), 100)
+    checks = generator_checks(duplicated, task, model, copies, normalizer=normalizer, val=val, snapshots=torch.zeros(24, len(val)), diffusion_steps=100)
     (replicas,) = [c for c in checks if c.check == "replicas"]
     assert replicas.status == "fail" and "100%" in replicas.measured
 
@@ -227,8 +227,8 @@ def test_the_health_check_warns_when_the_weight_average_is_better(tiny_parts):
                                                                       generator=torch.Generator().manual_seed(0))
 
     def check(generated):
-        preds = evaluate_params(task, model, zoo.layout, generated, {"val": val}, progress=False)["val"].predictions
-        return weight_average_check(zoo, task, model, val, preds)
+        preds = evaluate_params(task, model, zoo.layout, generated, splits={"val": val}, progress=False)["val"].predictions
+        return weight_average_check(zoo, task, model, val, preds=preds)
 
     worse = check(pushed)
     assert worse.status == "warn" and "weight average" in worse.fix, worse

@@ -75,8 +75,8 @@ def test_a_pca_run_trains_no_autoencoder_and_loads_its_components(pca_run):
     model, val = zoo.model(task), task.splits()["val"]
     from nndiff.evaluation.engine import evaluate_params
 
-    preds = evaluate_params(task, model, zoo.layout, zoo.params, {"val": val}, progress=False)["val"].predictions
-    check = autoencoder_check(zoo, task, model, generator, val, preds, 0)
+    preds = evaluate_params(task, model, zoo.layout, zoo.params, splits={"val": val}, progress=False)["val"].predictions
+    check = autoencoder_check(zoo, task, model, generator, val=val, snapshots=preds, steps=0)
     assert check.status == "pass" and check.measured.startswith("0.0% of the snapshots' variation")
 
 
@@ -117,6 +117,32 @@ def test_pca_settings_are_checked():
         TrainConfig.from_dict({"autoencoder": {"components": -1}})
     with pytest.raises(NndiffError, match="trains none"):
         TrainConfig.from_dict({"autoencoder": {"kind": "pca", "output_weight": 10.0}})
+
+
+def test_the_held_back_rows_reach_neither_the_normalizer_nor_the_components():
+    """NaN in the held-back rows: a normalizer or components that read one of them would hold NaN,
+    and the codec judged on them must be the one of the other rows alone."""
+    from nndiff.training.codec import principal_on_held_back
+
+    class Rows:
+        def __init__(self, params):
+            self.params = params
+
+        def __len__(self):
+            return len(self.params)
+
+    x, _ = _zoo()
+    held = torch.tensor([5, 11, 29])
+    keep = torch.ones(len(x), dtype=torch.bool)
+    keep[held] = False
+    x[held] = float("nan")
+    norm = Normalizer.fit(x, None, "element", rows=keep.nonzero().squeeze(1))
+    assert torch.isfinite(norm.mean).all() and torch.isfinite(norm.std).all()
+    (codec, _), point = principal_on_held_back(Rows(x), norm, None, held, count=0, device="cpu")
+    assert point is None and torch.isfinite(codec.components).all() and torch.isfinite(codec.mean).all()
+    alone, _ = PrincipalCodec.fit(x[keep], norm)
+    torch.testing.assert_close(codec.mean, alone.mean)
+    torch.testing.assert_close(codec.components.abs(), alone.components.abs(), atol=1e-4, rtol=1e-4)
 
 
 def test_pca_fitted_on_some_rows_is_the_pca_of_those_rows():

@@ -203,7 +203,7 @@ def test_a_generated_set_moved_aside_by_a_crash_is_recovered_and_no_old_copy_sta
     zoo = Zoo.load(run / "zoo")
     (run / "generated").rename(run / "generated.old")  # the state between the fallback's two renames
     new = zoo.params[:3]
-    write_generated(run, new, zoo.layout, 0, "ddim", 10)
+    write_generated(run, new, zoo.layout, 0, sampler="ddim", steps=10)
     assert not (run / "generated.old").exists() and not (run / ".generated.tmp").exists()
     assert torch.equal(read_generated(run, zoo.layout), new)
 

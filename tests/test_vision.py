@@ -144,8 +144,8 @@ def test_batched_evaluation_matches_the_loop(task_name, roots):
     assert trunk_and_head(model, layout) is not None  # torchvision and timm models trace
     params = layout.flatten(dict(model.named_parameters())) + 0.5 * torch.randn(4, layout.size)
     test = task.splits()["test"]
-    fast = evaluate_params(task, model, layout, params, {"t": test}, progress=False, batched=True)["t"]
-    slow = evaluate_params(task, model, layout, params, {"t": test}, progress=False, batched=False)["t"]
+    fast = evaluate_params(task, model, layout, params, splits={"t": test}, progress=False, batched=True)["t"]
+    slow = evaluate_params(task, model, layout, params, splits={"t": test}, progress=False, batched=False)["t"]
     assert torch.equal(fast.predictions, slow.predictions)
 
 

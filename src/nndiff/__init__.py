@@ -31,10 +31,10 @@ from nndiff.zoo.recorder import Recorder
 __version__ = "0.1.0"
 
 
-def evaluate(task, zoo: Zoo, params, device: str = "auto", progress: bool = True) -> dict:
+def evaluate(task, zoo: Zoo, params, device: str = "auto", *, progress: bool = True) -> dict:
     """Metrics of generated parameter vectors [N, D] against the zoo's originals and weight average."""
     task = get_task(task) if isinstance(task, str) else task
-    return compute_metrics(task, zoo, params, resolve_device(device), progress)
+    return compute_metrics(task, zoo, params, resolve_device(device), progress=progress)
 
 
 __all__ = [

@@ -60,7 +60,7 @@ def noise_name(amplitude: float) -> str:
 
 
 def noise_baseline(
-    originals: torch.Tensor, normalizer: Normalizer, amplitude: float, n: int, seed: int = 0
+    originals: torch.Tensor, normalizer: Normalizer, amplitude: float, n: int, *, seed: int = 0
 ) -> torch.Tensor:
     """n random originals plus Gaussian noise of `amplitude` in normalized space (its own random
     stream per amplitude, so adding an amplitude changes no other group). Noise of a in normalized
@@ -78,13 +78,14 @@ def make_baselines(
     heldout: torch.Tensor,
     normalizer: Normalizer,
     n: int,
+    *,
     seed: int = 0,
     amplitudes=NOISE_AMPLITUDES,
 ) -> dict[str, Callable[[], torch.Tensor]]:
     """Per baseline, what makes its [n, D] parameter vectors from the training snapshots only (and
     the held-out ones): each is built when it is measured, so only one baseline is in memory at a time."""
     out: dict[str, Callable[[], torch.Tensor]] = {
-        noise_name(a): functools.partial(noise_baseline, originals, normalizer, a, n, seed) for a in amplitudes
+        noise_name(a): functools.partial(noise_baseline, originals, normalizer, a, n, seed=seed) for a in amplitudes
     }
     g = torch.Generator().manual_seed(seed)
     k, d = originals.shape

@@ -102,6 +102,7 @@ def distribution_check(
     originals: torch.Tensor,
     heldout: torch.Tensor,
     replica_share: float,
+    *,
     nonfinite_share: float = 0.0,
     normalizer: Normalizer | None = None,
 ) -> dict:

@@ -113,7 +113,7 @@ def parameter_spread(params: torch.Tensor) -> float:
     return float(torch.cat(stds).median()) / max(rms, 1e-12)
 
 
-def zoo_checks(zoo, task, model, val, snapshots: torch.Tensor) -> list[Check]:
+def zoo_checks(zoo, task, model, val, *, snapshots: torch.Tensor) -> list[Check]:
     """Are the snapshots diverse, and still as accurate as the base model they started from?
     `snapshots`: their [K, n] validation predictions."""
     lr = zoo.info.get("collect", {}).get("lr")  # the rate used (what --lr auto chose)
@@ -153,7 +153,7 @@ def zoo_checks(zoo, task, model, val, snapshots: torch.Tensor) -> list[Check]:
 
 
 @torch.no_grad()
-def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor, steps: int) -> Check:
+def autoencoder_check(zoo, task, model, generator, *, val, snapshots: torch.Tensor, steps: int) -> Check:
     """How much of the snapshots' variation the autoencoder reproduces (in normalized parameter
     space), and the validation accuracy its reconstructions lose. The first catches under-fitting
     the second cannot: on a subset whose mean model is as good as any snapshot (BatchNorm layers),
@@ -176,7 +176,7 @@ def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor,
         recon = norm.inverse(recon_n)
         finite = finite and bool(torch.isfinite(recon).all())
         if finite:
-            evals = evaluate_params(task, model, zoo.layout, recon, {"val": val}, progress=False)
+            evals = evaluate_params(task, model, zoo.layout, recon, splits={"val": val}, progress=False)
             predictions.append(evals["val"].predictions)
     unexplained = unexplained_share(missed, spread)
     if finite:
@@ -197,7 +197,7 @@ def autoencoder_check(zoo, task, model, generator, val, snapshots: torch.Tensor,
 
 
 def generator_checks(
-    zoo, task, model, generated: torch.Tensor, normalizer, val, snapshots: torch.Tensor, diffusion_steps: int
+    zoo, task, model, generated: torch.Tensor, *, normalizer, val, snapshots: torch.Tensor, diffusion_steps: int
 ) -> list[Check]:
     """Non-finite models, spread, replicas and validation accuracy of the generated models."""
     finite = finite_rows(generated)
@@ -241,7 +241,8 @@ def generator_checks(
     preds = torch.full(
         (len(generated), len(val)), -1, dtype=torch.long
     )  # NaN models count as failures, as everywhere else
-    preds[finite] = evaluate_params(task, model, zoo.layout, gen, {"val": val}, progress=False)["val"].predictions
+    evaluated = evaluate_params(task, model, zoo.layout, gen, splits={"val": val}, progress=False)
+    preds[finite] = evaluated["val"].predictions
     loss = _loss(val, snapshots, preds)
     checks.append(
         Check(
@@ -252,17 +253,19 @@ def generator_checks(
             f"--diffusion-steps {max(2 * diffusion_steps, 2000)}",
         )
     )
-    checks.append(weight_average_check(zoo, task, model, val, preds))
+    checks.append(weight_average_check(zoo, task, model, val, preds=preds))
     return checks
 
 
-def weight_average_check(zoo, task, model, val, preds: torch.Tensor) -> Check:
+def weight_average_check(zoo, task, model, val, *, preds: torch.Tensor) -> Check:
     """Whether generating is worth it: the generated models (predictions [N, n] on validation data)
     against the free weight average of the snapshots. It warns only when the whole interval of what
     they lose lies above zero; the other checks can all pass while it does (a generator that learned
     the zoo well is still no better than its mean)."""
     average = zoo.params.mean(0, keepdim=True)
-    reference = evaluate_params(task, model, zoo.layout, average, {"val": val}, progress=False)["val"].predictions
+    reference = evaluate_params(task, model, zoo.layout, average, splits={"val": val}, progress=False)[
+        "val"
+    ].predictions
     behind = _loss(val, reference, preds)
     return Check(
         "weight average",

@@ -85,6 +85,7 @@ def analyze(
     model,
     zoo,
     normalizer: Normalizer,
+    *,
     generated: torch.Tensor,
     n_baseline: int | None = None,
     seed: int = 0,
@@ -112,11 +113,11 @@ def analyze(
     plane = Plane(reference, normalizer)
     # The originals' own spacing: each one's distance to its nearest other original.
     own, spacing = originals_spacing(zoo.params, normalizer)
-    orig = evaluate_params(task, model, zoo.layout, zoo.params, {"test": test_dev}, progress=False)["test"]
+    orig = evaluate_params(task, model, zoo.layout, zoo.params, splits={"test": test_dev}, progress=False)["test"]
 
     def measure(name: str, p: torch.Tensor) -> Measured:
         ev = (
-            evaluate_params(task, model, zoo.layout, p, {"test": test_dev}, progress=False)["test"]
+            evaluate_params(task, model, zoo.layout, p, splits={"test": test_dev}, progress=False)["test"]
             if name != "originals"
             else orig
         )
@@ -137,7 +138,7 @@ def analyze(
     # Each group is built, measured and let go in turn: at 1M parameters a group of 100 models is
     # 400 MB, so holding every baseline at once would take several times the zoo.
     measured = {"originals": measure("originals", zoo.params), "generated": measure("generated", generated)}
-    baselines = make_baselines(zoo.params, zoo.heldout, normalizer, n, seed)
+    baselines = make_baselines(zoo.params, zoo.heldout, normalizer, n, seed=seed)
     measured.update({name: measure(name, make()) for name, make in baselines.items()})
     measured.update({name: measure(name, p) for name, p in (extra or {}).items()})
     gap_groups = [name for name in measured if name in LABELS or name in (extra or {})]
@@ -146,7 +147,7 @@ def analyze(
     lowest = min(float(measured[g].max_iou.mean()) for g in gap_groups)
     while lowest < float(measured[noise_name(amplitudes[-1])].max_iou.mean()) and amplitudes[-1] < MAX_AMPLITUDE:
         a = amplitudes[-1] * 2
-        measured[noise_name(a)] = measure(noise_name(a), noise_baseline(zoo.params, normalizer, a, n, seed))
+        measured[noise_name(a)] = measure(noise_name(a), noise_baseline(zoo.params, normalizer, a, n, seed=seed))
         amplitudes.append(a)
 
     result: dict = {
@@ -230,7 +231,9 @@ def analyze(
     share = nonfinite / (len(generated) + nonfinite) if len(generated) + nonfinite else 0.0
     held = zoo.heldout if len(zoo.heldout) else torch.empty(0, zoo.layout.size)
     replicas = result["groups"]["generated"]["replica_share"]
-    result["distribution"] = distribution_check(generated, zoo.params, held, replicas, share, normalizer)
+    result["distribution"] = distribution_check(
+        generated, zoo.params, held, replicas, nonfinite_share=share, normalizer=normalizer
+    )
     result["pairwise_iou"] = {
         "originals": result["groups"]["originals"]["mean_pairwise_iou_within"],
         "generated": result["groups"]["generated"]["mean_pairwise_iou_within"],

@@ -58,7 +58,7 @@ def dispatch(command: str, args, quiet: bool) -> int:
     elif command == "collect":
         from nndiff.zoo.lr_probe import probe_lines
 
-        zoo = collect_zoo(args.task, args.out, _configs(args)[0], progress, args.base, args.fresh)
+        zoo = collect_zoo(args.task, args.out, _configs(args)[0], progress, base=args.base, fresh=args.fresh)
         accs = [s["test_acc"] for s in zoo.snapshots]
         for line in probe_lines(zoo.info.get("lr_probe")):
             print(line)
@@ -69,7 +69,7 @@ def dispatch(command: str, args, quiet: bool) -> int:
     elif command == "train":
         from nndiff.training.budget import summary_lines
 
-        stats = train_run(args.zoo, args.out, _configs(args)[1], progress, args.fresh)
+        stats = train_run(args.zoo, args.out, _configs(args)[1], progress, fresh=args.fresh)
         if stats.get("reused"):
             print(
                 f"{args.out} already holds a generator trained on this zoo with these settings; nothing to do "
@@ -139,9 +139,9 @@ def dispatch(command: str, args, quiet: bool) -> int:
             args.ablation,
             args.out,
             collect,
-            train,
-            args["values"],
-            sample,
+            train_config=train,
+            values=args["values"],
+            sample=sample,
             progress=progress,
             base=args.base,
             fresh=args.fresh,
@@ -157,8 +157,8 @@ def dispatch(command: str, args, quiet: bool) -> int:
             out,
             collect,
             train,
-            sample,
-            progress,
+            sample=sample,
+            progress=progress,
             base=args.base,
             report=not args.no_report,
             fresh=args.fresh,
@@ -210,7 +210,7 @@ def one_line(text: str) -> str:
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # warnings' signature
     # One line per warning, without the source line Python would quote (often a library's internals).
     name = "" if category is UserWarning else f"{category.__name__}: "
     print(f"nndiff: warning: {name}{one_line(str(message))}", file=file or sys.stderr)

@@ -32,7 +32,7 @@ def _help_formatter():
     return Formatter
 
 
-def _command(sub, name: str, help: str, description: str | None = None, train: bool = False):
+def _command(sub, name: str, help: str, description: str | None = None, *, train: bool = False):
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(description=description or help, exit_on_error=False, formatter_class=_help_formatter())
@@ -100,7 +100,7 @@ def _run_option(p, help: str) -> None:
     p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True, help=help)
 
 
-def _on_a_run(sub, name: str, help: str, holds: str = "holding generated/", seed: bool = True, description=None):
+def _on_a_run(sub, name: str, help: str, holds: str = "holding generated/", *, seed: bool = True, description=None):
     """A command that works on an existing run directory (--run), with --device (and --seed)."""
     p = _command(sub, name, help, description)
     _run_option(p, f"run directory {holds}")

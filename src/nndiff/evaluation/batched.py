@@ -73,7 +73,8 @@ class TrunkAndHead:
                 # Eval-mode BatchNorm is one affine map per channel: fold it into a single fused
                 # multiply-add, which vmap keeps as one pass over the activations.
                 stats = [head.get_attr(f"{node.target}.{k}") for k in ("weight", "bias", "running_mean", "running_var")]
-                env[node] = head.call_function(folded_batch_norm, (env[node.args[0]], *stats, module.eps))
+                env[node] = head.call_function(folded_batch_norm, (env[node.args[0]], *stats[:3]),
+                                               {"running_var": stats[3], "eps": module.eps})
             elif _is_relu(node, module) and node.args[0] in live and len(node.args[0].users) == 1:
                 # Its input is a head intermediate nothing else reads: rectify in place, saving an
                 # allocation per model batch.
@@ -98,7 +99,7 @@ def _is_relu(node: fx.Node, module: nn.Module | None) -> bool:
     )
 
 
-def folded_batch_norm(x, weight, bias, running_mean, running_var, eps: float):
+def folded_batch_norm(x, weight, bias, running_mean, *, running_var, eps: float):
     scale = weight * torch.rsqrt(running_var + eps)
     shift = bias - running_mean * scale
     if x.ndim == 2:
@@ -128,6 +129,7 @@ def predict_batched(
     layout: Layout,
     params: torch.Tensor,
     x,
+    *,
     data_batch: int = 1024,
     model_batch: int = 4,
 ) -> torch.Tensor:

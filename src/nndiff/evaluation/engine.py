@@ -44,6 +44,7 @@ def evaluate_params(
     model: nn.Module,
     layout: Layout,
     params: torch.Tensor,
+    *,
     splits: dict,
     progress: bool = True,
     batched: bool = True,
@@ -59,10 +60,10 @@ def evaluate_params(
     device = next(model.parameters()).device
     keys = {name: split_key(split) for name, split in splits.items()}
     if not len(params) or any(k is None for k in keys.values()):
-        return _evaluate(task, model, layout, params, splits, progress, batched)
+        return _evaluate(task, model, layout, params, splits=splits, progress=progress, batched=batched)
     # Vectors evaluated before in this process (the snapshots at collection, the generated models
     # at evaluation) are not evaluated again: memo.py keys them by everything their predictions depend on.
-    context = context_key(task, model, layout, device, batched)
+    context = context_key(task, model, layout, device, batched=batched)
     rows = row_digests(params)
     todo = [i for i, r in enumerate(rows) if any((context, keys[n], r) not in MEMO.entries for n in splits)]
     skip = set(todo)
@@ -72,7 +73,10 @@ def evaluate_params(
     every = len(todo) == len(params)
     parts = [todo] if every else [todo[b] for b in row_blocks(len(todo), params.shape[1])]
     fresh = [
-        _evaluate(task, model, layout, params if every else params[part], splits, progress, batched) for part in parts
+        _evaluate(
+            task, model, layout, params if every else params[part], splits=splits, progress=progress, batched=batched
+        )
+        for part in parts
     ]
     out = {}
     for name, split in splits.items():
@@ -88,7 +92,7 @@ def evaluate_params(
 
 
 def _evaluate(
-    task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict, progress: bool, batched: bool
+    task, model: nn.Module, layout: Layout, params: torch.Tensor, *, splits: dict, progress: bool, batched: bool
 ):
     device = next(model.parameters()).device
     parts = trunk_and_head(model, layout) if batched and len(params) and batchable(task) else None
@@ -99,19 +103,19 @@ def _evaluate(
                 preds = predict_batched(parts, layout, params.to(device), split.x).cpu()
                 out[name] = GroupEvaluation(_accuracy(preds, split.y.cpu()), preds)
         except Exception:  # a traced head that vmap cannot run (an op without a batching rule): the plain loop
-            return _plain(task, model, layout, params, splits, progress)
-        check = _plain(task, model, layout, params[:1], splits, progress=False)
+            return _plain(task, model, layout, params, splits=splits, progress=progress)
+        check = _plain(task, model, layout, params[:1], splits=splits, progress=False)
         if all(torch.equal(check[name].predictions[0], out[name].predictions[0]) for name in splits):
             return out
         warnings.warn(
             "batched evaluation disagrees with the model's own predictions; evaluating one model at a time",
             stacklevel=2,
         )
-    return _plain(task, model, layout, params, splits, progress)
+    return _plain(task, model, layout, params, splits=splits, progress=progress)
 
 
 def _plain(
-    task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict, progress: bool
+    task, model: nn.Module, layout: Layout, params: torch.Tensor, *, splits: dict, progress: bool
 ) -> dict[str, GroupEvaluation]:
     """One `task.evaluate` per parameter set and split."""
     device = next(model.parameters()).device
@@ -129,11 +133,11 @@ def _plain(
 
 
 def evaluate_params_sharded(
-    task, model: nn.Module, layout: Layout, params: torch.Tensor, splits: dict, progress: bool = True
+    task, model: nn.Module, layout: Layout, params: torch.Tensor, *, splits: dict, progress: bool = True
 ) -> dict[str, GroupEvaluation]:
     """evaluate_params, with the rows shared out over the ranks of a torchrun job (every rank must
     call it; every rank gets all results). A single process evaluates everything itself."""
-    mine = evaluate_params(task, model, layout, params[shard(len(params))], splits, progress)
+    mine = evaluate_params(task, model, layout, params[shard(len(params))], splits=splits, progress=progress)
     parts = all_gather({k: (v.accuracy.cpu(), v.predictions.cpu()) for k, v in mine.items()})
     return {
         k: GroupEvaluation(torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts])) for k in splits

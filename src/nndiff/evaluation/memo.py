@@ -58,7 +58,7 @@ def _task_settings(task) -> list:
     return out
 
 
-def context_key(task, model: nn.Module, layout: Layout, device, batched: bool) -> bytes:
+def context_key(task, model: nn.Module, layout: Layout, device, *, batched: bool) -> bytes:
     """What a vector's predictions depend on besides the vector and the split."""
     head = (type(task).__qualname__, _task_settings(task), type(model).__qualname__, str(device))
     digest = hashlib.sha256(repr(head).encode())

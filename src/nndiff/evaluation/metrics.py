@@ -71,6 +71,7 @@ def compute_metrics(
     zoo,
     generated: torch.Tensor,
     device: torch.device,
+    *,
     progress: bool = True,
     replicates: int = REPLICATES,
     seed: int = 0,
@@ -84,14 +85,16 @@ def compute_metrics(
     labels = splits["test"].y.cpu()
     finite = finite_rows(generated)
     files = finite.nonzero().squeeze(1).tolist()  # the file number of each evaluated model
-    gen_evals = evaluate_params_sharded(task, model, zoo.layout, rows_where(generated, finite), splits, progress)
+    gen_evals = evaluate_params_sharded(
+        task, model, zoo.layout, rows_where(generated, finite), splits=splits, progress=progress
+    )
     gen_val, gen_test = (with_failures(gen_evals[s].accuracy, finite) for s in ("val", "test"))
     gen_preds = torch.full((len(generated), len(labels)), FAILED, dtype=torch.long)
     gen_preds[finite] = gen_evals["test"].predictions
-    ens = evaluate_params(task, model, zoo.layout, zoo.params.mean(0, keepdim=True), splits, progress=False)
-    orig_eval = evaluate_params_sharded(task, model, zoo.layout, zoo.params, {"test": splits["test"]}, progress=False)[
-        "test"
-    ]
+    ens = evaluate_params(task, model, zoo.layout, zoo.params.mean(0, keepdim=True), splits=splits, progress=False)
+    orig_eval = evaluate_params_sharded(
+        task, model, zoo.layout, zoo.params, splits={"test": splits["test"]}, progress=False
+    )["test"]
     orig_val = [s["val_acc"] for s in zoo.snapshots]
     orig_test = orig_eval.accuracy.tolist()
     oracle_best_orig = max(orig_test)  # chosen on the test set: the share below is an oracle comparison
@@ -148,6 +151,7 @@ def compare_groups(
     orig: torch.Tensor,
     average: torch.Tensor,
     labels: torch.Tensor,
+    *,
     selected_files: tuple[int, int],
     replicates: int = REPLICATES,
     seed: int = 0,

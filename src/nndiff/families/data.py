@@ -40,7 +40,7 @@ def key(settings: dict, family) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def trunk(task, family, config, out: Path, progress: bool, stage: Stage | None = None):
+def trunk(task, family, config, out: Path, *, progress: bool, stage: Stage | None = None):
     """The base task's model, trained once for these settings (then read back from
     OUT/family/base.safetensors); its training's progress is kept by the run's `stage`."""
     path, wanted = out / "family" / "base.safetensors", key(config.trunk_settings(), family)
@@ -48,7 +48,7 @@ def trunk(task, family, config, out: Path, progress: bool, stage: Stage | None =
         return load_base(task, load_tensors(path))
     if config.base_epochs:
         task.base_epochs = config.base_epochs
-    model = train_base(task, config.seed, torch.device("cpu"), progress, stage, name="trunk")
+    model = train_base(task, config.seed, torch.device("cpu"), progress, stage=stage, name="trunk")
     save_tensors(path, model.state_dict(), {"key": wanted})
     return model
 
@@ -60,7 +60,7 @@ def task_features(family, model, codes: torch.Tensor, x: torch.Tensor) -> torch.
     return torch.stack([features(model, family.head, family.transform(code, x)) for code in codes])
 
 
-def check_family_data(family, model: torch.nn.Module, codes: torch.Tensor, x: torch.Tensor, labels: dict) -> None:
+def check_family_data(family, model: torch.nn.Module, codes: torch.Tensor, x: torch.Tensor, *, labels: dict) -> None:
     """The family's contract, checked before any training: its head is a linear module of the base
     task's model, relabel gives every task integer labels below `classes` on every split, transform
     keeps the inputs' shape. One line naming what is wrong."""
@@ -106,21 +106,21 @@ def check_contract(family, codes: torch.Tensor) -> None:
     task = get_task(family.base_task)
     splits, caps = task.splits(), family.samples or {}
     check_family_data(family, task.make_model(), codes, splits["val"].x[:8],
-                      {k: splits[k].y[: caps.get(k)] for k in SPLITS})
+                      labels={k: splits[k].y[: caps.get(k)] for k in SPLITS})
 
 
-def load_data(family, config, out: Path, codes: torch.Tensor, progress: bool, stage: Stage | None = None):
+def load_data(family, config, out: Path, codes: torch.Tensor, *, progress: bool, stage: Stage | None = None):
     """The trunk, and for every split its features and the base labels [N]."""
     task = get_task(family.base_task)
     splits = task.splits()
     caps = family.samples or {}
-    model = trunk(task, family, config, out, progress, stage)
+    model = trunk(task, family, config, out, progress=progress, stage=stage)
     xs = {k: splits[k].x[: caps.get(k)] for k in SPLITS}
     feats = {k: task_features(family, model, codes, xs[k]) for k in SPLITS}
     return model, feats, {k: splits[k].y[: caps.get(k)] for k in SPLITS}
 
 
-def collect_heads(family, config, feats, labels, out: Path, codes) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def collect_heads(family, config, feats, labels, *, out: Path, codes) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Every task's heads (K per task, task-major) from one common initialization."""
     d, wanted = out / "family", key(config.heads_settings(), family)
     if (d / "manifest.json").is_file() and (d / "heads.safetensors").is_file():
@@ -134,11 +134,11 @@ def collect_heads(family, config, feats, labels, out: Path, codes) -> tuple[torc
     keep = tuple(config.steps - i * config.every for i in reversed(range(config.snapshots)))
     t0 = time.perf_counter()
     _, kept = train_heads(init, feats["train"], family.labels(codes, labels["train"]), family.classes,
-                          config.steps, config.lr, config.seed, keep)
+                          steps=config.steps, lr=config.lr, seed=config.seed, keep=keep)
     rows = torch.stack([kept[s] for s in keep], 1).reshape(-1, init.numel())  # task-major
     accs = {}
     for split in ("val", "test"):
-        right = row_correct(rows, feats[split], family.labels(codes, labels[split]), len(keep), family.classes)
+        right = row_correct(rows, feats[split], family.labels(codes, labels[split]), len(keep), classes=family.classes)
         accs[split] = (right.float().mean(1) * 100).tolist()
     tasks = split_tasks(len(codes), config.seed)
     manifest = {
@@ -158,7 +158,7 @@ def collect_heads(family, config, feats, labels, out: Path, codes) -> tuple[torc
     return rows, init, manifest
 
 
-def row_correct(rows: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, per_task: int, classes: int):
+def row_correct(rows: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, per_task: int, *, classes: int):
     """[T * K, N]: which examples each of the zoo's heads gets right (rows task-major, labels [T, N])."""
     if x.ndim == 2:
         return correct(rows, x, labels.repeat_interleave(per_task, 0), classes)

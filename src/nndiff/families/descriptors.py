@@ -30,7 +30,7 @@ class Descriptors:
     picked: dict[str, torch.Tensor]  # "val", "heldout": [T_split, classes * shots], the examples' indices
 
     @classmethod
-    def make(cls, family, config, feats, labels, codes, tasks) -> "Descriptors":
+    def make(cls, family, config, feats, labels, *, codes, tasks) -> "Descriptors":
         gen = torch.Generator().manual_seed(config.seed + 2)
         train_sets, sets, picked = [], {}, {}
         for split in ("train", "val", "heldout"):

@@ -41,6 +41,7 @@ class RegressionGenerator:
 
     @classmethod
     def fit(cls, params: torch.Tensor, descriptors: torch.Tensor, steps: int = 4000, seed: int = 0,
+            *,
             lr: float = 1e-3, width: int = 1024):
         """Fit on rows params [n, D] with their tasks' descriptors [n, E] (minibatches of 256)."""
         torch.manual_seed(seed)
@@ -86,7 +87,7 @@ class RegressionGenerator:
 class DiffusionGenerator:
     one_per_task = False
 
-    def __init__(self, config: TrainConfig, inputs, normalizer, latent_normalizer, autoencoder, denoiser):
+    def __init__(self, config: TrainConfig, inputs, normalizer, latent_normalizer, *, autoencoder, denoiser):
         self.config, self.inputs, self.normalizer = config, inputs, normalizer
         self.latent_normalizer = latent_normalizer
         self.autoencoder, self.denoiser = autoencoder, denoiser
@@ -102,20 +103,32 @@ class DiffusionGenerator:
         latent = Normalizer.fit(z.flatten(1), None, "element")
         z = latent(z.flatten(1)).view(z.shape)
         denoiser, _ = train_diffusion(z, config, gen, progress, cond=inputs(descriptors.float()))
-        return cls(config, inputs, normalizer, latent, ae.eval(), denoiser.eval())
+        return cls(config, inputs, normalizer, latent, autoencoder=ae.eval(), denoiser=denoiser.eval())
 
     @torch.no_grad()
-    def sample(self, descriptors: torch.Tensor, n: int = 1, seed: int = 0, steps: int = 20, guidance: float = 1.0):
+    def sample(self, descriptors: torch.Tensor, n: int = 1, seed: int = 0, steps: int = 20, *, guidance: float = 1.0):
         cond = self.inputs(descriptors.float()).repeat_interleave(n, 0)
         shape = self.autoencoder.latent_shape
         scheduler = make_scheduler(self.config.diffusion, "ddim")
-        z = sample(self.denoiser, shape, scheduler, steps, list(range(seed, seed + len(cond))), "cpu", cond, guidance)
+        z = sample(
+            self.denoiser,
+            shape,
+            scheduler,
+            steps,
+            seeds=list(range(seed, seed + len(cond))),
+            device="cpu",
+            cond=cond,
+            guidance=guidance,
+        )
         z = self.latent_normalizer.inverse(z.flatten(1)).view(len(cond), *shape)
         return self.normalizer.inverse(self.autoencoder.decode(z))
 
     def arguments(self) -> dict:
-        return {"config": self.config.to_dict(), "codec": codec_record(self.autoencoder),
-                "descriptor_dim": self.denoiser.cond_dim}
+        return {
+            "config": self.config.to_dict(),
+            "codec": codec_record(self.autoencoder),
+            "descriptor_dim": self.denoiser.cond_dim,
+        }
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {
@@ -135,7 +148,7 @@ class DiffusionGenerator:
         den = restore_module(lambda: Denoiser(ae.latent_shape, config.denoiser, code_dim), _part(state, "denoiser."))
         latent = Normalizer.from_state_dict(state, "latent.", math.prod(ae.latent_shape), "its tensors")
         inputs = Normalizer.from_state_dict(state, "inputs.", code_dim, "its tensors")
-        return cls(config, inputs, norm, latent, ae, den)
+        return cls(config, inputs, norm, latent, autoencoder=ae, denoiser=den)
 
 
 def _regression_net(descriptor_dim: int, width: int, dim: int) -> nn.Module:

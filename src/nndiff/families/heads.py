@@ -39,7 +39,9 @@ def logits(heads: torch.Tensor, x: torch.Tensor, classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def correct(heads: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, classes: int, block: int = 64) -> torch.Tensor:
+def correct(
+    heads: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, classes: int, *, block: int = 64
+) -> torch.Tensor:
     """[T, N] bool: which examples each head gets right (labels [T, N], one row per head's task)."""
     out = torch.empty(labels.shape, dtype=torch.bool)
     for i in range(0, len(heads), block):
@@ -53,6 +55,7 @@ def train_heads(
     x: torch.Tensor,
     labels: torch.Tensor,
     classes: int,
+    *,
     steps: int,
     lr: float,
     seed: int,

@@ -16,7 +16,7 @@ from nndiff.families.heads import logits, train_heads
 EXAMPLE_SGD_STEPS = 100
 
 
-def heldout_methods(family, config, generators, inputs, rows, init, feats, labels, codes, tasks, per_task, desc):
+def heldout_methods(family, config, generators, inputs, *, rows, init, feats, labels, codes, tasks, per_task, desc):
     """Each method's heads for the held-out tasks and the generators' sampling times."""
     held, train = tasks["heldout"], tasks["train"]
     dim, classes = rows.shape[1], family.classes
@@ -34,32 +34,49 @@ def heldout_methods(family, config, generators, inputs, rows, init, feats, label
     x_train = of_tasks(feats["train"], held)
     lab_train = family.labels(codes[held], labels["train"])
     for steps in SGD_STEPS:
-        heads, _ = train_heads(init, x_train, lab_train, classes, steps, config.lr, config.seed + 1)
+        heads, _ = train_heads(init, x_train, lab_train, classes, steps=steps, lr=config.lr, seed=config.seed + 1)
         out[f"sgd_{steps}"] = heads[:, None]
     # SGD for the wall time generating one task's models takes (one task's steps, timed alone)
     t0 = time.perf_counter()
-    train_heads(init, x_train[:1] if x_train.ndim == 3 else x_train, lab_train[:1], classes, 50, config.lr, 0)
+    train_heads(
+        init, x_train[:1] if x_train.ndim == 3 else x_train, lab_train[:1], classes, steps=50, lr=config.lr, seed=0
+    )
     step_s = (time.perf_counter() - t0) / 50
     for name in generators:
         steps = max(1, int(seconds[name]["per_task"] / step_s))
-        heads, _ = train_heads(init, x_train, lab_train, classes, steps, config.lr, config.seed + 1)
+        heads, _ = train_heads(init, x_train, lab_train, classes, steps=steps, lr=config.lr, seed=config.seed + 1)
         out[f"sgd_same_time_as_{name}"] = heads[:, None]
         seconds[name]["sgd_steps_in_that_time"] = steps
     # the examples alone: SGD on the same labelled examples the examples-conditioned generator sees
     idx, rows_ix = desc.picked["heldout"], torch.arange(len(held))[:, None]
     x_ex = x_train[idx] if x_train.ndim == 2 else x_train[rows_ix, idx]
-    heads, _ = train_heads(init, x_ex, lab_train[rows_ix, idx], classes, EXAMPLE_SGD_STEPS, config.lr, config.seed + 1)
+    heads, _ = train_heads(
+        init, x_ex, lab_train[rows_ix, idx], classes, steps=EXAMPLE_SGD_STEPS, lr=config.lr, seed=config.seed + 1
+    )
     out["sgd_on_examples"] = heads[:, None]
     if "regression_examples" in generators and family.relabel is not None:
-        out.update(_per_base_class(family, config, generators["regression_examples"], init, x_train, labels, lab_train))
-    out["retrieval_nearest"] = task_rows(rows, train[_nearest(family, desc, codes, held, train, generators)], per_task)
-    out["retrieval_best_on_val"] = task_rows(rows, train[_best_on_val(family, rows, feats, labels, codes, tasks,
-                                                                      per_task)], per_task)
+        out.update(
+            _per_base_class(
+                family,
+                config,
+                generators["regression_examples"],
+                init,
+                x_train=x_train,
+                labels=labels,
+                lab_train=lab_train,
+            )
+        )
+    out["retrieval_nearest"] = task_rows(
+        rows, train[_nearest(family, desc, codes, held, train=train, generators=generators)], per_task
+    )
+    out["retrieval_best_on_val"] = task_rows(
+        rows, train[_best_on_val(family, rows, feats, labels, codes=codes, tasks=tasks, per_task=per_task)], per_task
+    )
     out["zoo_mean"] = task_rows(rows, train, per_task).reshape(-1, dim).mean(0).expand(len(held), 1, dim)
     return out, seconds
 
 
-def _per_base_class(family, config, generator, init, x_train, labels, lab_train) -> dict:
+def _per_base_class(family, config, generator, init, *, x_train, labels, lab_train) -> dict:
     """Tasks over relabelled classes, shown `shots` examples of every base class (each labelled by
     the task): the examples-conditioned generator and SGD on those examples alone."""
     held = len(lab_train)
@@ -68,13 +85,16 @@ def _per_base_class(family, config, generator, init, x_train, labels, lab_train)
     rows_ix = torch.arange(held)[:, None]
     shown = embed_draws(x_train, lab_train, idx, family.classes)
     x_ex = x_train[idx] if x_train.ndim == 2 else x_train[rows_ix, idx]
-    heads, _ = train_heads(init, x_ex, lab_train[rows_ix, idx], family.classes, EXAMPLE_SGD_STEPS, config.lr,
-                           config.seed + 1)
-    return {"regression_examples_per_base_class": generator.sample(shown).view(held, 1, -1),
-            "sgd_on_examples_per_base_class": heads[:, None]}
+    heads, _ = train_heads(
+        init, x_ex, lab_train[rows_ix, idx], family.classes, steps=EXAMPLE_SGD_STEPS, lr=config.lr, seed=config.seed + 1
+    )
+    return {
+        "regression_examples_per_base_class": generator.sample(shown).view(held, 1, -1),
+        "sgd_on_examples_per_base_class": heads[:, None],
+    }
 
 
-def _nearest(family, desc, codes, held, train, generators) -> torch.Tensor:
+def _nearest(family, desc, codes, held, *, train, generators) -> torch.Tensor:
     """For each held-out task, the training task nearest by descriptor: the code (Hamming distance)
     when tasks are asked for by code, else the example-set embedding (in the generator's input units)."""
     if family.asked_by == "code":
@@ -83,7 +103,7 @@ def _nearest(family, desc, codes, held, train, generators) -> torch.Tensor:
     return torch.cdist(scale(desc.sets["heldout"]), scale(desc.task_means())).argmin(1)
 
 
-def _best_on_val(family, rows, feats, labels, codes, tasks, per_task) -> torch.Tensor:
+def _best_on_val(family, rows, feats, labels, *, codes, tasks, per_task) -> torch.Tensor:
     """For each held-out task, the training task whose last head is most accurate on the held-out
     task's validation split."""
     held, train = tasks["heldout"], tasks["train"]
@@ -94,8 +114,9 @@ def _best_on_val(family, rows, feats, labels, codes, tasks, per_task) -> torch.T
         x = feats["val"] if feats["val"].ndim == 2 else feats["val"][held[t]]
         if t == 0 or feats["val"].ndim == 3:
             with torch.no_grad():
-                preds = torch.cat([logits(last[i : i + 64], x, family.classes).argmax(2)
-                                   for i in range(0, len(last), 64)])
+                preds = torch.cat(
+                    [logits(last[i : i + 64], x, family.classes).argmax(2) for i in range(0, len(last), 64)]
+                )
         best.append((preds == lab_val[t]).float().mean(1).argmax())
     return torch.stack(best)
 

@@ -47,7 +47,7 @@ REGRESSION_WIDTHS = (256, 1024)  # the validation tasks choose (wide fitted mnis
 RESULTS = (*(f"{g}.safetensors" for g in (*GENERATORS, "regression_examples")), "examples.safetensors", "metrics.json")
 
 
-def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log=print, fresh: bool = False) -> dict:
+def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log=print, *, fresh: bool = False) -> dict:
     """Collect over the family's tasks, train the generators on the training tasks, choose the
     default on the validation tasks, and judge every method on the held-out tasks (metrics.json).
     `fresh`: start over, removing what an earlier run left in `out`."""
@@ -66,7 +66,7 @@ def run_family(config: FamilyConfig, out: str | Path, progress: bool = True, log
         _claim(out, record)
         stage.claim(record, "a family run")
         save_json(out / FAMILY_RUN, record)
-        metrics = _run(family, config, out, progress, log, stage)
+        metrics = _run(family, config, out, progress, log=log, stage=stage)
         stage.finish()
     return metrics
 
@@ -100,17 +100,17 @@ def _remove_results(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
 
 
-def _run(family, config: FamilyConfig, out: Path, progress: bool, log, stage: Stage) -> dict:
+def _run(family, config: FamilyConfig, out: Path, progress: bool, *, log, stage: Stage) -> dict:
     from nndiff.families.report import write_family_report
 
     t_start = time.perf_counter()
     codes = family_codes(family, config)
     log(f"[1/4] the {family.base_task} trunk and the heads of {len(codes)} tasks ({config.steps} SGD steps each)")
-    _, feats, labels = load_data(family, config, out, codes, progress, stage)
-    rows, init, manifest = collect_heads(family, config, feats, labels, out, codes)
+    _, feats, labels = load_data(family, config, out, codes, progress=progress, stage=stage)
+    rows, init, manifest = collect_heads(family, config, feats, labels, out=out, codes=codes)
     tasks = {k: torch.tensor(v, dtype=torch.long) for k, v in manifest["tasks"].items()}
     per_task = len(manifest["snapshot_steps"])
-    desc = Descriptors.make(family, config, feats, labels, codes, tasks)
+    desc = Descriptors.make(family, config, feats, labels, codes=codes, tasks=tasks)
 
     # every choice is made on validation data of the validation tasks (never held-out tasks, never test data)
     inputs = _inputs(family, desc, tasks)
@@ -123,9 +123,18 @@ def _run(family, config: FamilyConfig, out: Path, progress: bool, log, stage: St
 
     log(f"[2/4] training the generators on {len(tasks['train'])} tasks ({len(tasks['train']) * per_task} heads)")
     x_train, lab_train = of_tasks(feats["train"], tasks["train"]), family.labels(codes[tasks["train"]], labels["train"])
-    generators, timings, candidates = _train(family, config, rows, tasks, per_task, desc, progress,
-                                             lambda gen, name: on_validation(gen, _val_inputs(name, inputs, desc)),
-                                             x_train, lab_train)
+    generators, timings, candidates = _train(
+        family,
+        config,
+        rows,
+        tasks,
+        per_task=per_task,
+        desc=desc,
+        progress=progress,
+        validate=lambda gen, name: on_validation(gen, _val_inputs(name, inputs, desc)),
+        x_train=x_train,
+        lab_train=lab_train,
+    )
     del x_train, lab_train
     timings["collect"] = manifest["seconds"]
     examples_generator = "regression_examples" if family.asked_by == "code" else None
@@ -135,36 +144,60 @@ def _run(family, config: FamilyConfig, out: Path, progress: bool, log, stage: St
     chosen = max(choice, key=choice.get)
     versus = compare_methods(val_shares, chosen, seed=config.seed)
     margins = {f"{k}_minus_{chosen}": versus[k][f"minus_{chosen}"] for k in GENERATORS if k != chosen}
-    log(f"[3/4] validation tasks choose the {chosen} generator ("
-        + ", ".join(f"{k} {v:.2f}%" for k, v in choice.items()) + "; "
-        + "; ".join(f"{k.replace('_', ' ')} {d['estimate']:+.2f}, 95% CI {d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f}"
-                    for k, d in margins.items()) + ")")
+    log(
+        f"[3/4] validation tasks choose the {chosen} generator ("
+        + ", ".join(f"{k} {v:.2f}%" for k, v in choice.items())
+        + "; "
+        + "; ".join(
+            f"{k.replace('_', ' ')} {d['estimate']:+.2f}, 95% CI {d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f}"
+            for k, d in margins.items()
+        )
+        + ")"
+    )
 
     held = tasks["heldout"]
     log(f"[4/4] every method on {len(held)} held-out tasks")
-    methods, seconds = heldout_methods(family, config, generators, inputs["heldout"], rows, init, feats, labels,
-                                       codes, tasks, per_task, desc)
+    methods, seconds = heldout_methods(
+        family,
+        config,
+        generators,
+        inputs["heldout"],
+        rows=rows,
+        init=init,
+        feats=feats,
+        labels=labels,
+        codes=codes,
+        tasks=tasks,
+        per_task=per_task,
+        desc=desc,
+    )
     lab_test = family.labels(codes[held], labels["test"])
     x_test = of_tasks(feats["test"], held)
     shares = {name: per_sample(h, x_test, lab_test, family.classes) for name, h in methods.items()}
     metrics = compare_methods(shares, chosen, seed=config.seed)
     sgd = {s: metrics[f"sgd_{s}"]["test_acc_mean"] for s in SGD_STEPS}
-    metrics.update({
-        "family": family.name,
-        "asked_by": family.asked_by,
-        "shots": config.shots,
-        "tasks": {k: len(v) for k, v in tasks.items()},
-        "models_per_task": {name: int(h.shape[1]) for name, h in methods.items()},
-        "chosen_on_validation_tasks": {"generator": chosen, "val_acc_mean": choice, **margins,
-                                       "regression_candidates": candidates},
-        "diffusion_minus_regression": _versus_regression(shares, config.seed),
-        "examples_generator": examples_generator or chosen,
-        "sgd_steps_worth": {g: steps_worth(sgd, metrics[g]["test_acc_mean"]) for g in generators},
-        "sampling_s": seconds,
-        "novelty": novelty(methods[chosen], methods["trained"], generators["regression"].normalizer),
-        "timings_s": {**timings, "total": round(time.perf_counter() - t_start, 3)},
-        "heads_key": manifest["key"],
-    })
+    metrics.update(
+        {
+            "family": family.name,
+            "asked_by": family.asked_by,
+            "shots": config.shots,
+            "tasks": {k: len(v) for k, v in tasks.items()},
+            "models_per_task": {name: int(h.shape[1]) for name, h in methods.items()},
+            "chosen_on_validation_tasks": {
+                "generator": chosen,
+                "val_acc_mean": choice,
+                **margins,
+                "regression_candidates": candidates,
+            },
+            "diffusion_minus_regression": _versus_regression(shares, config.seed),
+            "examples_generator": examples_generator or chosen,
+            "sgd_steps_worth": {g: steps_worth(sgd, metrics[g]["test_acc_mean"]) for g in generators},
+            "sampling_s": seconds,
+            "novelty": novelty(methods[chosen], methods["trained"], generators["regression"].normalizer),
+            "timings_s": {**timings, "total": round(time.perf_counter() - t_start, 3)},
+            "heads_key": manifest["key"],
+        }
+    )
     with Staging(out, "family") as staging:
         for name, gen in generators.items():
             save_generator(staging.dir / f"{name}.safetensors", gen)
@@ -177,8 +210,7 @@ def _run(family, config: FamilyConfig, out: Path, progress: bool, log, stage: St
     return metrics
 
 
-
-def _train(family, config, rows, tasks, per_task, desc, progress, validate, x_train, lab_train):
+def _train(family, config, rows, tasks, *, per_task, desc, progress, validate, x_train, lab_train):
     """The generators, each on the training tasks only: regression and diffusion on the family's
     descriptor, the regression tuned with the tasks' own loss, and for families asked for by code also
     a regression on example sets. Every regression is fitted at each width of REGRESSION_WIDTHS;
@@ -208,11 +240,15 @@ def _train(family, config, rows, tasks, per_task, desc, progress, validate, x_tr
         data["regression_examples"] = (by_examples, some_sets)
     for name, ((params, descriptors), given) in data.items():
         t0 = time.perf_counter()
-        fitted = {f"{w}": RegressionGenerator.fit(params, descriptors, config.regression_steps, config.seed, width=w)
-                  for w in REGRESSION_WIDTHS}
+        fitted = {
+            f"{w}": RegressionGenerator.fit(params, descriptors, config.regression_steps, config.seed, width=w)
+            for w in REGRESSION_WIDTHS
+        }
         scores[name] = {k: float(validate(gen, name).mean() * 100) for k, gen in fitted.items()}
         fit = max(scores[name], key=scores[name].get)
-        tuned = tune(fitted[fit], given, x_train, lab_train, family.classes, config.tune_steps, config.seed)
+        tuned = tune(
+            fitted[fit], given, x_train, lab_train, classes=family.classes, steps=config.tune_steps, seed=config.seed
+        )
         scores[name][f"{fit} tuned"] = float(validate(tuned, name).mean() * 100)
         if name == "regression":
             generators["regression"], generators["regression_tuned"] = fitted[fit], tuned

@@ -25,6 +25,7 @@ def tune(
     descriptors: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     x: torch.Tensor,
     labels: torch.Tensor,
+    *,
     classes: int,
     steps: int,
     seed: int = 0,

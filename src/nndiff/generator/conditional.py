@@ -42,7 +42,7 @@ def calibration_targets(zoo, points: int = CALIBRATION_POINTS) -> list[float]:
 
 
 def calibrate(
-    generator, task, model, zoo, n: int = 50, seed: int = 0, guidances=GUIDANCES, points: int = CALIBRATION_POINTS
+    generator, task, model, zoo, *, n: int = 50, seed: int = 0, guidances=GUIDANCES, points: int = CALIBRATION_POINTS
 ) -> list[dict]:
     """One row per (guidance, requested validation accuracy): the achieved mean accuracies."""
     device = next(model.parameters()).device
@@ -56,7 +56,7 @@ def calibrate(
                 nothing = {"val_acc_mean": None, "val_acc_std": None, "test_acc_mean": None, "error_val": None}
                 rows.append({"guidance": w, "requested_val_acc": target, "count": 0, **nothing})
                 continue
-            ev = evaluate_params(task, model, zoo.layout, params, splits, progress=False)
+            ev = evaluate_params(task, model, zoo.layout, params, splits=splits, progress=False)
             val, test = ev["val"].accuracy, ev["test"].accuracy
             rows.append(
                 {
@@ -72,7 +72,7 @@ def calibrate(
     return rows
 
 
-def aimed_sets(generator, zoo, n: int, seed: int = 0, guidances=GUIDANCES) -> dict[str, torch.Tensor]:
+def aimed_sets(generator, zoo, n: int, seed: int = 0, *, guidances=GUIDANCES) -> dict[str, torch.Tensor]:
     """Models aimed at the snapshots' median and best validation accuracy, one set per guidance."""
     out = {}
     for aim, target in aim_targets(zoo).items():

@@ -85,6 +85,7 @@ def training_loss(
     x0: torch.Tensor,
     scheduler,
     generator: torch.Generator | None = None,
+    *,
     cond: torch.Tensor | None = None,
     dropout: float = 0.0,
 ) -> torch.Tensor:
@@ -108,6 +109,7 @@ def sample(
     shape: tuple[int, ...],
     scheduler,
     steps: int,
+    *,
     seeds: list[int],
     device: torch.device | str = "cpu",
     cond: torch.Tensor | None = None,

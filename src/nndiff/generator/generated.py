@@ -48,7 +48,7 @@ class SampleConfig:
 
 
 def check_generate_args(
-    n: int, seed: int, sampler: str, steps: int, target_acc: float | None = None, guidance: float = 1.0
+    n: int, seed: int, sampler: str, steps: int, *, target_acc: float | None = None, guidance: float = 1.0
 ) -> None:
     """The sampling options, checked before a generator is loaded (or, in `nndiff run`, trained)."""
     from nndiff.config.settings import seed as check_seed
@@ -62,6 +62,7 @@ def write_generated(
     vectors: torch.Tensor,
     layout: Layout,
     seed: int,
+    *,
     sampler: str,
     steps: int,
     extra: dict | None = None,

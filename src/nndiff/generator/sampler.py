@@ -55,6 +55,7 @@ class ParamGenerator:
         seed: int = 0,
         sampler: str = "ddim",
         steps: int = 50,
+        *,
         target_acc: float | None = None,
         guidance: float = 1.0,
     ) -> torch.Tensor:
@@ -63,7 +64,7 @@ class ParamGenerator:
         A conditional generator aims them at validation accuracy `target_acc` (percent), with
         classifier-free guidance of strength `guidance`; without a target it samples unconditionally.
         """
-        check_generate_args(n, seed, sampler, steps, target_acc, guidance)
+        check_generate_args(n, seed, sampler, steps, target_acc=target_acc, guidance=guidance)
         cond = None
         if target_acc is not None:
             if self.condition_normalizer is None:
@@ -81,7 +82,16 @@ class ParamGenerator:
             cond = self.condition_normalizer(torch.full((n, 1), float(target_acc)))
         scheduler = make_scheduler(self.config.diffusion, sampler)
         shape = self.autoencoder.latent_shape
-        z = sample(self.denoiser, shape, scheduler, steps, list(range(seed, seed + n)), self.device, cond, guidance)
+        z = sample(
+            self.denoiser,
+            shape,
+            scheduler,
+            steps,
+            seeds=list(range(seed, seed + n)),
+            device=self.device,
+            cond=cond,
+            guidance=guidance,
+        )
         z = self.latent_normalizer.inverse(z.flatten(1).cpu()).view(n, *shape)
         self.autoencoder.eval()
         x = self.autoencoder.decode(z.to(self.device)).cpu()
@@ -92,8 +102,11 @@ class ParamGenerator:
         d = Path(run_dir)
         cfg = self.config.to_dict()
         mark = {"stage": stage} if stage else {}
-        save_tensors(d / "autoencoder.safetensors", self.autoencoder.state_dict(),
-                     {"codec": codec_record(self.autoencoder), **mark})
+        save_tensors(
+            d / "autoencoder.safetensors",
+            self.autoencoder.state_dict(),
+            {"codec": codec_record(self.autoencoder), **mark},
+        )
         save_tensors(
             d / "denoiser.safetensors",
             self.denoiser.state_dict(),
@@ -124,8 +137,9 @@ class ParamGenerator:
             )
         path = d / "denoiser.safetensors"
         try:
-            den = restore_module(lambda: Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0),
-                                 load_tensors(path))
+            den = restore_module(
+                lambda: Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0), load_tensors(path)
+            )
         except ValueError as e:
             detail = str(e).splitlines()[0]
             raise NndiffError(f"{path} does not match config.yaml ({detail}); retrain the run") from None

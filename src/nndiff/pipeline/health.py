@@ -34,8 +34,10 @@ def doctor_run(path: str | Path, device: str = "auto", zoo: Zoo | None = None) -
 def _zoo_part(zoo: Zoo, task, dev) -> tuple[list[Check], torch.nn.Module, object, torch.Tensor]:
     model = zoo.model(task).to(dev)
     val = task.splits()["val"].to(dev)
-    snapshots = evaluate_params(task, model, zoo.layout, zoo.params, {"val": val}, progress=False)["val"].predictions
-    return zoo_checks(zoo, task, model, val, snapshots), model, val, snapshots
+    snapshots = evaluate_params(task, model, zoo.layout, zoo.params, splits={"val": val}, progress=False)[
+        "val"
+    ].predictions
+    return zoo_checks(zoo, task, model, val, snapshots=snapshots), model, val, snapshots
 
 
 @_locked_run
@@ -56,7 +58,9 @@ def _doctor_run(path: Path, device: str, zoo: Zoo | None) -> list[Check]:
         steps = stats.get(loop, {}).get("steps", fallback)
         return steps if isinstance(steps, int) and steps > 0 else fallback
 
-    checks.append(autoencoder_check(zoo, task, model, generator, val, snapshots, trained("autoencoder")))
+    checks.append(
+        autoencoder_check(zoo, task, model, generator, val=val, snapshots=snapshots, steps=trained("autoencoder"))
+    )
     normalizer = generator.normalizer
     del generator  # its codec (principal components: as large as the zoo's rows) is not needed from here
     release_freed_memory()
@@ -69,7 +73,14 @@ def _doctor_run(path: Path, device: str, zoo: Zoo | None) -> list[Check]:
         generated = read_generated(path, zoo.layout)
     if generated is not None:
         checks += generator_checks(
-            zoo, task, model, generated, normalizer, val, snapshots, trained("diffusion")
+            zoo,
+            task,
+            model,
+            generated,
+            normalizer=normalizer,
+            val=val,
+            snapshots=snapshots,
+            diffusion_steps=trained("diffusion"),
         )
     else:
         checks.append(Check("generator", "skip", "no generated models yet", fix))

@@ -24,6 +24,7 @@ def run_all(
     out: str | Path,
     collect_config: CollectConfig,
     train_config: TrainConfig,
+    *,
     sample: SampleConfig | None = None,
     progress: bool = True,
     log=print,
@@ -41,7 +42,7 @@ def run_all(
         raise NndiffError("--target-acc needs a conditional generator: add --condition val_acc")
     t0 = time.perf_counter()
     log(f"[1/4] collecting {collect_config.k} snapshots of {task} into {out / 'zoo'}")
-    zoo = collect_zoo(task, out / "zoo", collect_config, progress, base, fresh)
+    zoo = collect_zoo(task, out / "zoo", collect_config, progress, base=base, fresh=fresh)
     log(
         f"      base model test accuracy {zoo.info['base']['test_acc']:.2f}%, {zoo.layout.size} parameters selected "
         f"({', '.join(zoo.layout.names)})"
@@ -51,7 +52,7 @@ def run_all(
     del zoo  # the later stages read the zoo from disk, memory-mapped: its collected copy is let go
     release_freed_memory()
     log("[2/4] training the autoencoder and the latent diffusion model")
-    for line in budget_lines(train_run(out / "zoo", out, train_config, progress, fresh)):
+    for line in budget_lines(train_run(out / "zoo", out, train_config, progress, fresh=fresh)):
         log(f"      {line}")
     release_freed_memory()
     if is_main():  # under torchrun: sampling is cheap, rank 0 does it alone

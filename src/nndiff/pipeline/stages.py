@@ -65,6 +65,7 @@ def collect_zoo(
     out: str | Path,
     config: CollectConfig,
     progress: bool = True,
+    *,
     base: str | Path | None = None,
     fresh: bool = False,
 ) -> Zoo:
@@ -79,7 +80,7 @@ def collect_zoo(
         base_state = load_state_dict(base) if base else None
         if not fresh and (out / "manifest.json").is_file() and not stage.started:
             return _complete_zoo(out, task, config, base_state)
-        zoo = collect(task, config, progress, base_state, stage)
+        zoo = collect(task, config, progress, base_state, stage=stage)
         if is_main():
             stage.move_rows(ZOO_ROWS, out / FILES["params"])
             zoo.save(out, params_in_place=True)
@@ -100,7 +101,7 @@ def _complete_zoo(out: Path, task: str, config: CollectConfig, base_state) -> Zo
 
 
 def train_run(
-    zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, progress: bool = True, fresh: bool = False
+    zoo_dir: str | Path, run_dir: str | Path, config: TrainConfig, progress: bool = True, *, fresh: bool = False
 ) -> dict:
     """Train a generator on a zoo into `run_dir`, resuming from run_dir/.progress if it holds progress."""
     zoo_dir, run_dir = Path(zoo_dir), Path(run_dir)
@@ -121,12 +122,12 @@ def train_run(
         generator, stats = fit(zoo, config, progress, stage)
         stats["processes"] = world_size()
         if is_main():
-            _write_generator(run_dir, zoo_dir, zoo.task, zoo_fp, generator, config, stats)
+            _write_generator(run_dir, zoo_dir, zoo.task, zoo_fp, generator=generator, config=config, stats=stats)
         stage.finish()
     return stats if is_main() else {}
 
 
-def _write_generator(run_dir: Path, zoo_dir: Path, task: str, zoo_fp: str, generator, config, stats: dict) -> None:
+def _write_generator(run_dir: Path, zoo_dir: Path, task: str, zoo_fp: str, *, generator, config, stats: dict) -> None:
     """The trained generator's files, replacing the run's as a whole (io/staging.py), each marked
     with this training's id."""
     stats["stage"] = stage_id = secrets.token_hex(8)
@@ -175,7 +176,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", progress: bool = Tru
     zoo = zoo.with_accuracies(task)
     generated = read_generated(run_dir, zoo.layout)
     t0 = time.perf_counter()
-    metrics = compute_metrics(task, zoo, generated, resolve_device(device), progress)
+    metrics = compute_metrics(task, zoo, generated, resolve_device(device), progress=progress)
     evaluate_s = time.perf_counter() - t0
     train_stats = read_record(run_dir / "train_stats.json", TRAIN_STATS, "retrain the run with --fresh")
     timings = {
@@ -226,7 +227,9 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
         generator = ParamGenerator.load(run_dir, config, resolve_device(device))
         extra = aimed_sets(generator, zoo, len(generated), seed)
         calibration = calibrate(generator, task, model, zoo, seed=seed)
-    novelty, per_model = analyze(task, model, zoo, normalizer, generated, seed=seed, extra=extra, nonfinite=nonfinite)
+    novelty, per_model = analyze(
+        task, model, zoo, normalizer, generated=generated, seed=seed, extra=extra, nonfinite=nonfinite
+    )
     novelty["fingerprint"] = metrics["generated"]["fingerprint"]
     # The health checks read the generated set again after the codec's check, not beside the codec
     # (at 1M parameters each is hundreds of MB); the analysis's buffers are let go first.
@@ -239,7 +242,7 @@ def report_run(run_dir: str | Path, device: str = "auto", seed: int = 0, progres
 
     def fill(staging: Path) -> None:  # the previous report/ stays whole until the new one is
         save_json(staging / "novelty.json", novelty)
-        write_report(staging, metrics, novelty, per_model, training)
+        write_report(staging, metrics, novelty, per_model, training=training)
 
     return write_directory(run_dir / "report", fill) / "report.md"
 

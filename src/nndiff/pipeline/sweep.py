@@ -94,10 +94,10 @@ def run_sweep(
     ablation: str,
     out: str | Path,
     collect_config: CollectConfig,
+    *,
     train_config: TrainConfig,
     values: list[int] | None = None,
     sample: SampleConfig | None = None,
-    *,
     progress: bool = True,
     log=print,
     base: str | Path | None = None,
@@ -119,7 +119,7 @@ def run_sweep(
         collect_config = replace(collect_config, k=max(max(r[1]["k"] for r in rows), collect_config.k))
     base_dir = out / "zoo"
     log(f"collecting the shared zoo into {base_dir}" + (f" from the base model {base}" if base else ""))
-    base_zoo = collect_zoo(task, base_dir, collect_config, progress, base, fresh)  # a finished one is reused
+    base_zoo = collect_zoo(task, base_dir, collect_config, progress, base=base, fresh=fresh)  # reused when finished
     results = []
     for i, (name, change) in enumerate(rows, 1):
         row_dir = out / ablation / name.replace(" ", "_").replace("=", "").replace("+", "and")
@@ -133,7 +133,7 @@ def run_sweep(
         else:
             base_zoo.save(row_dir / "zoo")
             config.autoencoder.input_noise, config.autoencoder.latent_noise = change["noise"]
-        train_run(row_dir / "zoo", row_dir, config, progress, fresh)
+        train_run(row_dir / "zoo", row_dir, config, progress, fresh=fresh)
         generate_run(row_dir, sample, seed, config.device)
         metrics = evaluate_run(row_dir, config.device, progress)
         report_run(row_dir, config.device, seed, progress)

@@ -30,7 +30,7 @@ FIGURES = {
 
 
 def write_report(
-    out_dir: str | Path, metrics: dict, novelty: dict, per_model: dict, training: dict | None = None
+    out_dir: str | Path, metrics: dict, novelty: dict, per_model: dict, *, training: dict | None = None
 ) -> Path:
     """`training`: the run's train_stats.json (its budgets and curves), if there is one."""
     out = Path(out_dir)

@@ -85,6 +85,7 @@ class Stage:
         step: int,
         total: int,
         make_state: Callable[[], dict],
+        *,
         every: int,
         force: bool = False,
         mine: bool = False,

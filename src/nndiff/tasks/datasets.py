@@ -233,7 +233,7 @@ def _folder(path: Path, classes: list[str] | None = None) -> ImageSource:
     return ImageSource(PilReader([p for p, _ in ds.samples]), ds.targets, 3)
 
 
-def _folders(root: Path, train: str, test: str, val: str | None, what: str) -> ImageData:
+def _folders(root: Path, train: str, test: str, val: str | None, *, what: str) -> ImageData:
     for split in (train, test):
         if not (root / split).is_dir():
             raise NndiffError(
@@ -249,13 +249,13 @@ def _folders(root: Path, train: str, test: str, val: str | None, what: str) -> I
 
 
 def load_imagefolder(root: Path) -> ImageData:
-    return _folders(root, "train", "test", "val", "ImageFolder")
+    return _folders(root, "train", "test", "val", what="ImageFolder")
 
 
 def load_imagenet(root: Path) -> ImageData:
     """ImageNet-1K as class folders; its validation images are the test set here (the labelled test
     set is not public) and 10% of the training images are held out for every choice made."""
-    return _folders(root, "train", "val", None, "ImageNet")
+    return _folders(root, "train", "val", None, what="ImageNet")
 
 
 # name -> (reader, channels, classes when the data is not at hand, default image size)

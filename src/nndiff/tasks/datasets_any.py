@@ -60,7 +60,7 @@ def dataset_splits(train: Dataset, val: Dataset, test: Dataset, workers: int = 0
                                                                                 ("test", test))}
 
 
-def evaluation_task(name: str, make_model, val: Dataset, test: Dataset, workers: int = 0):
+def evaluation_task(name: str, make_model, val: Dataset, test: Dataset, *, workers: int = 0):
     """The smallest task: your model and validation and test Datasets, all nndiff needs to evaluate a
     zoo recorded without a task (`--task file.py:make_task` on evaluate, report and doctor). It has
     no train split, so nndiff trains nothing with it."""

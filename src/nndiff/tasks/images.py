@@ -163,6 +163,7 @@ class StreamedSplit:
         indices: torch.Tensor,
         size: int,
         mean: torch.Tensor,
+        *,
         std: torch.Tensor,
         workers: int | None = None,
     ):
@@ -238,6 +239,7 @@ def streamed_splits(
     test: ImageSource,
     size: int,
     val: ImageSource | None = None,
+    *,
     val_fraction: float = 0.1,
     workers: int | None = None,
 ) -> dict[str, StreamedSplit]:
@@ -250,5 +252,5 @@ def streamed_splits(
     else:
         val_idx, train_idx = torch.arange(len(val)), torch.arange(len(train))
     mean, std = channel_stats(train, train_idx, size)
-    make = lambda source, idx: StreamedSplit(source, idx, size, mean, std, workers)  # noqa: E731
+    make = lambda source, idx: StreamedSplit(source, idx, size, mean, std=std, workers=workers)  # noqa: E731
     return {"train": make(train, train_idx), "val": make(val, val_idx), "test": make(test, torch.arange(len(test)))}

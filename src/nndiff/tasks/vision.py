@@ -50,7 +50,7 @@ def splits_of(data: ImageData, image_size: int) -> dict:
     if data.native == image_size and data.val is None:
         arrays = lambda s: (s.read.array, s.labels)  # noqa: E731
         return to_splits(arrays(data.train), arrays(data.test))
-    return streamed_splits(data.train, data.test, image_size, data.val, VAL_FRACTION)
+    return streamed_splits(data.train, data.test, image_size, data.val, val_fraction=VAL_FRACTION)
 
 
 # ------------------------------------------------------------------ architectures

@@ -98,7 +98,7 @@ def held_back(runs: Sequence[int]) -> torch.Tensor:
 class Judge:
     """The validation measurements the budgets are chosen by, for one zoo."""
 
-    def __init__(self, task, model, layout, val, originals: torch.Tensor):
+    def __init__(self, task, model, layout, val, *, originals: torch.Tensor):
         self.task, self.model, self.layout, self.val = task, model, layout, val
         self.originals = originals  # [K, D] the zoo's parameters, raw
         self._reference: dict = {}
@@ -107,8 +107,8 @@ class Judge:
     def of_zoo(cls, zoo, device) -> "Judge":
         task = zoo.task_if_known()
         if task is None:  # recorded without a task: the parameters alone
-            return cls(None, None, zoo.layout, None, zoo.params)
-        return cls(task, zoo.model(task).to(device), zoo.layout, task.splits()["val"].to(device), zoo.params)
+            return cls(None, None, zoo.layout, None, originals=zoo.params)
+        return cls(task, zoo.model(task).to(device), zoo.layout, task.splits()["val"].to(device), originals=zoo.params)
 
     @torch.no_grad()
     def val_acc(self, params: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,7 @@ class Judge:
         finite = finite_rows(params)
         if finite.any():
             ev = evaluate_params(
-                self.task, self.model, self.layout, rows_where(params, finite), {"val": self.val}, progress=False
+                self.task, self.model, self.layout, rows_where(params, finite), splits={"val": self.val}, progress=False
             )
             acc[finite] = ev["val"].accuracy.double().cpu()
         return acc

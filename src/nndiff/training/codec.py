@@ -42,7 +42,7 @@ def codec_kind(config) -> str:
     return cfg.kind
 
 
-def principal_on_held_back(zoo, normalizer, judge, held: torch.Tensor, count: int, device):
+def principal_on_held_back(zoo, normalizer, judge, held: torch.Tensor, *, count: int, device):
     """The principal components of the rows not held back (`count` directions, 0: all) and, judged on
     the held-back rows, the judge's measures plus `passes` (whether they stay within the lines): the
     same on every rank. (None, None) without held-back rows."""

@@ -77,17 +77,30 @@ def fit(
     t0 = time.perf_counter()
     fitted, principal = None, None
     if kind == "auto":
-        fitted, principal = principal_on_held_back(zoo, normalizer, judge, held, config.autoencoder.components, device)
+        fitted, principal = principal_on_held_back(
+            zoo, normalizer, judge, held, count=config.autoencoder.components, device=device
+        )
     trained, sizes = None, [e.numel for e in zoo.layout.entries]
-    first = kind == "auto" and principal_first(principal, fitted[0].latent_shape[1] if fitted else 0,
-                                               autoencoder_latent(zoo.layout.size, config, sizes))
+    first = kind == "auto" and principal_first(
+        principal, fitted[0].latent_shape[1] if fitted else 0, autoencoder_latent(zoo.layout.size, config, sizes)
+    )
     if kind == "conv" or (kind == "auto" and not first):
         weight, output_loss = config.autoencoder.output_weight, None
         if weight > 0:
             task = zoo.make_task()
-            output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight, device)
+            output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight=weight, device=device)
         ae, ae_stats = train_autoencoder(
-            zoo.params, config, gen, progress, stage, judge, normalizer, device, sizes, output_loss, held
+            zoo.params,
+            config,
+            gen,
+            progress,
+            stage=stage,
+            judge=judge,
+            normalizer=normalizer,
+            device=device,
+            sizes=sizes,
+            output_loss=output_loss,
+            held=held,
         )
         trained = broadcast((ae_stats.get("curve") or [None])[-1])
     chosen = choose(principal, trained, first) if kind == "auto" else kind
@@ -95,12 +108,22 @@ def fit(
         ae, explained = fitted or PrincipalCodec.fit(zoo.params, normalizer, config.autoencoder.components)
         del fitted
         ae = ae.to(device)
-        ae_stats = {"kind": "pca", "components": ae.latent_shape[1], "explained": explained,
-                    "reconstruction_mse": reconstruction_mse(ae, zoo.params, normalizer, device)}
+        ae_stats = {
+            "kind": "pca",
+            "components": ae.latent_shape[1],
+            "explained": explained,
+            "reconstruction_mse": reconstruction_mse(ae, zoo.params, normalizer, device),
+        }
     if kind == "auto":
         measures = ("unexplained", "gap", "passes")
-        ae_stats["codec"] = {"kind": chosen, **{name: {k: v for k, v in point.items() if k in measures}
-                             for name, point in (("principal", principal), ("autoencoder", trained)) if point}}
+        ae_stats["codec"] = {
+            "kind": chosen,
+            **{
+                name: {k: v for k, v in point.items() if k in measures}
+                for name, point in (("principal", principal), ("autoencoder", trained))
+                if point
+            },
+        }
     t1 = time.perf_counter()
     z = encode_all(ae, zoo.params, normalizer, device)
     latent_normalizer = Normalizer.fit(z.flatten(1), None, "element")
@@ -113,7 +136,13 @@ def fit(
         return judge.generated(candidate, normalizer)
 
     denoiser, diff_stats = train_diffusion(
-        z, config, gen, progress, stage, None if cond is None else cond_normalizer(cond).to(device), check_batch
+        z,
+        config,
+        gen,
+        progress,
+        stage=stage,
+        cond=None if cond is None else cond_normalizer(cond).to(device),
+        check_batch=check_batch,
     )
     t2 = time.perf_counter()
 

@@ -56,6 +56,7 @@ def autoencoder_step(
     ae: Autoencoder,
     opt: torch.optim.Optimizer,
     x: torch.Tensor,
+    *,
     rows: torch.Tensor | None = None,
     normalizer: Normalizer | None = None,
     device: torch.device | str | None = None,
@@ -105,6 +106,7 @@ def train_autoencoder(
     config: TrainConfig,
     gen: torch.Generator,
     progress: bool,
+    *,
     stage: Stage | None = None,
     judge: Judge | None = None,
     normalizer: Normalizer | None = None,
@@ -136,7 +138,7 @@ def train_autoencoder(
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(train_rows))
     stage = stage or Stage(None)
-    start, loss_value, curve = resume(stage, "autoencoder", ae, opt, gen)
+    start, loss_value, curve = resume(stage, "autoencoder", ae, opt, gen=gen)
     ae.train()  # enables the input and latent noise augmentation
 
     def check() -> dict:
@@ -154,12 +156,25 @@ def train_autoencoder(
     for step in [] if stopped else bar:
         set_lr(opt, cosine_lr(step, total, cfg.lr))
         idx = train_rows[torch.randint(len(train_rows), (batch,), generator=gen)].to(x.device)
-        loss_value = autoencoder_step(net, ae, opt, x, idx, normalizer, device, output_loss)
+        loss_value = autoencoder_step(
+            net, ae, opt, x, rows=idx, normalizer=normalizer, device=device, output_loss=output_loss
+        )
         if step % 50 == 0:
             bar.set_postfix(mse=f"{loss_value:.4f}")
-        point = _check_point(step + 1, total, cfg.check_every, loss_value, check if auto else None, curve)
+        point = _check_point(step + 1, total, cfg.check_every, loss_value, check=check if auto else None, curve=curve)
         stopped = point is not None and auto and autoencoder_done(curve)
-        save_progress(stage, "autoencoder", step + 1, total, ae, opt, gen, loss_value, curve, force=stopped)
+        save_progress(
+            stage,
+            "autoencoder",
+            step + 1,
+            total,
+            model=ae,
+            opt=opt,
+            gen=gen,
+            loss=loss_value,
+            curve=curve,
+            force=stopped,
+        )
         if stopped:
             break
     bar.close()
@@ -169,7 +184,7 @@ def train_autoencoder(
         "final_loss": loss_value,
         "reconstruction_mse": reconstruction_mse(ae, x, normalizer, device),
         "resumed_at_step": start,
-        **_budget(cfg, trained, stopped, curve, len(rows)),
+        **_budget(cfg, trained, stopped, curve, held_back=len(rows)),
     }
 
 
@@ -185,6 +200,7 @@ def train_diffusion(
     config: TrainConfig,
     gen: torch.Generator,
     progress: bool,
+    *,
     stage: Stage | None = None,
     cond: torch.Tensor | None = None,
     check_batch=None,
@@ -202,7 +218,7 @@ def train_diffusion(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     batch = _per_rank_batch(cfg.batch_size, len(z))
     stage = stage or Stage(None)
-    start, running, curve = resume(stage, "diffusion", model, opt, gen, ema)
+    start, running, curve = resume(stage, "diffusion", model, opt, gen=gen, ema=ema)
     model.train()
     stopped = auto and diffusion_done(curve)
     bar = tqdm(
@@ -211,7 +227,9 @@ def train_diffusion(
     for step in [] if stopped else bar:
         set_lr(opt, cosine_lr(step, total, cfg.lr))
         idx = torch.randint(len(z), (batch,), generator=gen).to(z.device)
-        loss = training_loss(net, z[idx], scheduler, gen, None if cond is None else cond[idx], cfg.condition_dropout)
+        loss = training_loss(
+            net, z[idx], scheduler, gen, cond=None if cond is None else cond[idx], dropout=cfg.condition_dropout
+        )
         optimizer_step(opt, loss, model)
         # Warm the EMA up: with few steps a fixed 0.999 would still remember the random init.
         update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
@@ -219,10 +237,22 @@ def train_diffusion(
         if step % 50 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
         point = _check_point(
-            step + 1, total, cfg.check_every, running, (lambda: check_batch(ema)) if auto else None, curve
+            step + 1, total, cfg.check_every, running, check=(lambda: check_batch(ema)) if auto else None, curve=curve
         )
         stopped = point is not None and auto and diffusion_done(curve)
-        save_progress(stage, "diffusion", step + 1, total, model, opt, gen, running, curve, ema, force=stopped)
+        save_progress(
+            stage,
+            "diffusion",
+            step + 1,
+            total,
+            model=model,
+            opt=opt,
+            gen=gen,
+            loss=running,
+            curve=curve,
+            ema=ema,
+            force=stopped,
+        )
         if stopped:
             break
     bar.close()
@@ -230,7 +260,7 @@ def train_diffusion(
     return ema.eval(), {"final_loss": running, "resumed_at_step": start, **_budget(cfg, trained, stopped, curve)}
 
 
-def _check_point(step: int, total: int, every: int, loss: float, check, curve: list[dict]) -> dict | None:
+def _check_point(step: int, total: int, every: int, loss: float, *, check, curve: list[dict]) -> dict | None:
     """Every `every` steps and at the last: the curve's next point (the training loss, and with an
     automatic budget what `check` measures on validation). Rank 0 measures, every rank gets the point
     (so all stop together); the measurement draws from none of the training loop's random streams."""
@@ -246,7 +276,7 @@ def _check_point(step: int, total: int, every: int, loss: float, check, curve: l
     return point
 
 
-def _budget(cfg, trained: int, stopped: bool, curve: list[dict], held_back: int | None = None) -> dict:
+def _budget(cfg, trained: int, stopped: bool, curve: list[dict], *, held_back: int | None = None) -> dict:
     """What train_stats.json says of a loop's budget."""
     auto = cfg.steps == "auto"
     out = {

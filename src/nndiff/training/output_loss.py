@@ -25,7 +25,7 @@ INPUTS = 256  # training inputs the logits are compared on
 
 class OutputMatch:
     def __init__(
-        self, task, model: nn.Module, layout: Layout, normalizer: Normalizer | None, weight: float, device=None
+        self, task, model: nn.Module, layout: Layout, normalizer: Normalizer | None, *, weight: float, device=None
     ):
         train = training_split(task)
         if isinstance(train, StreamedSplit):

@@ -9,7 +9,7 @@ from nndiff.runtime.stage import Stage
 CHECKPOINT_EVERY = 250  # training steps between progress checkpoints
 
 
-def save_progress(stage: Stage, name, step, total, model, opt, gen, loss, curve, ema=None, force=False) -> None:
+def save_progress(stage: Stage, name, step, total, *, model, opt, gen, loss, curve, ema=None, force=False) -> None:
     """Save the loop's whole state every CHECKPOINT_EVERY steps, at the end, and where it stops early (`force`).
 
     Under torchrun the weights are the same on every rank but the random streams are not: every
@@ -27,10 +27,10 @@ def save_progress(stage: Stage, name, step, total, model, opt, gen, loss, curve,
         }
         return {**saved, "ema": ema.state_dict()} if ema is not None else saved
 
-    stage.checkpoint(name, step, total, state, CHECKPOINT_EVERY, force)
+    stage.checkpoint(name, step, total, state, every=CHECKPOINT_EVERY, force=force)
 
 
-def resume(stage: Stage, name, model, opt, gen, ema=None) -> tuple[int, float | None, list[dict]]:
+def resume(stage: Stage, name, model, opt, *, gen, ema=None) -> tuple[int, float | None, list[dict]]:
     """Restore a loop's state from its checkpoint (rank 0 reads it and hands it to the other ranks);
     returns (first step to run, last loss, the curve so far)."""
     saved = stage.load(name)

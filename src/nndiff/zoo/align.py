@@ -129,7 +129,7 @@ def match(
     for _ in range(MAX_PASSES):
         changed = False
         for i in rng.permutation(len(sizes)):
-            gain = _gain(ref, oth, layers, perms, i)
+            gain = _gain(ref, oth, layers, perms, i=i)
             rows, cols = linear_sum_assignment(gain.numpy(), maximize=True)
             new = torch.as_tensor(cols[np.argsort(rows)])
             unit = torch.arange(len(new))
@@ -141,7 +141,7 @@ def match(
     return perms
 
 
-def _gain(ref, oth, layers: list[Layer], perms: list[torch.Tensor], i: int) -> torch.Tensor:
+def _gain(ref, oth, layers: list[Layer], perms: list[torch.Tensor], *, i: int) -> torch.Tensor:
     """gain[j, k]: how much of the inner product unit k of `other` earns in position j of hidden layer i,
     the other layers' permutations held fixed."""
     units = len(perms[i])

@@ -52,6 +52,7 @@ def collect_run(
     rows: RowFile,
     start: int,
     count: int,
+    *,
     burn_in: int,
     every: int,
     name: str,
@@ -82,18 +83,18 @@ def collect_run(
             filled += 1
         if bar is not None:
             bar.update()
-        stage.checkpoint(name, trajectory.steps, total, state, CHECKPOINT_EVERY, mine=True)
+        stage.checkpoint(name, trajectory.steps, total, state, every=CHECKPOINT_EVERY, mine=True)
     return resumed_at
 
 
-def _base_model(task, config: CollectConfig, device, progress: bool, base_state, stage: Stage) -> nn.Module:
+def _base_model(task, config: CollectConfig, device, progress: bool, *, base_state, stage: Stage) -> nn.Module:
     """The model collection starts from: `base_state`, or one trained here (data-parallel under torchrun)."""
     if base_state is None:
-        return train_base(task, config.seed, device, progress, stage, config.recipe)
+        return train_base(task, config.seed, device, progress, stage=stage, recipe=config.recipe)
     return load_base(task, base_state).to(device)
 
 
-def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, device, progress, stage):
+def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, *, device, progress, stage):
     """With --bases N > 1, the base models of runs 1.. N-1 and of the held-out run (one more): each
     trained here from its own initialization (seed `_base_seed`) and, with --align weights, its hidden
     units permuted towards `first`'s by weight matching (align.py), which leaves its function as it
@@ -113,7 +114,9 @@ def _other_bases(task, first: nn.Module, layout: Layout, config: CollectConfig, 
         layers = chain(first, inputs.to(device))
     models, moved = [], []
     for b in range(1, config.bases + (1 if config.heldout else 0)):
-        model = train_base(task, _base_seed(config, b), device, progress, stage, config.recipe, name=f"base{b}")
+        model = train_base(
+            task, _base_seed(config, b), device, progress, stage=stage, recipe=config.recipe, name=f"base{b}"
+        )
         if layers is not None:
             moved.append({"base": b, **align(first, model, layers, seed=b)})
         models.append(model)
@@ -132,7 +135,7 @@ def _base_seed(config: CollectConfig, base: int) -> int:
     return config.seed if base == 0 else derived_seed(config.seed, "base", base)
 
 
-def _probe_lr(task, base, layout, val, config: CollectConfig, every: int, device, stage: Stage) -> dict:
+def _probe_lr(task, base, layout, val, *, config: CollectConfig, every: int, device, stage: Stage) -> dict:
     """The --lr auto probe (rank 0 runs it, every rank gets its answer; a resumed collection reuses it)."""
     found = stage.load("probe")
     if found is None:
@@ -142,12 +145,12 @@ def _probe_lr(task, base, layout, val, config: CollectConfig, every: int, device
                 base,
                 layout,
                 val,
-                task.collect_lr,
-                every,
-                config.momentum,
-                derived_seed(config.seed, "probe", 0),
-                device,
-                config.burn_in,
+                hint=task.collect_lr,
+                every=every,
+                momentum=config.momentum,
+                seed=derived_seed(config.seed, "probe", 0),
+                device=device,
+                burn_in=config.burn_in,
             )
             if is_main()
             else None
@@ -166,6 +169,7 @@ def collect(
     config: CollectConfig | None = None,
     progress: bool = True,
     base_state: dict[str, torch.Tensor] | None = None,
+    *,
     stage: Stage | None = None,
 ) -> Zoo:
     """Collect `config.k` snapshots of the selected parameters (plus `config.heldout` held-out ones)
@@ -192,14 +196,18 @@ def collect(
     stage.claim({**settings, "processes": world_size()}, "a collection")
     if base_state is not None and config.bases > 1:
         raise NndiffError("--bases trains every base model here from its own initialization; drop --base")
-    base = _base_model(task, config, device, progress, base_state, stage)
+    base = _base_model(task, config, device, progress, base_state=base_state, stage=stage)
     layout = Layout.select(base, select)
-    others, alignment = _other_bases(task, base, layout, config, device, progress, stage)
+    others, alignment = _other_bases(task, base, layout, config, device=device, progress=progress, stage=stage)
     bases = [base, *others]  # run r starts from bases[r % --bases]; the held-out run from the last
     splits = task.splits()
     val, test = splits["val"].to(device), splits["test"].to(device)
     base_metrics = {"val_acc": task.evaluate(base, val).accuracy, "test_acc": task.evaluate(base, test).accuracy}
-    probe = _probe_lr(task, base, layout, val, config, every, device, stage) if lr == "auto" else None
+    probe = (
+        _probe_lr(task, base, layout, val, config=config, every=every, device=device, stage=stage)
+        if lr == "auto"
+        else None
+    )
     lr = probe["lr"] if probe else lr
 
     per_run = [config.k // config.runs + (r < config.k % config.runs) for r in range(config.runs)]
@@ -219,9 +227,19 @@ def collect(
         with tqdm(total=total, desc="collect", disable=not progress, leave=False) as bar:
             for run in mine:
                 start = bases[base_of(run)]
-                trajectory = Trajectory(task, start, layout, _run_seed(config, run), lr, config.momentum, device)
+                trajectory = Trajectory(
+                    task, start, layout, _run_seed(config, run), lr=lr, momentum=config.momentum, device=device
+                )
                 resumed_at[run] = collect_run(
-                    trajectory, rows, offsets[run], per_run[run], config.burn_in, every, f"run{run}", stage, bar
+                    trajectory,
+                    rows,
+                    offsets[run],
+                    per_run[run],
+                    burn_in=config.burn_in,
+                    every=every,
+                    name=f"run{run}",
+                    stage=stage,
+                    bar=bar,
                 )
         if world_size() > 1:  # each rank wrote its own runs' rows: share them
             parts = all_gather({run: (rows.read(offsets[run], offsets[run + 1]), resumed_at[run]) for run in mine})
@@ -236,7 +254,9 @@ def collect(
         for run, count in enumerate(per_run)
         for i in range(count)
     ]
-    evals = evaluate_params_sharded(task, base, layout, everything, {"val": val, "test": test}, progress)
+    evals = evaluate_params_sharded(
+        task, base, layout, everything, splits={"val": val, "test": test}, progress=progress
+    )
     for meta, va, te in zip(records, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist()):
         meta["val_acc"], meta["test_acc"] = va, te
     k = config.k

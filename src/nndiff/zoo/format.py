@@ -72,7 +72,7 @@ class Zoo:
 
         model, splits = self.model(task), task.splits()
         rows = torch.cat([self.params, self.heldout.reshape(-1, self.layout.size)])
-        evals = evaluate_params(task, model, self.layout, rows, {"val": splits["val"], "test": splits["test"]},
+        evals = evaluate_params(task, model, self.layout, rows, splits={"val": splits["val"], "test": splits["test"]},
                                 progress=False)
         records = [dict(r, val_acc=va, test_acc=te) for r, va, te in zip(
             self.snapshots + self.heldout_snapshots, evals["val"].accuracy.tolist(), evals["test"].accuracy.tolist())]

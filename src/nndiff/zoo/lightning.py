@@ -23,7 +23,7 @@ from nndiff.zoo.recorder import Recorder
 
 
 class RecordZoo(Callback):
-    def __init__(self, out: str | Path, select: list[str], k: int, task: str, module: str | None = None,
+    def __init__(self, out: str | Path, select: list[str], k: int, task: str, *, module: str | None = None,
                  every: int = 1, burn_in: int = 0, monitor: str | None = None, heldout: int = 0,
                  held_out_run: bool = False):
         for name, value, low in (("every", every, 1), ("burn_in", burn_in, 0)):
@@ -40,9 +40,11 @@ class RecordZoo(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            self.recorder = Recorder(self.out, self._network(pl_module), self.select, self.k, self.task, self.heldout)
+            self.recorder = Recorder(
+                self.out, self._network(pl_module), self.select, self.k, task=self.task, heldout=self.heldout
+            )
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # Lightning's signature
         step = trainer.global_step  # optimizer steps taken so far
         if self.recorder is None or step <= self.burn_in or (step - self.burn_in) % self.every:
             return

@@ -73,14 +73,14 @@ def tolerance(samples: int) -> float:
 
 
 def measure_rung(
-    task, base, layout, val, lr: float, every: int, momentum: float, seed: int, device, burn_in: int = BURN_IN
+    task, base, layout, val, *, lr: float, every: int, momentum: float, seed: int, device, burn_in: int = BURN_IN
 ) -> dict:
     from nndiff.zoo.trajectory import (  # the collection's own SGD: the probe measures what collection does
         Trajectory,
         snapshots,
     )
 
-    trajectory = Trajectory(task, base, layout, seed, lr, momentum, device)
+    trajectory = Trajectory(task, base, layout, seed, lr=lr, momentum=momentum, device=device)
     try:
         snaps = list(snapshots(trajectory, SNAPSHOTS, burn_in, SPACING * every))
     except NndiffError:
@@ -88,7 +88,7 @@ def measure_rung(
     params = torch.stack(snaps)
     if not torch.isfinite(params).all():
         return {"lr": lr, "diverged": True}
-    ev = evaluate_params(task, base, layout, params, {"val": val}, progress=False)["val"]
+    ev = evaluate_params(task, base, layout, params, splits={"val": val}, progress=False)["val"]
     start = layout.flatten(dict(base.named_parameters())).detach().cpu().double()
     scale = float(start.pow(2).mean().sqrt()) or 1.0
     move = float((params[1:] - params[:-1]).double().pow(2).mean(1).sqrt().mean()) / scale
@@ -114,6 +114,7 @@ def probe(
     base,
     layout,
     val,
+    *,
     hint: float,
     every: int,
     momentum: float,
@@ -130,7 +131,18 @@ def probe(
 
     def at(lr: float) -> None:
         if lr not in rows:
-            rows[lr] = measure_rung(task, base, layout, val, lr, every, momentum, seed, device, min(burn_in, BURN_IN))
+            rows[lr] = measure_rung(
+                task,
+                base,
+                layout,
+                val,
+                lr=lr,
+                every=every,
+                momentum=momentum,
+                seed=seed,
+                device=device,
+                burn_in=min(burn_in, BURN_IN),
+            )
             if log:
                 log(format_row(rows[lr]))
 

@@ -40,7 +40,7 @@ WORK = ".recording"
 
 
 class Recorder:
-    def __init__(self, out: str | Path, model: nn.Module, select: list[str], k: int, task: str | None = None,
+    def __init__(self, out: str | Path, model: nn.Module, select: list[str], k: int, *, task: str | None = None,
                  heldout: int = 0):
         """Open (or reopen, to resume) the recording of `k` snapshots (and `heldout` held-out ones) of
         the parameters of `model` that `select` (glob patterns, as --select) matches. `task` (a

@@ -41,6 +41,7 @@ def train_base(
     seed: int,
     device: torch.device,
     progress: bool = True,
+    *,
     stage: Stage | None = None,
     recipe: str = "adamw",
     name: str = "base",
@@ -115,7 +116,7 @@ class Trajectory:
     `run`."""
 
     def __init__(
-        self, task, base: nn.Module, layout: Layout, seed: int, lr: float, momentum: float, device: torch.device
+        self, task, base: nn.Module, layout: Layout, seed: int, *, lr: float, momentum: float, device: torch.device
     ):
         self.task, self.layout, self.lr = task, layout, lr
         self.model = copy.deepcopy(base).to(device)
