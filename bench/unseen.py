@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from nndiff.families.builtin import FAMILIES
-from nndiff.families.report import label, methods
+from nndiff.report.family import label, methods
 from nndiff.families.config import FamilyConfig
 from nndiff.families.run import run_family
 

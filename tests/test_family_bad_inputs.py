@@ -48,6 +48,15 @@ def examples_file(fam, tmp, mp):
               tmp / "ex.safetensors")
 
 
+def examples_changed(change):
+    """The valid examples file, its tensors {x, y} then changed by change(tensors) -> tensors."""
+    def setup(fam, tmp, mp):
+        examples_file(fam, tmp, mp)
+        save_file({k: v.contiguous() for k, v in change(load_file(tmp / "ex.safetensors")).items()},
+                  tmp / "ex.safetensors")
+    return setup
+
+
 def with_examples(then):
     def setup(fam, tmp, mp):
         examples_file(fam, tmp, mp)
@@ -152,6 +161,20 @@ CASES = [
      lambda fam, tmp, mp: (fam / "family" / "manifest.json").write_text(
          json.dumps({**json.loads((fam / "family" / "manifest.json").read_text()), "key": "0" * 16})),
      "holds the heads of another run"),
+    # --examples files
+    ("family examples file missing", SHOWN, None, "ex.safetensors"),
+    ("family examples pickled", SHOWN, lambda fam, tmp, mp: torch.save({"x": torch.zeros(2), "y": torch.zeros(2)},
+                                                                     tmp / "ex.safetensors"), "ex.safetensors"),
+    ("family examples labels float", SHOWN, examples_changed(lambda t: {**t, "y": t["y"].float()}),
+     "y must be a 1-D integer tensor of labels"),
+    ("family examples of another input shape", SHOWN, examples_changed(lambda t: {**t, "x": t["x"][:, :, :4]}),
+     "x must be 100 floating-point examples of shape [1, 8, 8]"),
+    ("family examples with NaN", SHOWN, examples_changed(lambda t: {**t, "x": t["x"] * float("nan")}),
+     "x holds NaN or infinite values"),
+    ("family examples of one class", SHOWN, examples_changed(lambda t: {**t, "y": t["y"] * 0}),
+     "has no example of class 1"),
+    ("family examples with an extra tensor", SHOWN, examples_changed(lambda t: {**t, "w": t["y"].clone()}),
+     "must hold exactly the tensors x and y (it holds w, x, y)"),
     # generator files that pass the digest check but not the loader
     ("family generator of an unregistered kind", CODE, generator_file(lambda m, t: ({**m, "class": "my-gan"}, t)),
      "holds no generator of the kinds descriptor-regression, descriptor-diffusion (it says 'my-gan')"),
@@ -233,7 +256,7 @@ CASES = [
 
 
 def test_the_table_is_large_and_unique():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 60
     assert len({c[0] for c in CASES}) == len(CASES)
 
 

@@ -98,7 +98,7 @@ def dispatch(command: str, args, quiet: bool) -> int:
     elif command == "run" and args.family is not None:
         from nndiff.config.options import build
         from nndiff.families.config import FamilyConfig
-        from nndiff.families.report import family_summary_lines
+        from nndiff.report.family import family_summary_lines
         from nndiff.families.run import run_family
 
         out = args.out or Path("runs") / Path(args.family.split(":")[0]).stem

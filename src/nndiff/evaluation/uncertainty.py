@@ -79,6 +79,21 @@ class Bootstrap:
         return out
 
 
+def task_sample_replicates(correct: torch.Tensor, replicates: int = REPLICATES, seed: int = 0) -> torch.Tensor:
+    """[B, M] replicates of M methods' mean accuracy (percent) over T tasks, from their [M, T, n]
+    shares of right answers per test sample: each replicate draws tasks and test samples with
+    replacement, the same draws for every method (differences carry both sources of uncertainty)."""
+    c = correct.double()
+    _, tasks, samples = c.shape
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.empty(replicates, len(c), dtype=torch.float64)
+    for r in range(replicates):
+        w = torch.bincount(torch.randint(tasks, (tasks,), generator=gen), minlength=tasks).double()
+        v = torch.bincount(torch.randint(samples, (samples,), generator=gen), minlength=samples).double()
+        draws[r] = (c @ v) @ w / (tasks * samples) * 100
+    return draws
+
+
 def group_mean(per_model: torch.Tensor, model_weights: torch.Tensor) -> torch.Tensor:
     """[B] the group's mean of a [B, N] per-model statistic under each replicate's model resampling."""
     return (per_model.double() * model_weights.double()).sum(1)

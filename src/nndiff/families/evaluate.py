@@ -4,7 +4,7 @@ test samples.
 A method gives m heads for each held-out task ([T, m, D]); its per-task accuracy is the mean over
 its heads. Intervals are a paired bootstrap: each replicate draws tasks and test samples with
 replacement, the same draws for every method, so differences between methods carry both sources of
-uncertainty and no more.
+uncertainty and no more (evaluation/uncertainty.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from nndiff.evaluation.uncertainty import REPLICATES, estimate, interval, task_sample_replicates
 from nndiff.families.heads import correct
 
 SGD_STEPS = (1, 10, 100, 1000)
@@ -29,31 +30,24 @@ def per_sample(heads: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, class
     return right.view(t, m, -1).float().mean(1)
 
 
-def compare_methods(shares: dict[str, torch.Tensor], reference: str, replicates: int = 1000, seed: int = 0) -> dict:
+def compare_methods(shares: dict[str, torch.Tensor], reference: str, replicates: int = REPLICATES,
+                    seed: int = 0) -> dict:
     """Mean test accuracy of each method over tasks and samples with its 95% interval, and each
     method minus `reference` (paired)."""
     names = list(shares)
     c = torch.stack([shares[k] for k in names]).double()  # [M, T, N]
-    _, tasks, samples = c.shape
-    gen = torch.Generator().manual_seed(seed)
     point = c.mean((1, 2)) * 100
-    draws = torch.empty(replicates, len(names), dtype=torch.float64)
-    for r in range(replicates):
-        w = torch.bincount(torch.randint(tasks, (tasks,), generator=gen), minlength=tasks).double()
-        v = torch.bincount(torch.randint(samples, (samples,), generator=gen), minlength=samples).double()
-        draws[r] = (c @ v) @ w / (tasks * samples) * 100
+    draws = task_sample_replicates(c, replicates, seed)
     ref = names.index(reference)
-    out = {}
-    for i, name in enumerate(names):
-        lo, hi = torch.quantile(draws[:, i], torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-        diff = draws[:, i] - draws[:, ref]
-        dlo, dhi = torch.quantile(diff, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-        out[name] = {
+    out = {
+        name: {
             "test_acc_mean": float(point[i]),
-            "ci95": [lo, hi],
-            "minus_" + reference: {"estimate": float(point[i] - point[ref]), "ci95": [dlo, dhi]},
+            "ci95": interval(draws[:, i]),
+            "minus_" + reference: estimate(point[i] - point[ref], draws[:, i] - draws[:, ref]),
             "per_task": (c[i].mean(1) * 100).tolist(),
         }
+        for i, name in enumerate(names)
+    }
     out["bootstrap"] = {"replicates": replicates, "seed": seed, "resampled": "held-out tasks and test samples"}
     return out
 

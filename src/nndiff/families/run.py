@@ -101,7 +101,7 @@ def _remove_results(out: Path) -> None:
 
 
 def _run(family, config: FamilyConfig, out: Path, progress: bool, *, log, stage: Stage) -> dict:
-    from nndiff.families.report import write_family_report
+    from nndiff.report.family import write_family_report
 
     t_start = time.perf_counter()
     codes = family_codes(family, config)
@@ -158,18 +158,8 @@ def _run(family, config: FamilyConfig, out: Path, progress: bool, *, log, stage:
     held = tasks["heldout"]
     log(f"[4/4] every method on {len(held)} held-out tasks")
     methods, seconds = heldout_methods(
-        family,
-        config,
-        generators,
-        inputs["heldout"],
-        rows=rows,
-        init=init,
-        feats=feats,
-        labels=labels,
-        codes=codes,
-        tasks=tasks,
-        per_task=per_task,
-        desc=desc,
+        family, config, generators, inputs["heldout"], rows=rows, init=init, feats=feats, labels=labels, codes=codes,
+        tasks=tasks, per_task=per_task, desc=desc
     )
     lab_test = family.labels(codes[held], labels["test"])
     x_test = of_tasks(feats["test"], held)

@@ -1,1 +1,1 @@
-"""report.md and its figures."""
+"""report.md and its figures, for a single task's run (markdown.py, figures.py) and a family run (family.py)."""

@@ -90,17 +90,8 @@ def fit(
             task = zoo.make_task()
             output_loss = OutputMatch(task, zoo.model(task), zoo.layout, normalizer, weight=weight, device=device)
         ae, ae_stats = train_autoencoder(
-            zoo.params,
-            config,
-            gen,
-            progress,
-            stage=stage,
-            judge=judge,
-            normalizer=normalizer,
-            device=device,
-            sizes=sizes,
-            output_loss=output_loss,
-            held=held,
+            zoo.params, config, gen, progress, stage=stage, judge=judge, normalizer=normalizer, device=device,
+            sizes=sizes, output_loss=output_loss, held=held
         )
         trained = broadcast((ae_stats.get("curve") or [None])[-1])
     chosen = choose(principal, trained, first) if kind == "auto" else kind

@@ -164,16 +164,8 @@ def train_autoencoder(
         point = _check_point(step + 1, total, cfg.check_every, loss_value, check=check if auto else None, curve=curve)
         stopped = point is not None and auto and autoencoder_done(curve)
         save_progress(
-            stage,
-            "autoencoder",
-            step + 1,
-            total,
-            model=ae,
-            opt=opt,
-            gen=gen,
-            loss=loss_value,
-            curve=curve,
-            force=stopped,
+            stage, "autoencoder", step + 1, total, model=ae, opt=opt, gen=gen, loss=loss_value, curve=curve,
+            force=stopped
         )
         if stopped:
             break
@@ -241,17 +233,8 @@ def train_diffusion(
         )
         stopped = point is not None and auto and diffusion_done(curve)
         save_progress(
-            stage,
-            "diffusion",
-            step + 1,
-            total,
-            model=model,
-            opt=opt,
-            gen=gen,
-            loss=running,
-            curve=curve,
-            ema=ema,
-            force=stopped,
+            stage, "diffusion", step + 1, total, model=model, opt=opt, gen=gen, loss=running, curve=curve, ema=ema,
+            force=stopped
         )
         if stopped:
             break
