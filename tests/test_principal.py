@@ -176,8 +176,8 @@ def _recorded(tmp_path, fresh: bool):
 
 @pytest.mark.parametrize("fresh", [False, True])
 def test_the_automatic_codec_keeps_pca_only_where_it_reconstructs_the_held_back_snapshots(tmp_path, fresh):
-    """kind auto: principal components that reproduce the held-back snapshots are kept and no
-    autoencoder is trained; where they miss most of those snapshots' variation the autoencoder is
+    """kind auto: principal components that reproduce the held-back snapshots are kept (refitted on
+    every snapshot, as many directions) and no autoencoder is trained; where they miss most of those snapshots' variation the autoencoder is
     trained too and the codec that misses less is kept, as train_stats.json records."""
     from nndiff.pipeline.stages import train_run
     from nndiff.tasks import forget_named_tasks
@@ -188,7 +188,8 @@ def test_the_automatic_codec_keeps_pca_only_where_it_reconstructs_the_held_back_
     config.autoencoder.components = 4  # a latent of 4 values, smaller than the autoencoder's 16
     config.autoencoder.max_steps, config.diffusion.max_steps = 100, 100
     config.autoencoder.check_every = config.diffusion.check_every = 50
-    stats = train_run(_recorded(tmp_path, fresh), tmp_path / "run", config, progress=False)
+    zoo_dir = _recorded(tmp_path, fresh)
+    stats = train_run(zoo_dir, tmp_path / "run", config, progress=False)
     codec = stats["autoencoder"]["codec"]
     principal = codec["principal"]
     if not fresh:
@@ -203,6 +204,9 @@ def test_the_automatic_codec_keeps_pca_only_where_it_reconstructs_the_held_back_
     generator = ParamGenerator.load(tmp_path / "run", read_run_config(tmp_path / "run")[1])
     assert isinstance(generator.autoencoder, PrincipalCodec) == (codec["kind"] == "pca")
     assert generator.sample(4, 0, "ddim", 5).shape == (4, 64)
+    if codec["kind"] == "pca":  # judged without the held-back snapshots, then fitted on every one
+        every, _ = PrincipalCodec.fit(Zoo.load(zoo_dir).params, generator.normalizer, 4)
+        torch.testing.assert_close(generator.autoencoder.components.abs(), every.components.abs(), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("principal,autoencoder,kept", [

@@ -96,7 +96,9 @@ def fit(
         trained = broadcast((ae_stats.get("curve") or [None])[-1])
     chosen = choose(principal, trained, first) if kind == "auto" else kind
     if chosen == "pca":  # nothing to train: principal.py (the codec judged, when there is one)
-        ae, explained = fitted or PrincipalCodec.fit(zoo.params, normalizer, config.autoencoder.components)
+        # judged without the held-back rows; kept with as many directions, fitted on every row
+        count = fitted[0].latent_shape[1] if fitted else config.autoencoder.components
+        ae, explained = PrincipalCodec.fit(zoo.params, normalizer, count)
         del fitted
         ae = ae.to(device)
         ae_stats = {
