@@ -105,3 +105,20 @@ def test_a_taken_name_is_refused_and_the_file_names_no_code(tmp_path):
     with pytest.raises(NndiffError, match="kind 'evil:Constant', which is not registered here"):
         load_generator(tmp_path / "g.safetensors")
     assert not marker.exists()
+
+
+def test_a_runs_generator_as_one_file_samples_the_same_models(tiny_run, tmp_path):
+    """The run directory's three files and the one-file form (save_generator) hold one generator."""
+    from nndiff.pipeline.rundir import read_run_config
+
+    generator = ParamGenerator.load(tiny_run, read_run_config(tiny_run)[1])
+    save_generator(tmp_path / "generator.safetensors", generator)
+    again = load_generator(tmp_path / "generator.safetensors", ("latent-diffusion",))
+    assert isinstance(again, ParamGenerator) and again.layout.to_json() == generator.layout.to_json()
+    assert torch.equal(again.sample(3, seed=5, steps=4), generator.sample(3, seed=5, steps=4))
+    from nndiff.io.tensors import load_metadata, load_tensors, save_tensors
+
+    meta, tensors = load_metadata(tmp_path / "generator.safetensors"), load_tensors(tmp_path / "generator.safetensors")
+    save_tensors(tmp_path / "cut.safetensors", {k: v for k, v in tensors.items() if k != "latent.std"}, meta)
+    with pytest.raises(NndiffError, match="its statistics lacks latent.mean or latent.std"):
+        load_generator(tmp_path / "cut.safetensors")

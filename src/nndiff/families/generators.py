@@ -23,7 +23,7 @@ from torch import nn
 from nndiff.generator.config import TrainConfig
 from nndiff.generator.denoiser import Denoiser
 from nndiff.generator.diffusion import make_scheduler, sample
-from nndiff.generator.registry import codec_record, load_codec, register_generator, restore_module
+from nndiff.generator.registry import codec_record, load_codec, register_generator, restore_module, under
 from nndiff.params.normalizer import Normalizer
 from nndiff.training.loops import encode_all, train_autoencoder, train_diffusion
 
@@ -79,7 +79,7 @@ class RegressionGenerator:
         norm = Normalizer.from_state_dict(state, "params.", _count(args, "dim"), "its tensors")
         inputs = Normalizer.from_state_dict(state, "inputs.", _count(args, "descriptor_dim"), "its tensors")
         width = _count(args, "width")
-        net = restore_module(lambda: _regression_net(len(inputs.mean), width, len(norm.mean)), _part(state, "net."))
+        net = restore_module(lambda: _regression_net(len(inputs.mean), width, len(norm.mean)), under(state, "net."))
         return cls(inputs, norm, width=width, net=net)
 
 
@@ -143,9 +143,9 @@ class DiffusionGenerator:
     def from_saved(cls, args: dict, state: dict[str, torch.Tensor]) -> "DiffusionGenerator":
         config = TrainConfig.from_dict(args["config"], "its config")
         norm = Normalizer.from_state_dict(state, "params.", len(state.get("params.mean", ())), "its tensors")
-        ae = load_codec(args["codec"], _part(state, "autoencoder."), "its codec", len(norm.mean))
+        ae = load_codec(args["codec"], under(state, "autoencoder."), "its codec", len(norm.mean))
         code_dim = _count(args, "descriptor_dim")
-        den = restore_module(lambda: Denoiser(ae.latent_shape, config.denoiser, code_dim), _part(state, "denoiser."))
+        den = restore_module(lambda: Denoiser(ae.latent_shape, config.denoiser, code_dim), under(state, "denoiser."))
         latent = Normalizer.from_state_dict(state, "latent.", math.prod(ae.latent_shape), "its tensors")
         inputs = Normalizer.from_state_dict(state, "inputs.", code_dim, "its tensors")
         return cls(config, inputs, norm, latent, autoencoder=ae, denoiser=den)
@@ -155,10 +155,6 @@ def _regression_net(descriptor_dim: int, width: int, dim: int) -> nn.Module:
     return nn.Sequential(
         nn.Linear(descriptor_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, dim)
     )
-
-
-def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _count(args: dict, key: str) -> int:

@@ -80,6 +80,11 @@ def load_codec(record: Any, state: Mapping[str, torch.Tensor], where: str, dim: 
                       "codec")
 
 
+def under(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with `prefix`, named without it (one part of a saved generator)."""
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def restore_module(build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor]) -> nn.Module:
     """The module `build()` makes, holding `state`'s tensors (as they are: a mapped file stays mapped).
     ValueError unless `state` has exactly the module's names, shapes and dtypes."""

@@ -25,12 +25,13 @@ from nndiff.generator.denoiser import Denoiser
 from nndiff.generator.diffusion import make_scheduler, sample
 from nndiff.generator.generated import check_generate_args
 from nndiff.generator.principal import PrincipalCodec
-from nndiff.generator.registry import codec_record, load_codec, restore_module
+from nndiff.generator.registry import codec_record, load_codec, register_generator, restore_module, under
 from nndiff.io.tensors import load_metadata, load_tensors, map_tensors, save_tensors
 from nndiff.params.layout import Layout
 from nndiff.params.normalizer import Normalizer
 
 
+@register_generator("latent-diffusion")
 @dataclass
 class ParamGenerator:
     layout: Layout
@@ -98,62 +99,75 @@ class ParamGenerator:
         return self.normalizer.inverse(x)
 
     def save(self, run_dir: str | Path, stage: str | None = None) -> None:
-        """The generator's three files; `stage`: the id of the training, recorded in each."""
+        """The generator as a run directory's three files; `stage`: the id of the training, recorded
+        in each. (`registry.save_generator` keeps it as one file instead.)"""
         d = Path(run_dir)
-        cfg = self.config.to_dict()
         mark = {"stage": stage} if stage else {}
-        save_tensors(
-            d / "autoencoder.safetensors",
-            self.autoencoder.state_dict(),
-            {"codec": codec_record(self.autoencoder), **mark},
-        )
+        save_tensors(d / "autoencoder.safetensors", self.autoencoder.state_dict(),
+                     {"codec": codec_record(self.autoencoder), **mark})
         save_tensors(
             d / "denoiser.safetensors",
             self.denoiser.state_dict(),
-            {"latent_shape": list(self.autoencoder.latent_shape), "config": cfg["denoiser"], **mark},
+            {"latent_shape": list(self.autoencoder.latent_shape), "config": self.config.to_dict()["denoiser"], **mark},
         )
+        save_tensors(d / "normalizer.safetensors", self._statistics(),
+                     {"layout": self.layout.to_json(), "normalization": self.config.normalization, **mark})
+
+    def _statistics(self) -> dict[str, torch.Tensor]:
         conditions = {}
         if self.condition_normalizer is not None:
             conditions = {
                 **self.condition_normalizer.state_dict("condition."),
                 "condition.range": torch.tensor(self.condition_range, dtype=torch.float64),
             }
-        save_tensors(
-            d / "normalizer.safetensors",
-            {**self.normalizer.state_dict("params."), **self.latent_normalizer.state_dict("latent."), **conditions},
-            {"layout": self.layout.to_json(), "normalization": self.config.normalization, **mark},
-        )
+        return {**self.normalizer.state_dict("params."), **self.latent_normalizer.state_dict("latent."), **conditions}
+
+    def arguments(self) -> dict:
+        codec = codec_record(self.autoencoder)
+        return {"layout": self.layout.to_json(), "config": self.config.to_dict(), "codec": codec}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        parts = {"codec.": self.autoencoder.state_dict(), "denoiser.": self.denoiser.state_dict()}
+        return {**{p + k: v for p, state in parts.items() for k, v in state.items()}, **self._statistics()}
+
+    @classmethod
+    def from_saved(cls, args: dict, tensors: dict[str, torch.Tensor]) -> "ParamGenerator":
+        layout, config = Layout.from_json(args["layout"]), TrainConfig.from_dict(args["config"], "its config")
+        codec = load_codec(args["codec"], under(tensors, "codec."), "its codec", layout.size)
+        return cls._assemble(layout, config, codec, denoiser=under(tensors, "denoiser."), statistics=tensors,
+                             where=("its denoiser", "its statistics"))
 
     @classmethod
     def load(cls, run_dir: str | Path, config: TrainConfig, device: torch.device | str = "cpu") -> "ParamGenerator":
         d = Path(run_dir)
         layout, norms = read_normalizers(d)
         ae = _codec(d / "autoencoder.safetensors", layout, config)
+        where = (str(d / "denoiser.safetensors"), str(d / "normalizer.safetensors"))
+        generator = cls._assemble(layout, config, ae, denoiser=load_tensors(where[0]), statistics=norms, where=where)
+        generator.autoencoder, generator.denoiser = ae.to(device), generator.denoiser.to(device)
+        return generator
+
+    @classmethod
+    def _assemble(cls, layout: Layout, config: TrainConfig, ae, *, denoiser: dict, statistics: dict,
+                  where: tuple[str, str]) -> "ParamGenerator":
+        """The generator around codec `ae`, with its denoiser's weights and the statistics (`where`:
+        what to call each in an error)."""
         conditional = config.diffusion.condition != "none"
-        if conditional and not {"condition.mean", "condition.range"} <= set(norms):
-            raise NndiffError(
-                f"{d / 'normalizer.safetensors'} lacks the condition's statistics that config.yaml asks for; retrain "
-                "the run"
-            )
-        path = d / "denoiser.safetensors"
+        if conditional and not {"condition.mean", "condition.range"} <= set(statistics):
+            raise NndiffError(f"{where[1]} lacks the condition's statistics that config.yaml asks for; retrain the run")
         try:
-            den = restore_module(
-                lambda: Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0), load_tensors(path)
-            )
+            den = restore_module(lambda: Denoiser(ae.latent_shape, config.denoiser, 1 if conditional else 0), denoiser)
         except ValueError as e:
             detail = str(e).splitlines()[0]
-            raise NndiffError(f"{path} does not match config.yaml ({detail}); retrain the run") from None
-        ae, den = ae.to(device), den.to(device)
-        source = str(d / "normalizer.safetensors")
-        latent = Normalizer.from_state_dict(norms, "latent.", math.prod(ae.latent_shape), source)
-        generator = cls(
-            layout, config, Normalizer.from_state_dict(norms, "params.", layout.size, source), latent, ae, den
-        )
+            raise NndiffError(f"{where[0]} does not match config.yaml ({detail}); retrain the run") from None
+        latent = Normalizer.from_state_dict(statistics, "latent.", math.prod(ae.latent_shape), where[1])
+        params = Normalizer.from_state_dict(statistics, "params.", layout.size, where[1])
+        generator = cls(layout, config, params, latent, ae, den)
         if conditional:
-            generator.condition_normalizer = Normalizer.from_state_dict(norms, "condition.", 1, source)
-            lo_hi = norms["condition.range"]
+            generator.condition_normalizer = Normalizer.from_state_dict(statistics, "condition.", 1, where[1])
+            lo_hi = statistics["condition.range"]
             if lo_hi.shape != (2,) or not lo_hi.is_floating_point() or not torch.isfinite(lo_hi).all():
-                raise NndiffError(f"{source}: condition.range must be two finite numbers; retrain the run")
+                raise NndiffError(f"{where[1]}: condition.range must be two finite numbers; retrain the run")
             generator.condition_range = tuple(lo_hi.tolist())
         return generator
 
