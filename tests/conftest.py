@@ -9,6 +9,18 @@ TINY_RUN = ["--quiet", "run", "--task", "digits-cnn", "-k", "24", "--burn-in", "
             "--diffusion-steps", "40", "-n", "6", "--steps", "10"]
 
 
+def pytest_configure(config):
+    # Under pytest-xdist every worker gets its share of the cores (its subprocesses too): torch's
+    # default of one thread per core would put two workers' threads on each core, slower than one.
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        share = max(1, len(os.sched_getaffinity(0)) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache(tmp_path_factory):
     # Generated datasets go to a per-session cache unless the caller points NNDIFF_CACHE elsewhere.
