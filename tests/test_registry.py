@@ -97,6 +97,12 @@ def test_a_taken_name_is_refused_and_the_file_names_no_code(tmp_path):
     with pytest.raises(NndiffError, match="the codec name 'conv' is taken by Autoencoder"):
         register_codec("conv")(Halves)
     assert CODEC_CLASSES["conv"].__name__ == "Autoencoder"
+
+    class Unregistered(Constant):  # inherits a tag, but saved under it it would load as Constant
+        pass
+
+    with pytest.raises(NndiffError, match="Unregistered is no registered generator"):
+        save_generator(tmp_path / "u.safetensors", Unregistered(torch.zeros(1), "u"))
     from nndiff.io.tensors import save_tensors
 
     marker = tmp_path / "imported"

@@ -67,7 +67,17 @@ def _register(table: dict[str, type], name: str, what: str) -> Callable[[type], 
 
 def codec_record(codec) -> dict[str, Any]:
     """What a saved file records of a codec: its class tag and constructor arguments."""
-    return {"class": codec.tag, "args": codec.arguments()}
+    return {"class": _registered_tag(CODEC_CLASSES, codec, "codec"), "args": codec.arguments()}
+
+
+def _registered_tag(table: dict[str, type], obj, what: str) -> str:
+    """The tag `obj`'s own class is registered under (a subclass does not inherit its parent's: it
+    would be loaded as the parent)."""
+    tag = getattr(type(obj), "tag", None)
+    if table.get(tag) is not type(obj):
+        raise NndiffError(f"{type(obj).__qualname__} is no registered {what}; decorate it with "
+                          f"register_{what}(name) so that a saved file can name it")
+    return tag
 
 
 def load_codec(record: Any, state: Mapping[str, torch.Tensor], where: str, dim: int):
@@ -104,7 +114,8 @@ def restore_module(build: Callable[[], nn.Module], state: Mapping[str, torch.Ten
 
 def save_generator(path: str | Path, generator, metadata: dict[str, Any] | None = None) -> None:
     """`generator` as one safetensors file: its tensors, class tag and arguments (plus `metadata`)."""
-    meta = {**(metadata or {}), "class": generator.tag, "args": generator.arguments()}
+    tag = _registered_tag(GENERATOR_CLASSES, generator, "generator")
+    meta = {**(metadata or {}), "class": tag, "args": generator.arguments()}
     save_tensors(path, generator.tensors(), meta)
 
 
