@@ -249,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         _code_named_on_the_command_line(args, words)
         from nndiff.runtime.distributed import init_distributed, is_main
         from nndiff.runtime.memory import reuse_freed_memory
+        from nndiff.runtime.threads import follow_usable_cores
 
         reuse_freed_memory()
+        follow_usable_cores()
         if init_distributed(args.get("device", "auto")):  # launched by torchrun
             if command not in DISTRIBUTED:
                 raise NndiffError(
