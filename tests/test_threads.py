@@ -37,10 +37,21 @@ def test_the_thread_count_is_lowered_to_the_usable_cores_unless_the_user_chose(m
         torch.set_num_threads(before)
 
 
-def test_usable_cores_is_within_the_affinity():
+def test_usable_cores_reads_the_quota_files_within_the_affinity(tmp_path, monkeypatch):
     import os
 
-    assert 1 <= threads.usable_cores() <= len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(threads, "CGROUP", tmp_path)  # no quota files: the affinity alone
+    assert threads.usable_cores() == cores
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # cgroup v2: one CPU's worth
+    assert threads.usable_cores() == 1
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")  # cgroup v1: half a CPU
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert threads.usable_cores() == 1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(f"{100000 * (cores + 4)}\n")  # more than the affinity
+    assert threads.usable_cores() == cores
 
 
 def test_every_command_follows_them(monkeypatch, capsys):
