@@ -193,7 +193,7 @@ def _code_named_on_the_command_line(args, words: list[str]) -> None:
     named only inside a --config file is data, refused before anything is imported."""
     from nndiff.tasks import USER_SPEC
 
-    for option in ("task", "family"):
+    for option in print_config.CODE_OPTIONS:
         value = args.get(option)
         given = any(w == f"--{option}" or w.startswith(f"--{option}=") for w in words)
         if isinstance(value, str) and USER_SPEC.match(value) and not given:

@@ -16,12 +16,16 @@ import yaml
 CODE_OPTIONS = ("task", "family")
 
 
+def _is_flag(word: str) -> bool:
+    return word == "--print_config" or word.startswith("--print_config=")
+
+
 def asked(words: list[str]) -> bool:
-    return any(w == "--print_config" or w.startswith("--print_config=") for w in words)
+    return any(map(_is_flag, words))
 
 
 def without_it(words: list[str]) -> list[str]:
-    return [w for w in words if not (w == "--print_config" or w.startswith("--print_config="))]
+    return [w for w in words if not _is_flag(w)]
 
 
 def printed_config(words: list[str]) -> str:

@@ -111,14 +111,8 @@ class DiffusionGenerator:
         shape = self.autoencoder.latent_shape
         scheduler = make_scheduler(self.config.diffusion, "ddim")
         z = sample(
-            self.denoiser,
-            shape,
-            scheduler,
-            steps,
-            seeds=list(range(seed, seed + len(cond))),
-            device="cpu",
-            cond=cond,
-            guidance=guidance,
+            self.denoiser, shape, scheduler, steps,
+            seeds=list(range(seed, seed + len(cond))), device="cpu", cond=cond, guidance=guidance
         )
         z = self.latent_normalizer.inverse(z.flatten(1)).view(len(cond), *shape)
         return self.normalizer.inverse(self.autoencoder.decode(z))

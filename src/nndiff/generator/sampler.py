@@ -84,14 +84,8 @@ class ParamGenerator:
         scheduler = make_scheduler(self.config.diffusion, sampler)
         shape = self.autoencoder.latent_shape
         z = sample(
-            self.denoiser,
-            shape,
-            scheduler,
-            steps,
-            seeds=list(range(seed, seed + n)),
-            device=self.device,
-            cond=cond,
-            guidance=guidance,
+            self.denoiser, shape, scheduler, steps,
+            seeds=list(range(seed, seed + n)), device=self.device, cond=cond, guidance=guidance
         )
         z = self.latent_normalizer.inverse(z.flatten(1).cpu()).view(n, *shape)
         self.autoencoder.eval()
